@@ -1,0 +1,1 @@
+"""Classifiers that learn from the feature store (probes, heads, metrics)."""

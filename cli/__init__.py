@@ -1,0 +1,1 @@
+"""The `fs` command line: a thin shell around the library."""

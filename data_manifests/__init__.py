@@ -1,0 +1,1 @@
+"""What a corpus is: native-layout parsers, label maps, the manifest schema."""
