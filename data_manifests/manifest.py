@@ -1,0 +1,218 @@
+"""The manifest: one row per utterance of a corpus, with the label map that produced it.
+
+A manifest is built from a native layout (:mod:`data_manifests.layouts`), a label map
+(:mod:`data_manifests.labelmaps`) and the audio headers; it is saved atomically as JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from data_manifests.labelmaps import LabelMap, load_label_map
+from data_manifests.layouts import ScanResult, get_layout
+
+COLUMNS = ("utt_id", "corpus", "language", "path", "speaker", "gender", "raw_label", "label",
+           "duration", "sample_rate", "channels")
+MANIFEST_FORMAT = 1
+
+
+class ManifestError(ValueError):
+    """A corpus that cannot become a manifest, or a manifest file that cannot be used."""
+
+
+@dataclass
+class Manifest:
+    """A corpus as the toolkit sees it: rows plus how they were obtained."""
+
+    name: str
+    layout: str
+    root: str
+    label_map: dict[str, Any]
+    rows: list[dict[str, Any]]
+    language: str = ""
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    excluded_audio: list[tuple[str, str]] = field(default_factory=list)
+    dropped_labels: dict[str, int] = field(default_factory=dict)
+    created: str = ""
+    fs_version: str = ""
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def label_map_name(self) -> str:
+        return str(self.label_map.get("name", ""))
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.label_map.get("classes", []))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> list[Any]:
+        """Values of one column, in row order."""
+        return [row[name] for row in self.rows]
+
+    def counts(self, by: str = "label") -> dict[str, int]:
+        """Rows per value of column ``by`` (sorted by value)."""
+        return dict(sorted(Counter(str(r[by]) for r in self.rows).items()))
+
+    def speaker_label_counts(self) -> dict[str, dict[str, int]]:
+        """Rows per speaker and label."""
+        table: dict[str, Counter] = {}
+        for row in self.rows:
+            table.setdefault(row["speaker"], Counter())[row["label"]] += 1
+        return {spk: dict(sorted(c.items())) for spk, c in sorted(table.items())}
+
+    def total_duration(self) -> float:
+        return float(sum(r["duration"] for r in self.rows))
+
+    def digest(self) -> str:
+        """Short sha256 of what extraction depends on: ids, paths, labels, speakers, audio facts."""
+        h = hashlib.sha256()
+        for row in sorted(self.rows, key=lambda r: r["utt_id"]):
+            h.update(json.dumps([row[c] for c in COLUMNS], sort_keys=True, default=str).encode())
+        h.update(json.dumps(self.label_map, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        """Machine-readable summary used by ``fs corpus show --json``."""
+        return {
+            "name": self.name, "layout": self.layout, "root": self.root, "language": self.language,
+            "label_map": self.label_map_name, "utterances": len(self.rows),
+            "hours": round(self.total_duration() / 3600, 4), "speakers": len(set(self.column("speaker"))),
+            "labels": self.counts("label"), "per_speaker": self.speaker_label_counts(),
+            "genders": self.counts("gender"), "dropped_labels": self.dropped_labels,
+            "rejected_files": len(self.rejected), "excluded_audio": len(self.excluded_audio),
+            "digest": self.digest(), "created": self.created,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ManifestError(f"manifest format {data.get('format')!r} is not {MANIFEST_FORMAT}; "
+                                "re-add the corpus with `fs corpus add ... --force`")
+        data = dict(data)
+        data["rejected"] = [tuple(x) for x in data.get("rejected", [])]
+        data["excluded_audio"] = [tuple(x) for x in data.get("excluded_audio", [])]
+        return cls(**data)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a temp file in the same folder, then rename."""
+        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, default=str))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Manifest":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ManifestError(f"no manifest at {path}") from None
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{path}: corrupt manifest ({exc}); re-add the corpus with --force") from None
+        return cls.from_dict(data)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def build_manifest(name: str, layout: str, root: str | Path, *, labels: str = "paper",
+                   strict: bool = False, skip_bad_audio: bool = False) -> Manifest:
+    """Scan ``root`` in ``layout``, map labels with ``labels`` and read audio headers.
+
+    Raises ManifestError when names do not match the layout and ``strict`` is set, when audio is
+    unreadable or empty (unless ``skip_bad_audio``: then it is recorded in ``excluded_audio``),
+    on duplicate utterance ids, and when no utterance maps to a class.
+    """
+    from featurestore import __version__
+    from featurestore.audio import AudioError, audio_info
+
+    _check_name(name)
+    root = Path(root).expanduser().resolve()
+    if not root.exists():
+        raise ManifestError(f"corpus root {root} does not exist; pass --root PATH to the corpus folder")
+    label_map = load_label_map(labels)
+    scan: ScanResult = get_layout(layout)(root)
+    if scan.rejected and strict:
+        listing = "\n".join(f"  {p}: {why}" for p, why in scan.rejected[:20])
+        raise ManifestError(f"{len(scan.rejected)} file(s) under {root} do not match the {layout} layout "
+                            f"(--strict):\n{listing}")
+    _check_duplicates(scan)
+
+    rows: list[dict[str, Any]] = []
+    dropped: Counter = Counter()
+    bad_audio: list[tuple[str, str]] = []
+    for srow in scan.rows:
+        label = label_map.map(layout, srow.raw_label)
+        if label is None:
+            dropped[srow.raw_label] += 1
+            continue
+        try:
+            info = audio_info(srow.path)
+        except AudioError as exc:
+            bad_audio.append((str(srow.path), str(exc)))
+            continue
+        rows.append({
+            "utt_id": srow.utt_id, "corpus": name, "language": srow.language or scan.language,
+            "path": str(srow.path), "speaker": srow.speaker, "gender": srow.gender,
+            "raw_label": srow.raw_label, "label": label, "duration": round(info.duration, 6),
+            "sample_rate": info.sample_rate, "channels": info.channels,
+        })
+    if bad_audio and not skip_bad_audio:
+        listing = "\n".join(f"  {why}" for _, why in bad_audio[:20])
+        raise ManifestError(f"{len(bad_audio)} unreadable or empty audio file(s) in {root}:\n{listing}\n"
+                            "fix or remove them, or pass --skip-bad-audio to record and exclude them")
+    if not rows:
+        raw = sorted({r.raw_label for r in scan.rows})
+        raise ManifestError(f"label map {label_map.name!r} maps none of the {len(scan.rows)} utterances found "
+                            f"in {root} (raw labels: {raw[:12]}); choose --labels or supply a map file")
+    rows.sort(key=lambda r: r["utt_id"])
+    return Manifest(name=name, layout=layout, root=str(root), label_map=label_map.to_dict(), rows=rows,
+                    language=scan.language, rejected=[(str(p), w) for p, w in scan.rejected],
+                    excluded_audio=bad_audio, dropped_labels=dict(sorted(dropped.items())),
+                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"), fs_version=__version__)
+
+
+def _check_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ManifestError(f"corpus name {name!r} must be letters, digits, '-', '_' or '.'")
+
+
+def _check_duplicates(scan: ScanResult) -> None:
+    seen = Counter(r.utt_id for r in scan.rows)
+    dups = sorted(u for u, n in seen.items() if n > 1)
+    if dups:
+        raise ManifestError(f"{len(dups)} duplicate utterance id(s) in the scan, e.g. {dups[:5]}; "
+                            "utterance ids must be unique within a corpus (give a utt_id column for csv)")
+
+
+def select_rows(manifest: Manifest, utt_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Rows for ``utt_ids`` in that order; ManifestError naming unknown ids."""
+    index = {r["utt_id"]: r for r in manifest.rows}
+    missing = [u for u in utt_ids if u not in index]
+    if missing:
+        raise ManifestError(f"{len(missing)} utterance id(s) not in manifest {manifest.name!r}, e.g. {missing[:5]}")
+    return [index[u] for u in utt_ids]
