@@ -6,7 +6,9 @@ A manifest is built from a native layout (:mod:`data_manifests.layouts`), a labe
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -137,6 +139,15 @@ def atomic_write_text(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_manifest_csv(manifest: Manifest, path: str | Path) -> Path:
+    """Write the rows as a CSV table (the ``csv`` layout reads it back), atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS))
+    writer.writeheader()
+    writer.writerows(manifest.rows)
+    return atomic_write_text(Path(path), buf.getvalue())
 
 
 def build_manifest(name: str, layout: str, root: str | Path, *, labels: str = "paper",

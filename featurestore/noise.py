@@ -212,7 +212,7 @@ def _resolve(spec: NoiseSpec) -> tuple[str, Path, list[tuple[str, Path]]]:
             if len(recs) < len(files):
                 raise NoiseError(f"noise files in {root} share a name stem; keep one per stem")
     if not recs:
-        what = f"DEMAND environments with {spec.channel}.wav" if layout == "demand" else "audio files"
+        what = f"environments with {spec.channel}.wav" if layout == "demand" else "audio files"
         raise NoiseError(f"no usable noise recordings in {root} (no {what})")
     if spec.environments:
         unknown = sorted(set(spec.environments) - set(recs))

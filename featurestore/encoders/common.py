@@ -1,0 +1,137 @@
+"""Machinery every encoder shares: input checks, cutting long audio into segments, reassembly.
+
+A :class:`SegmentEncoder` only knows how to embed a batch of *segments* (each no longer than
+``chunk_samples``) and how many frames a segment yields. This base class splits utterances into
+segments, runs them as one batch and concatenates each utterance's frames again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .base import EncoderError, EncoderInfo, LayerStates
+
+
+def split_lengths(num_samples: int, chunk: int | None) -> list[int]:
+    """Segment lengths for ``num_samples`` cut into windows of ``chunk`` (None: one segment)."""
+    if chunk is None or num_samples <= chunk:
+        return [num_samples]
+    full, rest = divmod(num_samples, chunk)
+    return [chunk] * full + ([rest] if rest else [])
+
+
+def chunk_samples(chunk_seconds: float | None, sample_rate: int) -> int | None:
+    """Chunk length in samples; raise EncoderError for a non-positive length."""
+    if chunk_seconds is None:
+        return None
+    if not chunk_seconds > 0:
+        raise EncoderError(f"chunk_seconds must be positive, got {chunk_seconds}")
+    return max(1, int(round(chunk_seconds * sample_rate)))
+
+
+def check_wave(wave: np.ndarray, index: int) -> np.ndarray:
+    """A 1-D, non-empty, finite float32 copy-free view of ``wave``."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise EncoderError(f"waveform {index}: expected mono 1-D audio, got shape {wave.shape}")
+    if wave.size == 0:
+        raise EncoderError(f"waveform {index}: empty")
+    if not np.all(np.isfinite(wave)):
+        raise EncoderError(f"waveform {index}: contains NaN or infinite samples")
+    return wave
+
+
+def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, max_len) bool mask, True on real frames."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def pad_frames(seqs: list[torch.Tensor]) -> torch.Tensor:
+    """Right-pad (T_i, D) tensors with zeros into (B, T_max, D)."""
+    return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+
+
+def run_dtype(device: torch.device) -> str:
+    """What ``settings['dtype']`` records: fp32 weights, bf16 autocast on CUDA."""
+    return "float32+autocast-bfloat16" if device.type == "cuda" else "float32"
+
+
+class SegmentEncoder(ABC):
+    """Base of all encoders here; subclasses implement the three hooks below."""
+
+    info: EncoderInfo
+    device: torch.device
+    chunk_samples: int | None = None  # segment length; None = whole utterance
+    min_samples: int = 1  # shorter segments are zero-padded up to this
+
+    @abstractmethod
+    def _segment_frames(self, num_samples: int) -> int:
+        """Frames one segment of ``num_samples`` (already >= min_samples) produces."""
+
+    @abstractmethod
+    def _embed_segments(self, segments: list[np.ndarray]) -> torch.Tensor:
+        """(L, S, T, D) states for ``segments``; frames past each segment's count are ignored."""
+
+    def _prepare(self, wave: np.ndarray) -> np.ndarray:
+        """Per-utterance preprocessing before segmentation (identity by default)."""
+        return wave
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames this encoder produces for ``num_samples`` samples."""
+        return sum(self._segment_frames(max(n, self.min_samples))
+                   for n in split_lengths(int(num_samples), self.chunk_samples))
+
+    def embed(self, waves: list[np.ndarray]) -> LayerStates:
+        """Embed a batch of mono float32 waveforms at ``info.sample_rate``."""
+        if len(waves) == 0:
+            raise EncoderError("embed() needs at least one waveform")
+        segments, owner = [], []
+        for b, wave in enumerate(waves):
+            wave = self._prepare(check_wave(wave, b))
+            for seg in _cut(wave, self.chunk_samples):
+                if seg.size < self.min_samples:
+                    seg = np.pad(seg, (0, self.min_samples - seg.size))
+                segments.append(seg)
+                owner.append(b)
+        seg_lengths = [self._segment_frames(seg.size) for seg in segments]
+        with torch.inference_mode(), self._autocast():
+            hidden = self._embed_segments(segments)
+        hidden = hidden.float()
+        if hidden.shape[2] < max(seg_lengths):
+            raise EncoderError(f"{self.info.name}: model produced {hidden.shape[2]} frames, "
+                               f"expected {max(seg_lengths)}")
+        return _reassemble(hidden, seg_lengths, owner, len(waves))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def _cut(wave: np.ndarray, chunk: int | None) -> Iterator[np.ndarray]:
+    start = 0
+    for n in split_lengths(wave.size, chunk):
+        yield wave[start:start + n]
+        start += n
+
+
+def _reassemble(hidden: torch.Tensor, seg_lengths: list[int], owner: list[int],
+                batch: int) -> LayerStates:
+    """Concatenate each utterance's segments along time and right-pad the batch."""
+    if len(owner) == batch:
+        lengths = torch.tensor(seg_lengths, dtype=torch.int64)
+        return LayerStates(hidden=hidden[:, :, :max(seg_lengths)].contiguous(), lengths=lengths)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    for s, b in enumerate(owner):
+        parts[b].append(hidden[:, s, :seg_lengths[s]])
+    seqs = [torch.cat(p, dim=1) for p in parts]
+    lengths = torch.tensor([x.shape[1] for x in seqs], dtype=torch.int64)
+    out = hidden.new_zeros(hidden.shape[0], batch, int(lengths.max()), hidden.shape[3])
+    for b, seq in enumerate(seqs):
+        out[:, b, :seq.shape[1]] = seq
+    return LayerStates(hidden=out, lengths=lengths)

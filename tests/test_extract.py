@@ -1,0 +1,353 @@
+"""Extraction into the store: batching, resumability, idempotence, noise, bad input."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import zarr
+from click.testing import CliRunner
+
+from cli.main import fs
+from data_manifests.manifest import Manifest, build_manifest
+from data_manifests.synth import generate_corpus
+from featurestore.audio import load_audio
+from featurestore.encoders import load_encoder
+from featurestore.export import export_h5
+from featurestore.extract import ExtractError, ExtractOptions, extract, pool_states
+from featurestore.noise import NoiseSpec
+from featurestore.store import STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreError, StoreGroup
+from featurestore.verify import verify_group
+
+
+@pytest.fixture(scope="module")
+def urdu_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_corpus("urdu", tmp_path_factory.mktemp("synth") / "urdu", size="tiny")
+
+
+@pytest.fixture(scope="module")
+def emovo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_corpus("emovo", tmp_path_factory.mktemp("synth") / "emovo", size="tiny")
+
+
+@pytest.fixture(scope="module")
+def manifest(urdu_root: Path) -> Manifest:
+    return build_manifest("urdu", "urdu", urdu_root)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder("tiny-wav2vec2", seed=0)
+
+
+@pytest.fixture
+def noise_dir(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    for name in ("hum", "babble"):
+        sf.write(folder / f"{name}.wav", rng.normal(0, 0.2, 16000 * 3).astype(np.float32), 16000)
+    return folder
+
+
+def _arrays(group: StoreGroup) -> dict[str, np.ndarray]:
+    out = {name: np.asarray(group.group[name][:]) for name in ("utt_ids", "mean", "std", "n_frames", "status")}
+    for layer in group.frame_layers:
+        node = group.group[f"frames/layer_{layer}"]
+        out[f"f{layer}o"] = np.asarray(node["offsets"][:])
+        out[f"f{layer}v"] = np.asarray(node["values"][:])
+    return out
+
+
+def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+
+
+def test_extract_matches_one_at_a_time_and_verifies(tmp_path: Path, manifest: Manifest, encoder) -> None:
+    store = FeatureStore(tmp_path / "s.zarr")
+    result = extract(manifest, encoder, store, options=ExtractOptions(batch_size=4, frame_layers=(1, 2), progress=False))
+    group = store.open(result.key)
+    assert group.is_complete and result.processed == len(manifest)
+    assert verify_group(group, manifest).ok
+    ids, pooled = group.pooled()
+    assert sorted(ids) == sorted(manifest.column("utt_id"))
+    assert pooled.shape == (len(manifest), encoder.info.num_layers, encoder.info.dim)
+    rows = {r["utt_id"]: r for r in manifest.rows}
+    for utt, stored in zip(ids, pooled):
+        wave, _ = load_audio(rows[utt]["path"], encoder.info.sample_rate)
+        states = encoder.embed([wave])
+        single, _ = pool_states(states.hidden, states.lengths)
+        cos = (single[0] * stored).sum(-1) / (np.linalg.norm(single[0], axis=-1) * np.linalg.norm(stored, axis=-1))
+        assert cos.min() >= 0.999, (utt, cos)
+    f_ids, frames = group.frames(2)
+    assert list(f_ids) == list(ids)
+    for f, mean, n in zip(frames, pooled[:, 2], group.n_frames()):
+        assert f.shape == (n, encoder.info.dim) and f.dtype == np.float16
+        np.testing.assert_allclose(f.astype(np.float32).mean(0), mean, atol=2e-2, rtol=1e-2)
+    prov = group.attrs
+    assert prov["model"]["weights_hash"] == encoder.info.weights_hash
+    assert prov["corpus"]["manifest_digest"] == manifest.digest()
+    assert prov["condition"] == {"key": "clean", "noise": None}
+    assert prov["sample_rate"] == encoder.info.sample_rate and prov["fs_version"]
+
+
+def test_rerun_is_idempotent(tmp_path: Path, manifest: Manifest, encoder) -> None:
+    store = FeatureStore(tmp_path / "s.zarr")
+    first = extract(manifest, encoder, store, options=ExtractOptions(progress=False))
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "s.zarr").rglob("*") if p.is_file() and ".locks" not in str(p)}
+    again = extract(manifest, encoder, store, options=ExtractOptions(progress=False))
+    assert again.already_done and again.processed == 0 and again.key == first.key
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "s.zarr").rglob("*") if p.is_file() and ".locks" not in str(p)}
+    assert before == after
+
+
+def test_interrupted_mid_batch_resumes_to_identical_values(tmp_path: Path, manifest: Manifest, encoder,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    options = ExtractOptions(batch_size=2, frame_layers=(1,), progress=False)
+    clean = FeatureStore(tmp_path / "clean.zarr")
+    reference = _arrays(clean.open(extract(manifest, encoder, clean, options=options).key))
+
+    calls = {"n": 0}
+    original = StoreGroup.write_batch
+
+    def dying_write(self, batch_index, start, mean, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # half-written batch: rows land, commit marker never does
+            self.group["mean"][start:start + len(mean)] = mean
+            raise KeyboardInterrupt
+        return original(self, batch_index, start, mean, *args, **kwargs)
+
+    monkeypatch.setattr(StoreGroup, "write_batch", dying_write)
+    store = FeatureStore(tmp_path / "s.zarr")
+    with pytest.raises(ExtractError, match="re-run"):
+        extract(manifest, encoder, store, options=options)
+    monkeypatch.setattr(StoreGroup, "write_batch", original)
+    key = store.keys()[0]
+    assert not store.open(key).is_complete
+    assert not verify_group(store.open(key), manifest).ok
+    resumed = extract(manifest, encoder, store, options=options)
+    assert resumed.processed == len(manifest) - 4
+    _assert_same(_arrays(store.open(key)), reference)
+
+
+def test_killed_process_resumes_to_identical_values(tmp_path: Path, urdu_root: Path) -> None:
+    ws = tmp_path / "ws"
+    env = {**os.environ, "FS_WORKSPACE": str(ws), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "cli.main"]
+    subprocess.run([*cmd, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)], env=env, check=True)
+    extract_args = [*cmd, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu", "--batch-size", "1", "--frames", "2"]
+    proc = subprocess.Popen(extract_args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = FeatureStore(ws / "store.zarr")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        keys = store.keys() if (ws / "store.zarr" / "zarr.json").exists() else []
+        if keys:
+            try:
+                done = store.open(keys[0]).batches_done()
+            except Exception:
+                done = np.zeros(1, bool)
+            if 2 <= done.sum() < done.size:
+                break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    key = store.keys()[0]
+    assert not store.open(key).is_complete, "the run finished before it could be killed"
+    subprocess.run(extract_args, env=env, check=True, capture_output=True)
+    reference_ws = tmp_path / "ref"
+    env_ref = {**env, "FS_WORKSPACE": str(reference_ws)}
+    subprocess.run([*cmd, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)], env=env_ref, check=True)
+    subprocess.run(extract_args, env=env_ref, check=True, capture_output=True)
+    _assert_same(_arrays(store.open(key)), _arrays(FeatureStore(reference_ws / "store.zarr").open(key)))
+
+
+def test_two_processes_two_models_one_store(tmp_path: Path, urdu_root: Path) -> None:
+    ws = tmp_path / "ws"
+    env = {**os.environ, "FS_WORKSPACE": str(ws), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "cli.main"]
+    subprocess.run([*cmd, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)], env=env, check=True)
+    procs = [subprocess.Popen([*cmd, "extract", "--model", m, "--corpus", "urdu", "--batch-size", "1"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for m in ("tiny-wav2vec2", "logmel")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()
+    res = CliRunner().invoke(fs, ["--workspace", str(ws), "store", "verify"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("OK") == 2
+
+
+def test_same_group_locked(tmp_path: Path, manifest: Manifest, encoder) -> None:
+    from featurestore.extract import model_key
+    from featurestore.store import StoreKey
+
+    store = FeatureStore(tmp_path / "s.zarr")
+    key = StoreKey(manifest.name, "clean", model_key(encoder.info))
+    with store.lock(key):
+        with pytest.raises(StoreError, match="another process"):
+            extract(manifest, encoder, store, options=ExtractOptions(progress=False))
+
+
+def test_noise_condition_is_keyed_deterministic_and_differs(tmp_path: Path, manifest: Manifest, encoder,
+                                                            noise_dir: Path) -> None:
+    spec = NoiseSpec(source=str(noise_dir), snr_db=10, seed=0)
+    a = FeatureStore(tmp_path / "a.zarr")
+    b = FeatureStore(tmp_path / "b.zarr")
+    ka = extract(manifest, encoder, a, noise=spec, options=ExtractOptions(progress=False)).key
+    kb = extract(manifest, encoder, b, noise=spec, options=ExtractOptions(progress=False)).key
+    kc = extract(manifest, encoder, a, options=ExtractOptions(progress=False)).key
+    assert ka == kb and ka.condition.startswith("noise-") and "snr10" in ka.condition and kc.condition == "clean"
+    _assert_same(_arrays(a.open(ka)), _arrays(b.open(kb)))
+    assert not np.allclose(a.open(ka).pooled()[1], a.open(kc).pooled()[1])
+    assert a.open(ka).attrs["condition"]["noise"]["spec"]["snr_db"] == 10
+    other_seed = extract(manifest, encoder, a, noise=NoiseSpec(source=str(noise_dir), snr_db=10, seed=1),
+                         options=ExtractOptions(progress=False)).key
+    assert other_seed.condition != ka.condition
+
+
+def test_resampling_and_downmix_48k_stereo(tmp_path: Path, emovo_root: Path) -> None:
+    m = build_manifest("emovo", "emovo", emovo_root)
+    enc = load_encoder("logmel")
+    store = FeatureStore(tmp_path / "s.zarr")
+    group = store.open(extract(m, enc, store, options=ExtractOptions(progress=False)).key)
+    rows = {r["utt_id"]: r for r in m.rows}
+    for utt, n in zip(group.utt_ids(), group.n_frames()):
+        assert n == enc.num_frames(round(rows[utt]["duration"] * 16000))
+
+
+def test_corrupt_audio_fail_or_skip(tmp_path: Path, urdu_root: Path, encoder) -> None:
+    root = tmp_path / "urdu"
+    shutil.copytree(urdu_root, root)
+    m = build_manifest("urdu", "urdu", root)
+    bad = Path(m.rows[3]["path"])
+    bad.write_bytes(bad.read_bytes()[:60] + b"\x00garbage")
+    store = FeatureStore(tmp_path / "s.zarr")
+    with pytest.raises(ExtractError, match="--on-bad-audio skip") as info:
+        extract(m, encoder, store, options=ExtractOptions(progress=False, batch_size=2))
+    assert bad.name in str(info.value)
+    result = extract(m, encoder, store, options=ExtractOptions(progress=False, batch_size=2, on_bad_audio="skip"))
+    group = store.open(result.key)
+    assert group.is_complete
+    utt = m.rows[3]["utt_id"]
+    assert utt in group.skipped() and bad.name in group.skipped()[utt]
+    status = dict(zip(group.utt_ids(), group.status()))
+    assert status[utt] == STATUS_SKIPPED and sum(s == STATUS_STORED for s in status.values()) == len(m) - 1
+    assert utt not in group.pooled(0)[0]
+    report = verify_group(group, m)
+    assert report.ok and any("skipped" in w for w in report.warnings)
+
+
+def test_disk_full_keeps_committed_work(tmp_path: Path, manifest: Manifest, encoder,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    options = ExtractOptions(batch_size=2, progress=False)
+    ref_store = FeatureStore(tmp_path / "ref.zarr")
+    reference = _arrays(ref_store.open(extract(manifest, encoder, ref_store, options=options).key))
+    original = StoreGroup.write_batch
+    calls = {"n": 0}
+
+    def full_disk(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StoreGroup, "write_batch", full_disk)
+    store = FeatureStore(tmp_path / "s.zarr")
+    with pytest.raises(ExtractError, match="disk full"):
+        extract(manifest, encoder, store, options=options)
+    monkeypatch.setattr(StoreGroup, "write_batch", original)
+    key = store.keys()[0]
+    assert store.open(key).batches_done().sum() == 1
+    extract(manifest, encoder, store, options=options)
+    _assert_same(_arrays(store.open(key)), reference)
+
+
+def test_other_code_version_and_format(tmp_path: Path, manifest: Manifest, encoder,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FeatureStore(tmp_path / "s.zarr")
+    original = StoreGroup.write_batch
+
+    def stop_after_first(self, batch_index, *args, **kwargs):
+        original(self, batch_index, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StoreGroup, "write_batch", stop_after_first)
+    with pytest.raises(ExtractError):
+        extract(manifest, encoder, store, options=ExtractOptions(batch_size=2, progress=False))
+    monkeypatch.setattr(StoreGroup, "write_batch", original)
+    key = store.keys()[0]
+    zarr.open_group(str(tmp_path / "s.zarr"), path=key.path).attrs["fs_version"] = "0.0.1"
+    with pytest.raises(ExtractError, match="fs 0.0.1"):
+        extract(manifest, encoder, store, options=ExtractOptions(batch_size=2, progress=False))
+    zarr.open_group(str(tmp_path / "s.zarr"), path=key.path).attrs["format_version"] = 999
+    with pytest.raises(StoreError, match="format 999"):
+        store.open(key)
+    done = extract(manifest, encoder, store, options=ExtractOptions(batch_size=2, progress=False, overwrite=True))
+    assert store.open(done.key).is_complete
+
+
+def test_mismatched_manifest(tmp_path: Path, urdu_root: Path, manifest: Manifest, encoder) -> None:
+    ws = tmp_path / "ws"
+    runner = CliRunner()
+    base = ["--workspace", str(ws)]
+    assert runner.invoke(fs, [*base, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)]).exit_code == 0
+    assert runner.invoke(fs, [*base, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu"]).exit_code == 0
+    assert runner.invoke(fs, [*base, "store", "verify"]).exit_code == 0
+    # the corpus changes under the store: one utterance fewer
+    root = tmp_path / "urdu"
+    shutil.copytree(urdu_root, root)
+    next(root.rglob("*.wav")).unlink()
+    assert runner.invoke(fs, [*base, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(root), "--force"]).exit_code == 0
+    res = runner.invoke(fs, [*base, "store", "verify"])
+    assert res.exit_code != 0 and "manifest digest" in res.output
+    res = runner.invoke(fs, [*base, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu"])
+    assert res.exit_code != 0 and "--overwrite" in res.output
+    res = runner.invoke(fs, [*base, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert runner.invoke(fs, [*base, "store", "verify"]).exit_code == 0
+
+
+def test_cli_errors_unknown_model_and_corpus(tmp_path: Path, urdu_root: Path) -> None:
+    runner = CliRunner()
+    base = ["--workspace", str(tmp_path)]
+    res = runner.invoke(fs, [*base, "extract", "--model", "tiny-wav2vec2", "--corpus", "nope"])
+    assert res.exit_code != 0 and "not added" in res.output
+    runner.invoke(fs, [*base, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)])
+    res = runner.invoke(fs, [*base, "extract", "--model", "no-such-model-xyz", "--corpus", "urdu"])
+    assert res.exit_code != 0 and "no-such-model-xyz" in res.output
+    res = runner.invoke(fs, [*base, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu", "--frames", "99"])
+    assert res.exit_code != 0 and "99" in res.output
+    assert not any((tmp_path / "store.zarr").rglob("mean")) if (tmp_path / "store.zarr").exists() else True
+
+
+def test_store_ls_info_export(tmp_path: Path, urdu_root: Path) -> None:
+    runner = CliRunner()
+    base = ["--workspace", str(tmp_path)]
+    runner.invoke(fs, [*base, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)])
+    assert runner.invoke(fs, [*base, "extract", "--model", "logmel", "--corpus", "urdu", "--frames", "0"]).exit_code == 0
+    listing = runner.invoke(fs, [*base, "store", "ls"]).output
+    key = listing.split()[0]
+    assert key.startswith("urdu/clean/logmel-")
+    info = runner.invoke(fs, [*base, "store", "info", key])
+    assert info.exit_code == 0 and "weights_hash" in info.output
+    out = tmp_path / "x.h5"
+    res = runner.invoke(fs, [*base, "store", "export", key, "--format", "h5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    import h5py
+
+    group = FeatureStore(tmp_path / "store.zarr").open(key)
+    with h5py.File(out) as h5:
+        assert np.array_equal(h5["mean"][:], group.group["mean"][:])
+        assert [u.decode() for u in h5["utt_ids"][:]] == list(group.utt_ids())
+        assert np.array_equal(h5["frames/layer_0/offsets"][:], group.group["frames/layer_0/offsets"][:])
+        assert "manifest_digest" in h5.attrs["provenance"]
