@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
 from data_manifests.layouts._common import finish
+from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
 
 REQUIRED = ("path", "label", "speaker")
 OPTIONAL = ("language", "gender", "utt_id")
-EXPECTED = "a CSV file with columns path,label,speaker (optional language,gender,utt_id)"
-GENDERS = {"": "", "f": "F", "female": "F", "w": "F", "m": "M", "male": "M"}
+EXPECTED = f"a CSV file with columns {','.join(REQUIRED)} (optional {','.join(OPTIONAL)})"
+GENDERS = {"": "", "f": "F", "female": "F", "m": "M", "male": "M"}
 
 
 @register_layout("csv")

@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from .base import EncoderError, EncoderInfo, LayerStates
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What :func:`load_encoder` hands every family builder."""
+
+    name: str  # alias, hub id or path as the user gave it
+    device: torch.device
+    seed: int = 0
+    whisper_input: str = "full"
+    chunk_seconds: float | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # registry preprocessing defaults
 
 
 def split_lengths(num_samples: int, chunk: int | None) -> list[int]:
@@ -35,7 +49,7 @@ def chunk_samples(chunk_seconds: float | None, sample_rate: int) -> int | None:
 
 
 def check_wave(wave: np.ndarray, index: int) -> np.ndarray:
-    """A 1-D, non-empty, finite float32 copy-free view of ``wave``."""
+    """``wave`` as 1-D float32; raise EncoderError when empty, multi-channel or non-finite."""
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim != 1:
         raise EncoderError(f"waveform {index}: expected mono 1-D audio, got shape {wave.shape}")
@@ -54,6 +68,14 @@ def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 def pad_frames(seqs: list[torch.Tensor]) -> torch.Tensor:
     """Right-pad (T_i, D) tensors with zeros into (B, T_max, D)."""
     return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch for a model construction without disturbing the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def run_dtype(device: torch.device) -> str:
