@@ -3,8 +3,8 @@
 Batching is exact: the CNN runs per utterance when it uses group norm (group norm over zero
 padding changes the statistics), the projected frames are padded and the transformer runs batched
 with a frame mask (HF zeroes padded frames before the positional conv and masks them in
-attention). Families whose positional stack leaks padding (data2vec-audio's conv stack, the
-conformer's depthwise conv) run one segment at a time instead.
+attention). Models whose positional stack leaks padding (data2vec-audio's conv stack, the
+conformer's depthwise conv, HuBERT's optional positional batch norm) run one segment at a time.
 
 Hidden states follow transformers 5: the input of the first layer (CNN + projection + positional
 conv), then every layer's output; for stable-layer-norm models (XLSR, MMS) the last one is *before*
@@ -14,6 +14,7 @@ the encoder's final layer_norm.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,8 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModel, PretrainedConfig, PreTrainedModel
 
 from .base import EncoderError, EncoderInfo
-from .common import LoadOptions, SegmentEncoder, chunk_samples, frame_mask, pad_frames, run_dtype, seeded
+from .common import (LoadOptions, SegmentEncoder, chunk_samples, frame_mask, pad_frames, run_dtype,
+                     seeded)
 from .sources import Source, fetch
 from .weights import weights_hash
 
@@ -44,7 +46,9 @@ class Wav2Vec2LikeEncoder(SegmentEncoder):
         self.device = opts.device
         self.model.to(self.device)
         self.do_normalize = do_normalize
-        self.batch_exact = config.model_type in _BATCH_EXACT
+        # a batch norm before the positional conv would turn zero padding into signal
+        self.batch_exact = (config.model_type in _BATCH_EXACT
+                            and not getattr(config, "conv_pos_batch_norm", False))
         self.per_utterance_cnn = getattr(config, "feat_extract_norm", "group") == "group"
         self.min_samples = receptive_field(config)
         self.chunk_samples = chunk_samples(opts.chunk_seconds, sample_rate)
@@ -117,7 +121,10 @@ class Wav2Vec2LikeEncoder(SegmentEncoder):
         layers = self.model.encoder.layers
         handles = [layer.register_forward_hook(record, with_kwargs=True) for layer in layers]
         try:
-            self.model.encoder(feats, attention_mask=mask)
+            with warnings.catch_warnings():
+                # WavLM mixes a bool padding mask with its float position bias; harmless
+                warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+                self.model.encoder(feats, attention_mask=mask)
         finally:
             for handle in handles:
                 handle.remove()
@@ -147,7 +154,8 @@ def from_pretrained(src: Source, opts: LoadOptions, model_id: str) -> Wav2Vec2Li
                                sample_rate=sample_rate)
 
 
-def from_config(config: PretrainedConfig, opts: LoadOptions, model_id: str, **extra: Any) -> Wav2Vec2LikeEncoder:
+def from_config(config: PretrainedConfig, opts: LoadOptions, model_id: str,
+                **extra: Any) -> Wav2Vec2LikeEncoder:
     """The architecture of ``config``, randomly initialised from ``opts.seed`` (no download)."""
     with seeded(opts.seed):
         model = AutoModel.from_config(config)

@@ -23,7 +23,8 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from .base import EncoderError, EncoderInfo
-from .common import LoadOptions, SegmentEncoder, chunk_samples, frame_mask, pad_frames, run_dtype, seeded
+from .common import (LoadOptions, SegmentEncoder, chunk_samples, frame_mask, pad_frames, run_dtype,
+                     seeded)
 from .sources import Source, fetch
 from .weights import weights_hash
 
@@ -129,7 +130,8 @@ def from_pretrained(src: Source, opts: LoadOptions, model_id: str) -> WhisperLik
                              dtype=torch.float32, output_loading_info=True)
     if loading.get("missing_keys"):
         missing = sorted(loading["missing_keys"])
-        raise EncoderError(f"{model_id}: checkpoint lacks {len(missing)} encoder weights, e.g. {missing[:3]}")
+        raise EncoderError(f"{model_id}: checkpoint lacks {len(missing)} encoder weights, "
+                           f"e.g. {missing[:3]}")
     try:
         fe = fetch(WhisperFeatureExtractor.from_pretrained, src, opts.name)
     except EncoderError:
@@ -137,7 +139,8 @@ def from_pretrained(src: Source, opts: LoadOptions, model_id: str) -> WhisperLik
     return WhisperLikeEncoder(encoder, fe, opts, model_id=model_id, pretrained=True)
 
 
-def from_config(config: PretrainedConfig, opts: LoadOptions, model_id: str, **extra: Any) -> WhisperLikeEncoder:
+def from_config(config: PretrainedConfig, opts: LoadOptions, model_id: str,
+                **extra: Any) -> WhisperLikeEncoder:
     """The encoder architecture of ``config``, randomly initialised from ``opts.seed``."""
     with seeded(opts.seed):
         encoder = WhisperEncoder(config)

@@ -76,6 +76,7 @@ def unavailable(src: Source, label: str, exc: BaseException) -> EncoderError:
     """The error for weights that cannot be had, naming every way to supply them."""
     reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     env = ", ".join(f"{v}={os.environ[v]!r}" for v in HUB_ENV_VARS if v in os.environ and v != "HF_TOKEN")
+    twin = f"'{label}-random'" if "/" not in label else "a registry '<alias>-random'"
     if src.is_local:
         head = f"cannot load encoder {label!r} from directory {src.ref} ({reason})."
     else:
@@ -87,7 +88,7 @@ def unavailable(src: Source, label: str, exc: BaseException) -> EncoderError:
         f"  2. the Hugging Face cache: on a machine with internet access run "
         f"`hf download {src.ref if not src.is_local else '<model-id>'}` (older: huggingface-cli download), "
         f"copy the cache here, point HF_HOME (or HF_HUB_CACHE) at it and set HF_HUB_OFFLINE=1\n"
-        f"  3. no download at all: '<alias>-random' builds the same architecture with random weights\n"
+        f"  3. no download at all: {twin} builds the same architecture with random weights\n"
         f"Relevant environment variables: HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_HOME, HF_HUB_CACHE, "
         f"HF_ENDPOINT, HF_TOKEN (now: {env or 'none set'})."
     )
