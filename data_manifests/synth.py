@@ -54,9 +54,9 @@ NEUTRAL = Emotion(0.0, 3.0, 1.00, 0.0, 0.50, 0.12, 0.010, -2.0, 0.15)
 EMOTIONS: dict[str, Emotion] = {
     "neutral": NEUTRAL,
     "anger": Emotion(4.0, 5.0, 1.15, 8.0, 0.90, 0.06, 0.015, -3.0, 0.10),
-    "happiness": Emotion(4.0, 8.0, 1.10, 4.0, 0.65, 0.10, 0.010, -1.0, 0.10),
+    "happiness": Emotion(4.0, 8.0, 1.10, 4.0, 0.60, 0.12, 0.010, -1.0, 0.10),
     "excited": Emotion(5.0, 8.0, 1.18, 6.0, 0.70, 0.08, 0.012, 0.0, 0.08),
-    "sadness": Emotion(-2.0, 1.5, 0.75, -6.0, 0.25, 0.35, 0.015, -1.0, 0.35),
+    "sadness": Emotion(-2.0, 1.5, 0.75, -6.0, 0.20, 0.40, 0.015, -1.0, 0.35),
     "boredom": Emotion(-2.5, 1.2, 0.85, -3.0, 0.40, 0.20, 0.010, -1.5, 0.25),
     "disgust": Emotion(-1.0, 4.0, 0.80, 1.0, 0.60, 0.20, 0.020, -4.0, 0.25),
     "fear": Emotion(6.0, 4.0, 1.20, 1.0, 0.55, 0.30, 0.040, 1.0, 0.20),
@@ -232,10 +232,10 @@ CORPORA: dict[str, Corpus] = {
     "emovo": Corpus("it", 48000, 2, 1.0,
                     ((40, -20), (80, 0), (250, 2), (1000, 0), (8000, -2), (16000, -8), (23000, -20)),
                     -62, 0.12, 0.06, -2.0),
-    "urdu": Corpus("ur", 16000, 1, 0.85,
+    "urdu": Corpus("ur", 16000, 1, 0.95,
                    ((100, -25), (180, 0), (3000, 3), (5500, 0), (7000, -25), (7900, -40)),
-                   -44, 0.2, 0.1, 2.0, -58.0),
-    "iemocap": Corpus("en", 16000, 1, 0.8, ((60, -20), (150, -2), (400, 0), (6000, -1), (7900, -4)),
+                   -44, 0.2, 0.1, -1.0, -58.0),
+    "iemocap": Corpus("en", 16000, 1, 0.9, ((60, -20), (150, -2), (400, 0), (6000, -1), (7900, -4)),
                       -54, 0.35, 0.15, -3.0),
 }
 
@@ -363,11 +363,11 @@ def _pick(rng: np.random.Generator, weights: dict[str, float]) -> str:
 
 def _plan_word(lang: Language, rng: np.random.Generator, n: int) -> list[Syllable]:
     stressed_at = {"initial": 0, "penult": max(n - 2, 0), "final": n - 1}[lang.stress]
-    vowels = {v: 1.0 for v in lang.vowels}
+    vowels = list(lang.vowels)
     word = []
     for i in range(n):
         stressed = i == stressed_at
-        vowel = _pick(rng, vowels)
+        vowel = vowels[int(rng.integers(len(vowels)))]
         if not stressed and "@" in lang.vowels and rng.random() < lang.reduce_p:
             vowel = "@"
         onset: tuple[str, ...] = ()
@@ -409,8 +409,9 @@ class _Segments:
         self.t += dur
 
 
-def _formants(f1_4: tuple, vtl: float, rng: np.random.Generator | None = None) -> np.ndarray:
-    f = np.array([*f1_4[:3], *(f1_4[3:4] or HIGH_FORMANTS[:1]), HIGH_FORMANTS[1]], dtype=float) * vtl
+def _formants(row: tuple, vtl: float, rng: np.random.Generator | None = None) -> np.ndarray:
+    """F1-F5 in Hz for this vocal tract; a table row gives F1-F3 or F1-F4, the rest are shared."""
+    f = np.array([*row, *HIGH_FORMANTS[len(row) - 3:]], dtype=float) * vtl
     return f if rng is None else f * rng.lognormal(0.0, 0.04, size=5)
 
 

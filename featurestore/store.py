@@ -103,7 +103,7 @@ class StoreGroup:
         return self.group.attrs.get("state") == "complete"
 
     def utt_ids(self) -> np.ndarray:
-        return np.asarray(self.group["utt_ids"][:], dtype=str)
+        return np.array(self.group["utt_ids"][:].tolist(), dtype=str)
 
     def status(self) -> np.ndarray:
         return np.asarray(self.group["status"][:])
@@ -283,7 +283,7 @@ class FeatureStore:
         if not self._local:
             yield
             return
-        lock_dir = Path(self.url.removeprefix("file://")) / ".locks"
+        lock_dir = Path(self.url.removeprefix("file://") + ".locks")
         lock_dir.mkdir(parents=True, exist_ok=True)
         path = lock_dir / (slug(key.path.replace("/", "__")) + ".lock")
         with open(path, "a+") as fh:
