@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import io
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -893,8 +895,23 @@ def generate_corpus(layout: str, root: str | Path, *, seed: int = 0, size: str =
     return root
 
 
-def generate_demo_corpora(root: str | Path, *, seed: int = 0, size: str = "demo") -> dict[str, tuple[str, Path]]:
-    """Write every corpus of DEMO_CORPORA into ``root/<name>``; return name -> (layout, path)."""
+def generate_demo_corpora(root: str | Path, *, seed: int = 0, size: str = "demo",
+                          workers: int = 2) -> dict[str, tuple[str, Path]]:
+    """Write every corpus of DEMO_CORPORA into ``root/<name>``; return name -> (layout, path).
+
+    With ``workers > 1`` the corpora are written by that many processes (same bytes either way).
+    """
     root = Path(root)
-    return {name: (info.layout, generate_corpus(info.layout, root / name, seed=seed, size=size))
-            for name, info in DEMO_CORPORA.items()}
+    names = list(DEMO_CORPORA)
+    layouts = [DEMO_CORPORA[name].layout for name in names]
+    roots = [root / name for name in names]
+    write = partial(generate_corpus, seed=seed, size=size)
+    if workers > 1:
+        # Highest sample rate (slowest) first, so the workers finish at about the same time.
+        order = sorted(range(len(names)), key=lambda i: -CORPORA[layouts[i]].sample_rate)
+        with ProcessPoolExecutor(min(workers, len(names))) as pool:
+            done = dict(zip(order, pool.map(write, [layouts[i] for i in order], [roots[i] for i in order])))
+        paths = [done[i] for i in range(len(names))]
+    else:
+        paths = [write(layout, path) for layout, path in zip(layouts, roots)]
+    return {name: (layout, path) for name, layout, path in zip(names, layouts, paths)}
