@@ -12,11 +12,13 @@ from featurestore.workspace import Workspace
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the corpora and random encoders.")
 @click.option("--model", "models", multiple=True, default=DEMO_MODELS, show_default=True,
               help="Encoders to extract (download-free ones by default).")
+@click.option("--size", type=click.Choice(["demo", "tiny"]), default="demo", show_default=True,
+              help="Size of the generated corpora (tiny: a few utterances per class).")
 @click.pass_obj
-def demo(ws: Workspace, seed: int, models: tuple[str, ...]) -> None:
+def demo(ws: Workspace, seed: int, models: tuple[str, ...], size: str) -> None:
     """Generate demo corpora, extract them into the store, verify; print where outputs are."""
     click.echo(f"workspace: {ws.root}")
-    outcome = run_demo(ws, models=tuple(models), seed=seed, echo=click.echo)
+    outcome = run_demo(ws, models=tuple(models), seed=seed, size=size, echo=click.echo)
     click.echo(f"manifests: {ws.manifests_dir}")
     click.echo(f"store:     {ws.store_url}  (fs store ls / fs store info KEY)")
     click.echo("real encoders for the study (fs extract --model ALIAS --corpus NAME):")

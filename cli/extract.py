@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from featurestore.encoders import list_encoders, load_encoder
@@ -41,17 +43,21 @@ def _layers(text: str | None) -> tuple[int, ...]:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of randomly initialised models.")
 @click.option("--on-bad-audio", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Unreadable audio: stop, or skip it with a recorded reason.")
-@click.option("--workers", default=0, show_default=True, type=int, help="DataLoader workers for decoding.")
+@click.option("--workers", default=None, type=int,
+              help="DataLoader workers decoding and resampling [default: 0 on CPU, up to 4 on CUDA].")
 @click.option("--overwrite", is_flag=True, help="Re-extract even if the group exists.")
 @click.pass_obj
 def extract(ws: Workspace, model_name: str, corpora: tuple[str, ...], noise: str | None, snr: float,
             noise_seed: int, noise_env: str, device: str | None, batch_size: int, frames: str | None,
-            whisper_input: str, seed: int, on_bad_audio: str, workers: int, overwrite: bool) -> None:
+            whisper_input: str, seed: int, on_bad_audio: str, workers: int | None, overwrite: bool) -> None:
     """Extract layer-wise embeddings of MODEL over CORPUS into the store (idempotent, resumable)."""
     manifests = [ws.load_manifest(name) for name in corpora]
     spec = (NoiseSpec(source=noise, snr_db=snr, seed=noise_seed,
                       environments=tuple(e for e in noise_env.split(",") if e)) if noise else None)
-    encoder = load_encoder(model_name, device=device or _default_device(), seed=seed, whisper_input=whisper_input)
+    device = device or _default_device()
+    if workers is None:
+        workers = min(4, max((os.cpu_count() or 1) - 1, 0)) if device.startswith("cuda") else 0
+    encoder = load_encoder(model_name, device=device, seed=seed, whisper_input=whisper_input)
     store = FeatureStore(ws.store_url)
     options = ExtractOptions(batch_size=batch_size, frame_layers=_layers(frames), on_bad_audio=on_bad_audio,
                              num_workers=workers, overwrite=overwrite)

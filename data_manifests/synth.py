@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -111,6 +109,8 @@ SONORANTS = {
 
 
 class Consonant(NamedTuple):
+    """How a consonant is made: its manner, place, length and noise (burst or frication)."""
+
     kind: str  # stop, fricative, affricate, nasal, liquid, aspirate
     place: str  # key of LOCI, or "glottal"
     dur_ms: float
@@ -243,6 +243,8 @@ CORPORA: dict[str, Corpus] = {
 
 
 class DemoCorpus(NamedTuple):
+    """A demo corpus: the native layout it is written in and its language (ISO 639-1)."""
+
     layout: str
     language: str
 
@@ -350,6 +352,8 @@ def _realise(speaker: Speaker, emotion: str, corpus: Corpus, rng: np.random.Gene
 
 
 class Syllable(NamedTuple):
+    """Phonemes of one syllable (SAMPA-like keys of the language's tables) and its prominence."""
+
     onset: tuple[str, ...]
     vowel: str
     coda: tuple[str, ...]
@@ -453,7 +457,8 @@ def _segments(words: list[list[Syllable]], lang: Language, voice: Voice, size: S
         if w and rng.random() < voice.pause:
             segs.add(rng.uniform(0.08, 0.25) / voice.rate ** 0.5, _formants(LOCI["alveolar"], voice.vtl))
         for syl in word:
-            dur = syl_s * (1.35 if syl.stressed else 0.85) * (1.4 if syl.long else 1.0) * rng.lognormal(0.0, 0.12)
+            dur = syl_s * (1.35 if syl.stressed else 0.85) * (1.4 if syl.long else 1.0)
+            dur *= rng.lognormal(0.0, 0.12)
             if segs.t + dur > stop_s and segs.anchors:
                 return segs
             _add_syllable(segs, syl, lang, voice, rng, dur)
@@ -583,7 +588,8 @@ def _channel_response(eq: tuple[tuple[float, float], ...], freqs: np.ndarray) ->
     return 10 ** (np.interp(np.log(np.maximum(freqs, 1.0)), np.log(hz), db) / 20)
 
 
-def _filter_frames(signals: tuple[np.ndarray, ...], responses: tuple[np.ndarray, ...], hop: int) -> np.ndarray:
+def _filter_frames(signals: tuple[np.ndarray, ...], responses: tuple[np.ndarray, ...],
+                   hop: int) -> np.ndarray:
     """Time-varying filtering by overlap-add: frame i (Hann, centred at i*hop) times response i."""
     win, nfft = WIN_HOPS * hop, FFT_HOPS * hop
     n = signals[0].size
@@ -614,8 +620,14 @@ def _vocode(tr: _Tracks, voice: Voice, corpus: Corpus, sr: int, rng: np.random.G
     freqs = fft.rfftfreq(FFT_HOPS * hop, 1 / sr)
     chan = _channel_response(corpus.eq, freqs)
     h_tract = _resonators(tr.formants, tr.bandwidths, sr, FFT_HOPS * hop) * chan
-    h_noise = np.exp(-0.5 * ((freqs - tr.fric_fc[:, None]) / tr.fric_bw[:, None]) ** 2) * chan
-    return _filter_frames((source, frication), (h_tract, h_noise), hop)
+    return _filter_frames((source, frication), (h_tract, _noise_bands(tr, freqs) * chan), hop)
+
+
+def _noise_bands(tr: _Tracks, freqs: np.ndarray) -> np.ndarray:
+    """Gaussian band shape of the frication noise per frame (computed once per distinct band)."""
+    bands, frame_band = np.unique(np.stack([tr.fric_fc, tr.fric_bw], axis=1), axis=0, return_inverse=True)
+    shapes = np.exp(-0.5 * ((freqs - bands[:, :1]) / bands[:, 1:]) ** 2)
+    return shapes[frame_band.ravel()]
 
 
 # --------------------------------------------------------------------------- channel
@@ -895,23 +907,8 @@ def generate_corpus(layout: str, root: str | Path, *, seed: int = 0, size: str =
     return root
 
 
-def generate_demo_corpora(root: str | Path, *, seed: int = 0, size: str = "demo",
-                          workers: int = 2) -> dict[str, tuple[str, Path]]:
-    """Write every corpus of DEMO_CORPORA into ``root/<name>``; return name -> (layout, path).
-
-    With ``workers > 1`` the corpora are written by that many processes (same bytes either way).
-    """
+def generate_demo_corpora(root: str | Path, *, seed: int = 0, size: str = "demo") -> dict[str, tuple[str, Path]]:
+    """Write every corpus of DEMO_CORPORA into ``root/<name>``; return name -> (layout, path)."""
     root = Path(root)
-    names = list(DEMO_CORPORA)
-    layouts = [DEMO_CORPORA[name].layout for name in names]
-    roots = [root / name for name in names]
-    write = partial(generate_corpus, seed=seed, size=size)
-    if workers > 1:
-        # Highest sample rate (slowest) first, so the workers finish at about the same time.
-        order = sorted(range(len(names)), key=lambda i: -CORPORA[layouts[i]].sample_rate)
-        with ProcessPoolExecutor(min(workers, len(names))) as pool:
-            done = dict(zip(order, pool.map(write, [layouts[i] for i in order], [roots[i] for i in order])))
-        paths = [done[i] for i in range(len(names))]
-    else:
-        paths = [write(layout, path) for layout, path in zip(layouts, roots)]
-    return {name: (layout, path) for name, layout, path in zip(names, layouts, paths)}
+    return {name: (info.layout, generate_corpus(info.layout, root / name, seed=seed, size=size))
+            for name, info in DEMO_CORPORA.items()}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 from data_manifests.manifest import Manifest, ManifestError, build_manifest
-from data_manifests.synth import generate_demo_corpora
+from data_manifests.synth import DEMO_CORPORA, generate_demo_corpora
 from featurestore.encoders import list_encoders, load_encoder
 from featurestore.extract import ExtractOptions, extract
 from featurestore.store import FeatureStore
@@ -17,14 +16,16 @@ DEMO_MODELS = ("logmel", "tiny-wav2vec2")
 REAL_MODELS = ("wav2vec2", "xlsr", "whisper", "mms")
 
 
-def add_demo_corpora(ws: Workspace, *, seed: int = 0, echo: Callable[[str], None] = print) -> list[Manifest]:
-    """Generate the demo corpora (once) and add them to the workspace with the ``paper`` map."""
-    root = ws.root / "demo-corpora"
-    corpora = generate_demo_corpora(root, seed=seed) if not (root / ".complete").exists() else None
-    if corpora is not None:
-        (root / ".complete").write_text(str(seed))
+def add_demo_corpora(ws: Workspace, *, seed: int = 0, size: str = "demo",
+                     echo: Callable[[str], None] = print) -> list[Manifest]:
+    """Generate the demo corpora (once per seed and size) and add them with the ``paper`` map."""
+    root = ws.root / "demo-corpora" / f"{size}-seed{seed}"
+    if not (root / ".complete").exists():
+        generate_demo_corpora(root, seed=seed, size=size)
+        (root / ".complete").write_text("generated\n")
     manifests = []
-    for name, (layout, path) in (corpora or _existing(root)).items():
+    for name, spec in DEMO_CORPORA.items():
+        layout, path = spec.layout, root / name
         manifest = build_manifest(name, layout, path, labels="paper")
         try:
             same = ws.load_manifest(name).digest() == manifest.digest()
@@ -35,13 +36,6 @@ def add_demo_corpora(ws: Workspace, *, seed: int = 0, echo: Callable[[str], None
         manifests.append(manifest)
         echo(f"corpus {name:<8} {layout:<8} {len(manifest):>4} utterances  {manifest.counts()}")
     return manifests
-
-
-def _existing(root: Path) -> dict[str, tuple[str, Path]]:
-    from data_manifests.synth import DEMO_CORPORA
-
-    return {name: (spec["layout"] if isinstance(spec, dict) else spec[0], root / name)
-            for name, spec in DEMO_CORPORA.items()}
 
 
 def real_model_status() -> dict[str, str]:
@@ -57,10 +51,10 @@ def real_model_status() -> dict[str, str]:
     return status
 
 
-def run_demo(ws: Workspace, *, models: tuple[str, ...] = DEMO_MODELS, seed: int = 0,
+def run_demo(ws: Workspace, *, models: tuple[str, ...] = DEMO_MODELS, seed: int = 0, size: str = "demo",
              echo: Callable[[str], None] = print) -> dict[str, object]:
     """Corpora → extraction with download-free encoders → verification. Returns what it made."""
-    manifests = add_demo_corpora(ws, seed=seed, echo=echo)
+    manifests = add_demo_corpora(ws, seed=seed, size=size, echo=echo)
     store = FeatureStore(ws.store_url)
     keys = []
     for model in models:

@@ -72,9 +72,12 @@ class ExtractResult:
 
 
 def model_key(info: EncoderInfo) -> str:
-    """Store key of a model: a readable name plus a hash of id, weights and settings."""
+    """Store key of a model: a readable name plus a hash of family, weights and settings.
+
+    The hash leaves out where the weights were loaded from, so a moved or copied model keeps its key.
+    """
     name = Path(info.name).name if ("/" in info.name or Path(info.name).exists()) else info.name
-    payload = json.dumps({"model_id": info.model_id, "weights": info.weights_hash, "settings": info.settings},
+    payload = json.dumps({"family": info.family, "weights": info.weights_hash, "settings": info.settings},
                          sort_keys=True, default=str)
     return f"{slug(name)}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
