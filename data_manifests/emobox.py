@@ -15,11 +15,11 @@ checkout (the folder holding ``downloads/``), not to the JSONL. Lines written he
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from data_manifests.atomic import atomic_write_text
 
 STM_NAME = "data.seg.wrd.stm"
 REQUIRED_KEYS = ("key", "wav", "emo")
@@ -87,19 +87,8 @@ def resolve_emobox_wav(wav: str, jsonl: Path) -> Path | None:
 
 def write_emobox_jsonl(rows: list[dict[str, Any]], path: Path, dataset: str) -> None:
     """Write manifest ``rows`` as EmoBox JSONL (``emo`` = the mapped label), atomically."""
-    path = Path(path)
     lines = [json.dumps(_line(row, dataset), ensure_ascii=False) for row in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in lines))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
 
 
 def _line(row: dict[str, Any], dataset: str) -> dict[str, Any]:

@@ -10,15 +10,14 @@ import csv
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from data_manifests.labelmaps import LabelMap, load_label_map
+from data_manifests.atomic import atomic_write_text
+from data_manifests.labelmaps import load_label_map
 from data_manifests.layouts import ScanResult, get_layout
 
 COLUMNS = ("utt_id", "corpus", "language", "path", "speaker", "gender", "raw_label", "label",
@@ -123,22 +122,6 @@ class Manifest:
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{path}: corrupt manifest ({exc}); re-add the corpus with --force") from None
         return cls.from_dict(data)
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_manifest_csv(manifest: Manifest, path: str | Path) -> Path:
