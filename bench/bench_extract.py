@@ -127,7 +127,7 @@ def probe_uar(store_path: Path, key: str, manifest) -> dict:
     scores = []
     for layer in range(X.shape[1]):
         pred = np.empty_like(y)
-        for train, test in GroupKFold(n_splits=5).split(X, y, spk):
+        for train, test in GroupKFold(n_splits=min(5, len(set(spk)))).split(X, y, spk):
             clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
             pred[test] = clf.fit(X[train, layer], y[train]).predict(X[test, layer])
         scores.append(uar(y, pred))
@@ -185,12 +185,12 @@ def main() -> None:
             line += (f" | store {batched['stored_bytes'] / 2**20:.1f} MiB vs raw fp16 "
                      f"{batched['raw_fp16_bytes'] / 2**20:.1f} MiB (x{batched['stored_bytes'] / batched['raw_fp16_bytes']:.2f})")
             print(line, flush=True)
-            if is_whisper:
+            if is_whisper and not args.limit:
                 manifest = corpus_manifest(args.corpus, Path(args.work))
                 batched["probe"] = probe_uar(Path(args.work) / f"store-{tag}.zarr", batched["key"], manifest)
                 print(f"{'':<24} {mode:<5} probe (leave-speakers-out, 5 folds): {batched['probe']}", flush=True)
             records.append(batched)
-        if is_whisper:
+        if is_whisper and not args.limit:
             full, trim = records[-2], records[-1]
             print(f"{name:<24} trim vs full: speed x{full['wall_s'] / trim['wall_s']:.2f}, "
                   f"last-layer UAR {full['probe']['last_layer_uar']:.3f} (full) vs {trim['probe']['last_layer_uar']:.3f} (trim)",
