@@ -32,7 +32,8 @@ def _layers(text: str | None) -> tuple[int, ...]:
 @click.option("--model", "model_name", required=True, help="Alias (see `fs models`), <alias>-random, HF id or local dir.")
 @click.option("--corpus", "corpora", required=True, multiple=True, help="Corpus name (repeatable).")
 @click.option("--noise", default=None, type=click.Path(), help="Noise folder, file or DEMAND root.")
-@click.option("--snr", default=10.0, show_default=True, type=float, help="Target SNR in dB (with --noise).")
+@click.option("--snr", "snrs", default=(10.0,), show_default=True, type=float, multiple=True,
+              help="Target SNR in dB (with --noise); repeat for several conditions.")
 @click.option("--noise-seed", default=0, show_default=True, type=int, help="Seed choosing noise segments.")
 @click.option("--noise-env", default="", help="Comma-separated DEMAND environments / noise file stems.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: cuda if available].")
@@ -47,13 +48,14 @@ def _layers(text: str | None) -> tuple[int, ...]:
               help="DataLoader workers decoding and resampling [default: 0 on CPU, up to 4 on CUDA].")
 @click.option("--overwrite", is_flag=True, help="Re-extract even if the group exists.")
 @click.pass_obj
-def extract(ws: Workspace, model_name: str, corpora: tuple[str, ...], noise: str | None, snr: float,
+def extract(ws: Workspace, model_name: str, corpora: tuple[str, ...], noise: str | None, snrs: tuple[float, ...],
             noise_seed: int, noise_env: str, device: str | None, batch_size: int, frames: str | None,
             whisper_input: str, seed: int, on_bad_audio: str, workers: int | None, overwrite: bool) -> None:
     """Extract layer-wise embeddings of MODEL over CORPUS into the store (idempotent, resumable)."""
     manifests = [ws.load_manifest(name) for name in corpora]
-    spec = (NoiseSpec(source=noise, snr_db=snr, seed=noise_seed,
-                      environments=tuple(e for e in noise_env.split(",") if e)) if noise else None)
+    envs = tuple(e for e in noise_env.split(",") if e)
+    specs = ([NoiseSpec(source=noise, snr_db=snr, seed=noise_seed, environments=envs) for snr in snrs]
+             if noise else [None])
     device = device or _default_device()
     if workers is None:
         workers = min(4, max((os.cpu_count() or 1) - 1, 0)) if device.startswith("cuda") else 0
@@ -61,7 +63,7 @@ def extract(ws: Workspace, model_name: str, corpora: tuple[str, ...], noise: str
     store = FeatureStore(ws.store_url)
     options = ExtractOptions(batch_size=batch_size, frame_layers=_layers(frames), on_bad_audio=on_bad_audio,
                              num_workers=workers, overwrite=overwrite)
-    for manifest in manifests:
+    for manifest, spec in [(m, s) for s in specs for m in manifests]:
         result = run_extract(manifest, encoder, store, noise=spec, options=options)
         if result.already_done:
             click.echo(f"{result.key}: already complete, nothing to do")

@@ -241,6 +241,20 @@ class FeatureStore:
                              f"{FORMAT_VERSION}: re-extract it with --overwrite or use that fs version")
         return StoreGroup(key, group)
 
+    def find(self, corpus: str | None = None, model: str | None = None,
+             condition: str | None = None) -> list[StoreKey]:
+        """Groups matching a corpus, a condition key, and a model (key, key prefix, or the name given to
+        ``fs extract``, e.g. ``whisper`` or a model directory)."""
+        found = []
+        for key in self.keys():
+            if corpus not in (None, key.corpus) or condition not in (None, key.condition):
+                continue
+            if model is not None and not (key.model == model or key.model.startswith(f"{slug(model)}-")):
+                if self.open(key).attrs.get("model", {}).get("name") != model:
+                    continue
+            found.append(key)
+        return found
+
     def has(self, key: StoreKey) -> bool:
         return key in self.keys() if not self._local else (self._local_path(key) / "zarr.json").exists()
 

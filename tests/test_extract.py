@@ -351,3 +351,28 @@ def test_store_ls_info_export(tmp_path: Path, urdu_root: Path) -> None:
         assert [u.decode() for u in h5["utt_ids"][:]] == list(group.utt_ids())
         assert np.array_equal(h5["frames/layer_0/offsets"][:], group.group["frames/layer_0/offsets"][:])
         assert "manifest_digest" in h5.attrs["provenance"]
+
+
+def test_cli_several_snrs_and_find(tmp_path: Path, urdu_root: Path, noise_dir: Path) -> None:
+    runner = CliRunner()
+    base = ["--workspace", str(tmp_path / "ws")]
+    runner.invoke(fs, [*base, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)])
+    res = runner.invoke(fs, [*base, "extract", "--model", "logmel", "--corpus", "urdu", "--noise", str(noise_dir),
+                             "--snr", "0", "--snr", "10"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(fs, [*base, "extract", "--model", "logmel", "--corpus", "urdu"])
+    assert res.exit_code == 0, res.output
+    store = FeatureStore(tmp_path / "ws" / "store.zarr")
+    conditions = sorted(k.condition for k in store.find(corpus="urdu", model="logmel"))
+    assert len(conditions) == 3 and conditions[0] == "clean"
+    assert any(c.endswith("snr0-seed0") for c in conditions) and any(c.endswith("snr10-seed0") for c in conditions)
+    assert store.find(corpus="urdu", model="tiny-wav2vec2") == []
+    assert len(store.find(condition="clean")) == 1
+
+
+def test_cli_models_lists_registry() -> None:
+    res = CliRunner().invoke(fs, ["models"])
+    assert res.exit_code == 0
+    for alias in ("wav2vec2", "xlsr", "whisper", "mms", "logmel", "wav2vec2-random"):
+        assert alias in res.output
+    assert "facebook/mms-300m" in res.output
