@@ -376,3 +376,24 @@ def test_cli_models_lists_registry() -> None:
     for alias in ("wav2vec2", "xlsr", "whisper", "mms", "logmel", "wav2vec2-random"):
         assert alias in res.output
     assert "facebook/mms-300m" in res.output
+
+
+def test_real_whisper_base_on_urdu_clean_and_noisy(tmp_path: Path, shared_dir: Path) -> None:
+    """The real pretrained Whisper-base encoder (trim mode, for speed) on 8 real URDU files, clean and 10 dB."""
+    m = build_manifest("urdu", "urdu", shared_dir / "corpora" / "URDU")
+    m.rows = [r for r in m.rows if r["label"] in ("angry", "sad")][::25][:8]
+    enc = load_encoder(str(shared_dir / "models" / "whisper-base-encoder"), whisper_input="trim")
+    store = FeatureStore(tmp_path / "s.zarr")
+    clean = store.open(extract(m, enc, store, options=ExtractOptions(batch_size=4, progress=False)).key)
+    noisy = store.open(extract(m, enc, store, noise=NoiseSpec(str(shared_dir / "noise"), snr_db=10),
+                               options=ExtractOptions(batch_size=4, progress=False)).key)
+    for group in (clean, noisy):
+        assert verify_group(group, m).ok
+        assert group.attrs["model"]["pretrained"] and group.num_layers == 7 and group.dim == 512
+    ids, a = clean.pooled(6)
+    ids_n, b = noisy.pooled(6)
+    assert list(ids) == list(ids_n)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert 0.5 < cos.mean() < 0.9999  # noise moves the embedding, but it is the same speech
+    rows = {r["utt_id"]: r for r in m.rows}
+    assert list(clean.n_frames()) == [enc.num_frames(round(rows[u]["duration"] * 16000)) for u in ids]
