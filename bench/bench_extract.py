@@ -1,8 +1,8 @@
 """Extraction benchmark: fs's batched, stored extraction vs the naive one-utterance-at-a-time loop.
 
 Prints, per model and in one run: utterances/s, real-time factor and peak memory of both ways and
-their ratio; Whisper ``trim`` vs ``full`` (speed, and speaker-independent UAR of a linear probe);
-store bytes vs raw fp16 bytes. Each phase runs in its own process so peak RSS is its own.
+their ratio; Whisper ``trim`` vs ``full`` speed; store bytes vs raw fp16 bytes. Each phase runs in
+its own process so peak RSS is its own. (What ``trim`` does to UAR: bench/bench_whisper_trim_uar.py.)
 
     python bench/bench_extract.py                      # real URDU + real Whisper-base if ../shared exists
     python bench/bench_extract.py --models tiny-wav2vec2,tiny-whisper --corpus synth-urdu
@@ -109,32 +109,6 @@ def run_phase(args: argparse.Namespace, **overrides) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def probe_uar(store_path: Path, key: str, manifest) -> dict:
-    """Speaker-independent UAR (leave-speakers-out, 5 folds) of a linear probe, last and best layer."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from classifiers.metrics import uar
-    from featurestore.store import FeatureStore
-
-    group = FeatureStore(store_path).open(key)
-    ids, X = group.pooled()
-    rows = {r["utt_id"]: r for r in manifest.rows}
-    y = np.array([rows[u]["label"] for u in ids])
-    spk = np.array([rows[u]["speaker"] for u in ids])
-    scores = []
-    for layer in range(X.shape[1]):
-        pred = np.empty_like(y)
-        for train, test in GroupKFold(n_splits=min(5, len(set(spk)))).split(X, y, spk):
-            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
-            pred[test] = clf.fit(X[train, layer], y[train]).predict(X[test, layer])
-        scores.append(uar(y, pred))
-    best = int(np.argmax(scores))
-    return {"last_layer_uar": scores[-1], "best_layer": best, "best_layer_uar": scores[best]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phase-only", action="store_true", help=argparse.SUPPRESS)
@@ -185,16 +159,10 @@ def main() -> None:
             line += (f" | store {batched['stored_bytes'] / 2**20:.1f} MiB vs raw fp16 "
                      f"{batched['raw_fp16_bytes'] / 2**20:.1f} MiB (x{batched['stored_bytes'] / batched['raw_fp16_bytes']:.2f})")
             print(line, flush=True)
-            if is_whisper and not args.limit:
-                manifest = corpus_manifest(args.corpus, Path(args.work))
-                batched["probe"] = probe_uar(Path(args.work) / f"store-{tag}.zarr", batched["key"], manifest)
-                print(f"{'':<24} {mode:<5} probe (leave-speakers-out, 5 folds): {batched['probe']}", flush=True)
             records.append(batched)
-        if is_whisper and not args.limit:
+        if is_whisper:
             full, trim = records[-2], records[-1]
-            print(f"{name:<24} trim vs full: speed x{full['wall_s'] / trim['wall_s']:.2f}, "
-                  f"last-layer UAR {full['probe']['last_layer_uar']:.3f} (full) vs {trim['probe']['last_layer_uar']:.3f} (trim)",
-                  flush=True)
+            print(f"{name:<24} trim vs full (batched): speed x{full['wall_s'] / trim['wall_s']:.2f}", flush=True)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(records, indent=1))
 
