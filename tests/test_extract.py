@@ -397,3 +397,11 @@ def test_real_whisper_base_on_urdu_clean_and_noisy(tmp_path: Path, shared_dir: P
     assert 0.5 < cos.mean() < 0.9999  # noise moves the embedding, but it is the same speech
     rows = {r["utt_id"]: r for r in m.rows}
     assert list(clean.n_frames()) == [enc.num_frames(round(rows[u]["duration"] * 16000)) for u in ids]
+
+
+def test_dataloader_workers_give_identical_values(tmp_path: Path, manifest: Manifest, encoder, noise_dir: Path) -> None:
+    spec = NoiseSpec(source=str(noise_dir), snr_db=5, seed=3)
+    a, b = FeatureStore(tmp_path / "a.zarr"), FeatureStore(tmp_path / "b.zarr")
+    ka = extract(manifest, encoder, a, noise=spec, options=ExtractOptions(progress=False, num_workers=0)).key
+    kb = extract(manifest, encoder, b, noise=spec, options=ExtractOptions(progress=False, num_workers=2)).key
+    _assert_same(_arrays(a.open(ka)), _arrays(b.open(kb)))
