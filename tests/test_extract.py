@@ -141,7 +141,8 @@ def test_interrupted_mid_batch_resumes_to_identical_values(tmp_path: Path, manif
     _assert_same(_arrays(store.open(key)), reference)
 
 
-def test_killed_process_resumes_to_identical_values(tmp_path: Path, urdu_root: Path) -> None:
+def test_killed_process_resumes_to_identical_values(tmp_path: Path) -> None:
+    urdu_root = generate_corpus("urdu", tmp_path / "urdu", size="demo")  # ~100 batches: a wide window to kill in
     ws = tmp_path / "ws"
     env = {**os.environ, "FS_WORKSPACE": str(ws), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "cli.main"]
