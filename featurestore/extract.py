@@ -190,6 +190,7 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise:
     result = ExtractResult(key=key)
     device = str(getattr(encoder, "device", "cpu"))
     with store.lock(key):
+        store.remove_partial_writes(key)
         group, complete = _open_group(store, key, manifest, info, bank, options, device)
         if complete:
             result.already_done = True
@@ -213,7 +214,7 @@ def _run(group: StoreGroup, manifest: Manifest, encoder: Encoder, bank: NoiseBan
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     bar = tqdm(total=sum(len(b) for b in batches), unit="utt", disable=not options.progress,
-               desc=f"{group.key.corpus}/{group.key.condition} {encoder.info.name}", dynamic_ncols=True)
+               desc=f"{group.key.corpus}/{group.key.condition} {Path(encoder.info.name).name}", dynamic_ncols=True)
     try:
         for batch_index, items in zip(todo, loader):
             _process_batch(group, batch_index, batch_index * batch_size, items, rows, encoder, options, result)

@@ -316,6 +316,15 @@ class FeatureStore:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    def remove_partial_writes(self, key: StoreKey) -> int:
+        """Delete temp files that a killed writer left in group ``key`` (call while holding its lock)."""
+        if not self._local:
+            return 0
+        leftovers = list(self._local_path(key).rglob("*.partial"))
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
     def disk_bytes(self, key: StoreKey | None = None) -> int:
         """Bytes on disk of the store or one group (local stores only)."""
         base = Path(self.url.removeprefix("file://"))

@@ -166,6 +166,7 @@ def test_killed_process_resumes_to_identical_values(tmp_path: Path) -> None:
     key = store.keys()[0]
     assert not store.open(key).is_complete, "the run finished before it could be killed"
     subprocess.run(extract_args, env=env, check=True, capture_output=True)
+    assert not list((ws / "store.zarr" / key.path).rglob("*.partial"))
     reference_ws = tmp_path / "ref"
     env_ref = {**env, "FS_WORKSPACE": str(reference_ws)}
     subprocess.run([*cmd, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)], env=env_ref, check=True)
