@@ -85,3 +85,19 @@ def export(ws: Workspace, key: str, fmt: str, out: str | None) -> None:
     path = Path(out) if out else ws.root / "exports" / (k.path.replace("/", "__") + ".h5")
     export_h5(FeatureStore(ws.store_url).open(k), path)
     click.echo(f"{k} -> {path}")
+
+
+@store.command("rm")
+@click.argument("key")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def rm(ws: Workspace, key: str, yes: bool) -> None:
+    """Delete group KEY (CORPUS/CONDITION/MODEL) from the store."""
+    fstore = FeatureStore(ws.store_url)
+    k = StoreKey.parse(key)
+    fstore.open(k)  # a clear error when it does not exist
+    if not yes:
+        click.confirm(f"delete {k} from {ws.store_url}?", abort=True)
+    with fstore.lock(k):
+        fstore.delete(k)
+    click.echo(f"deleted {k}")

@@ -353,6 +353,12 @@ def test_store_ls_info_export(tmp_path: Path, urdu_root: Path) -> None:
         assert [u.decode() for u in h5["utt_ids"][:]] == list(group.utt_ids())
         assert np.array_equal(h5["frames/layer_0/offsets"][:], group.group["frames/layer_0/offsets"][:])
         assert "manifest_digest" in h5.attrs["provenance"]
+    res = runner.invoke(fs, [*base, "store", "rm", key], input="n\n")
+    assert res.exit_code != 0 and FeatureStore(tmp_path / "store.zarr").keys()
+    res = runner.invoke(fs, [*base, "store", "rm", key, "--yes"])
+    assert res.exit_code == 0 and FeatureStore(tmp_path / "store.zarr").keys() == []
+    res = runner.invoke(fs, [*base, "store", "rm", key, "--yes"])
+    assert res.exit_code != 0 and "no group" in res.output
 
 
 def test_cli_several_snrs_and_find(tmp_path: Path, urdu_root: Path, noise_dir: Path) -> None:
