@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+import re
+from typing import Callable, Iterator
 
-from data_manifests.layouts.base import LayoutError, ScanResult
+from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow
 
 HIDDEN_REASON = "hidden file (e.g. a macOS '._' or .DS_Store companion), not an utterance"
 
@@ -43,4 +44,24 @@ def finish(result: ScanResult, root: Path, expected: str) -> ScanResult:
             f"no {result.layout} utterances found under {root}{seen}: is this a {result.layout} root? "
             f"expected {expected}"
         )
+    return result
+
+
+def collect_wavs(result: ScanResult, folder: Path, name: re.Pattern[str],
+                 why_not: Callable[[Path, re.Match[str] | None], str | None],
+                 make_row: Callable[[Path, re.Match[str]], ScanRow]) -> ScanResult:
+    """Walk ``folder``: hidden and non-.wav files, and those ``why_not`` objects to, are rejected with
+    a reason; every other file becomes a row. ``why_not`` gets the file-name match (None if none)."""
+    for path in iter_files(folder):
+        match = name.match(path.stem)
+        if is_hidden(path, folder):
+            reason: str | None = HIDDEN_REASON
+        elif path.suffix.lower() != ".wav":
+            reason = "not a .wav file"
+        else:
+            reason = why_not(path, match)
+        if reason is not None or match is None:
+            result.rejected.append((str(path), reason or "name does not match the layout"))
+            continue
+        result.rows.append(make_row(path, match))
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_manifests.layouts._common import HIDDEN_REASON, finish, is_hidden, iter_files, require_dir
+from data_manifests.layouts._common import collect_wavs, finish, require_dir
 from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
 
 EXPECTED = "wav/<speaker><text><emotion><version>.wav, e.g. wav/03a01Fa.wav"
@@ -22,26 +22,18 @@ def scan(root: Path) -> ScanResult:
     if not any(p.suffix.lower() == ".wav" for p in wav_dir.iterdir()):
         raise LayoutError(f"no wav/ folder or .wav files under {root}: is this an EMODB root? expected {EXPECTED}")
     result = ScanResult(layout="emodb", language="de")
-    for path in iter_files(wav_dir):
-        reason = _why_not(path, wav_dir)
-        if reason is not None:
-            result.rejected.append((str(path), reason))
-            continue
-        m = NAME.match(path.stem)
-        assert m is not None
-        result.rows.append(ScanRow(utt_id=path.stem, path=path, speaker=m["speaker"],
-                                   raw_label=m["emotion"], gender=GENDER[m["speaker"]]))
-    return finish(result, root, EXPECTED)
+
+    def why_not(path: Path, m: re.Match[str] | None) -> str | None:
+        return "in a subfolder of the wav folder" if path.parent != wav_dir else _why_not(m)
+
+    def row(path: Path, m: re.Match[str]) -> ScanRow:
+        return ScanRow(utt_id=path.stem, path=path, speaker=m["speaker"], raw_label=m["emotion"],
+                       gender=GENDER[m["speaker"]])
+
+    return finish(collect_wavs(result, wav_dir, NAME, why_not, row), root, EXPECTED)
 
 
-def _why_not(path: Path, wav_dir: Path) -> str | None:
-    if is_hidden(path, wav_dir):
-        return HIDDEN_REASON
-    if path.suffix.lower() != ".wav":
-        return "not a .wav file"
-    if path.parent != wav_dir:
-        return "in a subfolder of the wav folder"
-    m = NAME.match(path.stem)
+def _why_not(m: re.Match[str] | None) -> str | None:
     if m is None:
         return "name is not EMODB's <speaker 2 digits><text a01-b10><emotion WLEAFTN><version>, e.g. 03a01Fa"
     if m["speaker"] not in GENDER:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_manifests.layouts._common import HIDDEN_REASON, finish, is_hidden, iter_files, require_dir
+from data_manifests.layouts._common import collect_wavs, finish, require_dir
 from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
 
 ACTORS = ("f1", "f2", "f3", "m1", "m2", "m3")
@@ -21,28 +21,20 @@ def scan(root: Path) -> ScanResult:
     if not any((root / a).is_dir() for a in ACTORS):
         raise LayoutError(f"no f1..m3 actor folders under {root}: is this an EMOVO root? expected {EXPECTED}")
     result = ScanResult(layout="emovo", language="it")
-    for path in iter_files(root):
-        reason = _why_not(path, root)
-        if reason is not None:
-            result.rejected.append((str(path), reason))
-            continue
-        m = NAME.match(path.stem)
-        assert m is not None
+
+    def row(path: Path, m: re.Match[str]) -> ScanRow:
         actor = path.parent.name
-        result.rows.append(ScanRow(utt_id=path.stem, path=path, speaker=actor,
-                                   raw_label=m["emo"].lower(), gender=actor[0].upper()))
+        return ScanRow(utt_id=path.stem, path=path, speaker=actor, raw_label=m["emo"].lower(),
+                       gender=actor[0].upper())
+
+    result = collect_wavs(result, root, NAME, lambda path, m: _why_not(path, root, m), row)
     return finish(result, root, EXPECTED)
 
 
-def _why_not(path: Path, root: Path) -> str | None:
-    if is_hidden(path, root):
-        return HIDDEN_REASON
-    if path.suffix.lower() != ".wav":
-        return "not a .wav file"
+def _why_not(path: Path, root: Path, m: re.Match[str] | None) -> str | None:
     rel = path.relative_to(root)
     if len(rel.parts) != 2 or rel.parts[0] not in ACTORS:
         return "not inside an actor folder f1..m3"
-    m = NAME.match(path.stem)
     if m is None:
         return "name is not <emo>-<actor>-<sentence>, emo in " + " ".join(EMOTIONS)
     if m["actor"].lower() != rel.parts[0]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_manifests.layouts._common import HIDDEN_REASON, finish, is_hidden, iter_files, require_dir
+from data_manifests.layouts._common import collect_wavs, finish, require_dir
 from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
 
 EXPECTED = "Actor_XX/MM-VV-EE-II-SS-RR-AA.wav (modality 03 audio-only, vocal channel 01 speech)"
@@ -25,29 +25,20 @@ def scan(root: Path) -> ScanResult:
     if not any(ACTOR_DIR.match(p.name) and p.is_dir() for p in root.iterdir()):
         raise LayoutError(f"no Actor_XX folders under {root}: is this a RAVDESS root? expected {EXPECTED}")
     result = ScanResult(layout="ravdess", language="en")
-    for path in iter_files(root):
-        reason = _why_not(path, root)
-        if reason is not None:
-            result.rejected.append((str(path), reason))
-            continue
-        m = NAME.match(path.stem)
-        assert m is not None
-        result.rows.append(ScanRow(utt_id=path.stem, path=path, speaker=path.parent.name,
-                                   raw_label=EMOTIONS[m["emotion"]],
-                                   gender="M" if int(m["actor"]) % 2 else "F"))
+
+    def row(path: Path, m: re.Match[str]) -> ScanRow:
+        return ScanRow(utt_id=path.stem, path=path, speaker=path.parent.name, raw_label=EMOTIONS[m["emotion"]],
+                       gender="M" if int(m["actor"]) % 2 else "F")
+
+    result = collect_wavs(result, root, NAME, lambda path, m: _why_not(path, root, m), row)
     return finish(result, root, EXPECTED)
 
 
-def _why_not(path: Path, root: Path) -> str | None:
-    if is_hidden(path, root):
-        return HIDDEN_REASON
-    if path.suffix.lower() != ".wav":
-        return "not a .wav file"
+def _why_not(path: Path, root: Path, m: re.Match[str] | None) -> str | None:
     rel = path.relative_to(root)
     folder = ACTOR_DIR.match(rel.parts[0]) if len(rel.parts) == 2 else None
     if folder is None:
         return "not inside an Actor_XX folder"
-    m = NAME.match(path.stem)
     if m is None:
         return "name is not MM-VV-EE-II-SS-RR-AA"
     if m["modality"] != "03":

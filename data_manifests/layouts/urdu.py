@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_manifests.layouts._common import HIDDEN_REASON, finish, is_hidden, iter_files, require_dir
+from data_manifests.layouts._common import collect_wavs, finish, require_dir
 from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
 
 FOLDERS = {"Angry": "A", "Happy": "H", "Neutral": "N", "Sad": "S"}
@@ -21,27 +21,19 @@ def scan(root: Path) -> ScanResult:
         raise LayoutError(f"no Angry/Happy/Neutral/Sad folders under {root}: is this a URDU root? "
                           f"expected {EXPECTED}")
     result = ScanResult(layout="urdu", language="ur")
-    for path in iter_files(root):
-        reason = _why_not(path, root)
-        if reason is not None:
-            result.rejected.append((str(path), reason))
-            continue
-        m = NAME.match(path.stem)
-        assert m is not None
-        result.rows.append(ScanRow(utt_id=path.stem, path=path, speaker=m["speaker"],
-                                   raw_label=path.parent.name, gender=m["gender"]))
+
+    def row(path: Path, m: re.Match[str]) -> ScanRow:
+        return ScanRow(utt_id=path.stem, path=path, speaker=m["speaker"], raw_label=path.parent.name,
+                       gender=m["gender"])
+
+    result = collect_wavs(result, root, NAME, lambda path, m: _why_not(path, root, m), row)
     return finish(result, root, EXPECTED)
 
 
-def _why_not(path: Path, root: Path) -> str | None:
-    if is_hidden(path, root):
-        return HIDDEN_REASON
-    if path.suffix.lower() != ".wav":
-        return "not a .wav file"
+def _why_not(path: Path, root: Path, m: re.Match[str] | None) -> str | None:
     rel = path.relative_to(root)
     if len(rel.parts) != 2 or rel.parts[0] not in FOLDERS:
         return "not inside an emotion folder Angry/Happy/Neutral/Sad"
-    m = NAME.match(path.stem)
     if m is None:
         return "name is not SGX_FYY_EZZ (e.g. SM1_F10_A010)"
     if m["emotion"] != FOLDERS[rel.parts[0]]:
