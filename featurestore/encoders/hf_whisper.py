@@ -101,7 +101,9 @@ class WhisperLikeEncoder(SegmentEncoder):
         for i, seg in enumerate(segments):
             waves[i, :seg.size] = torch.as_tensor(seg, device=self.device)
         out = self.model(self.log_mel(waves), output_hidden_states=True)
-        return torch.stack(out.hidden_states)
+        # keep only frames some segment really has: padding frames are never read, so never copied
+        real = max(self._segment_frames(seg.size) for seg in segments)
+        return torch.stack([h[:, :real] for h in out.hidden_states])
 
     def _trim(self, segments: list[np.ndarray]) -> torch.Tensor:
         enc = self.model
