@@ -46,11 +46,14 @@ def _layers(text: str | None) -> tuple[int, ...]:
               help="Unreadable audio: stop, or skip it with a recorded reason.")
 @click.option("--workers", default=None, type=int,
               help="DataLoader workers decoding and resampling [default: 0 on CPU, up to 4 on CUDA].")
+@click.option("--commit-rows", default=256, show_default=True, type=int,
+              help="Rows buffered per store commit (a killed run redoes at most this many).")
 @click.option("--overwrite", is_flag=True, help="Re-extract even if the group exists.")
 @click.pass_obj
 def extract(ws: Workspace, model_name: str, corpora: tuple[str, ...], noise: str | None, snrs: tuple[float, ...],
             noise_seed: int, noise_env: str, device: str | None, batch_size: int, frames: str | None,
-            whisper_input: str, seed: int, on_bad_audio: str, workers: int | None, overwrite: bool) -> None:
+            whisper_input: str, seed: int, on_bad_audio: str, workers: int | None, commit_rows: int,
+            overwrite: bool) -> None:
     """Extract layer-wise embeddings of MODEL over CORPUS into the store (idempotent, resumable)."""
     manifests = [ws.load_manifest(name) for name in corpora]
     envs = tuple(e for e in noise_env.split(",") if e)
@@ -62,7 +65,7 @@ def extract(ws: Workspace, model_name: str, corpora: tuple[str, ...], noise: str
     encoder = load_encoder(model_name, device=device, seed=seed, whisper_input=whisper_input)
     store = FeatureStore(ws.store_url)
     options = ExtractOptions(batch_size=batch_size, frame_layers=_layers(frames), on_bad_audio=on_bad_audio,
-                             num_workers=workers, overwrite=overwrite)
+                             num_workers=workers, commit_rows=commit_rows, overwrite=overwrite)
     for manifest, spec in [(m, s) for s in specs for m in manifests]:
         result = run_extract(manifest, encoder, store, noise=spec, options=options)
         if result.already_done:

@@ -27,10 +27,12 @@ from featurestore import __version__
 from featurestore.audio import AudioError, load_audio
 from featurestore.encoders.base import Encoder, EncoderInfo
 from featurestore.noise import NoiseBank, NoiseError, NoiseSpec, condition_key
-from featurestore.store import STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreError, StoreGroup, StoreKey, slug
+from featurestore.store import (ROW_CHUNK, STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreGroup, StoreKey,
+                                slug)
 
 AUDIO_PIPELINE = {"decoder": "soundfile", "mono": "mean of channels", "resampler": "soxr HQ"}
 POOLING = {"stats": ["mean", "std"], "over": "real frames", "std_ddof": 0}
+MAX_PENDING_FRAME_BYTES = 256 * 2**20
 
 
 class ExtractError(RuntimeError):
@@ -44,6 +46,7 @@ class ExtractOptions:
     batch_size: int = 8
     frame_layers: tuple[int, ...] = ()
     on_bad_audio: str = "fail"  # "fail" or "skip" (skipped rows are recorded with their reason)
+    commit_rows: int = ROW_CHUNK  # rows buffered per commit: fewer writes; at most this much redone after a kill
     num_workers: int = 0
     overwrite: bool = False
     progress: bool = True
@@ -183,8 +186,8 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise:
         raise ExtractError(f"--frames {bad}: {info.name} has layers 0..{info.num_layers - 1}")
     if options.on_bad_audio not in ("fail", "skip"):
         raise ExtractError(f"on_bad_audio must be 'fail' or 'skip', not {options.on_bad_audio!r}")
-    if options.batch_size < 1:
-        raise ExtractError("batch size must be at least 1")
+    if options.batch_size < 1 or options.commit_rows < 1:
+        raise ExtractError("batch size and commit rows must be at least 1")
     bank = NoiseBank(noise, info.sample_rate) if noise is not None else None
     key = StoreKey(manifest.name, condition_key(noise), model_key(info))
     result = ExtractResult(key=key)
@@ -197,6 +200,43 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise:
             return result
         _run(group, manifest, encoder, bank, options, result)
     return result
+
+
+@dataclass
+class _Rows:
+    """Pooled results of consecutive plan batches, waiting to be committed together."""
+
+    batches: range
+    start: int
+    mean: np.ndarray
+    std: np.ndarray
+    n_frames: np.ndarray
+    status: np.ndarray
+    frames: dict[int, list[np.ndarray]]
+    skipped: dict[str, str]
+    frame_bytes: int = 0
+
+    def extend(self, other: "_Rows") -> "_Rows":
+        return _Rows(range(self.batches.start, other.batches.stop), self.start,
+                     np.concatenate([self.mean, other.mean]), np.concatenate([self.std, other.std]),
+                     np.concatenate([self.n_frames, other.n_frames]), np.concatenate([self.status, other.status]),
+                     {k: v + other.frames[k] for k, v in self.frames.items()}, {**self.skipped, **other.skipped},
+                     self.frame_bytes + other.frame_bytes)
+
+
+def _commit(group: StoreGroup, rows: _Rows | None, result: ExtractResult) -> None:
+    if rows is None:
+        return
+    try:
+        group.commit(rows.batches, rows.start, rows.mean, rows.std, rows.n_frames, rows.status, rows.frames,
+                     rows.skipped)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ExtractError(f"disk full while writing {group.key}; free space and re-run the same command: "
+                               "it resumes from the last committed batch") from None
+        raise
+    result.processed += int((rows.status == STATUS_STORED).sum())
+    result.skipped.update(rows.skipped)
 
 
 def _run(group: StoreGroup, manifest: Manifest, encoder: Encoder, bank: NoiseBank | None,
@@ -215,15 +255,30 @@ def _run(group: StoreGroup, manifest: Manifest, encoder: Encoder, bank: NoiseBan
     started = time.perf_counter()
     bar = tqdm(total=sum(len(b) for b in batches), unit="utt", disable=not options.progress,
                desc=f"{group.key.corpus}/{group.key.condition} {Path(encoder.info.name).name}", dynamic_ncols=True)
+    pending: _Rows | None = None
     try:
         for batch_index, items in zip(todo, loader):
-            _process_batch(group, batch_index, batch_index * batch_size, items, rows, encoder, options, result)
+            if pending is not None and pending.batches.stop != batch_index:
+                ready, pending = pending, None  # never buffer across a gap in the plan
+                _commit(group, ready, result)
+            batch = _process_batch(batch_index, batch_index * batch_size, items, rows, encoder, options, result)
+            pending = batch if pending is None else pending.extend(batch)
+            if len(pending.mean) >= options.commit_rows or pending.frame_bytes >= MAX_PENDING_FRAME_BYTES:
+                ready, pending = pending, None
+                _commit(group, ready, result)
             bar.update(len(items))
             result.wall_seconds = time.perf_counter() - started
-            bar.set_postfix(utt_s=f"{result.utterances_per_second:.1f}", rtf=f"{result.real_time_factor:.3f}")
-    except KeyboardInterrupt:
-        raise ExtractError(f"interrupted; committed batches of {group.key} are kept: re-run the same command "
-                           "to resume") from None
+            bar.set_postfix(utt_s=f"{(result.processed + _stored(pending)) / result.wall_seconds:.1f}",
+                            rtf=f"{result.real_time_factor:.3f}")
+        ready, pending = pending, None
+        _commit(group, ready, result)
+    except (KeyboardInterrupt, ExtractError) as exc:
+        if pending is not None and not (isinstance(exc, ExtractError) and "disk full" in str(exc)):
+            _commit(group, pending, result)  # keep the batches finished before the stop
+        if isinstance(exc, KeyboardInterrupt):
+            raise ExtractError(f"interrupted; committed batches of {group.key} are kept: re-run the same command "
+                               "to resume") from None
+        raise
     finally:
         bar.close()
     result.wall_seconds = time.perf_counter() - started
@@ -234,8 +289,12 @@ def _run(group: StoreGroup, manifest: Manifest, encoder: Encoder, bank: NoiseBan
         group.mark_complete()
 
 
-def _process_batch(group: StoreGroup, batch_index: int, start: int, items: list, rows: list[dict[str, Any]],
-                   encoder: Encoder, options: ExtractOptions, result: ExtractResult) -> None:
+def _stored(rows: _Rows | None) -> int:
+    return 0 if rows is None else int((rows.status == STATUS_STORED).sum())
+
+
+def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[str, Any]],
+                   encoder: Encoder, options: ExtractOptions, result: ExtractResult) -> _Rows:
     n = len(items)
     dim, layers = encoder.info.dim, encoder.info.num_layers
     mean = np.zeros((n, layers, dim), np.float32)
@@ -246,8 +305,6 @@ def _process_batch(group: StoreGroup, batch_index: int, start: int, items: list,
     skipped: dict[str, str] = {}
     good: list[tuple[int, np.ndarray]] = []
     for j, (i, wave, error) in enumerate(items):
-        if not error and encoder.num_frames(len(wave)) < 1:
-            error = f"{rows[i]['path']}: too short for {encoder.info.name} ({len(wave)} samples)"
         if error:
             if options.on_bad_audio == "fail":
                 raise ExtractError(f"{error}\nutterance {rows[i]['utt_id']} cannot be extracted; fix or remove it, "
@@ -255,6 +312,7 @@ def _process_batch(group: StoreGroup, batch_index: int, start: int, items: list,
             skipped[rows[i]["utt_id"]] = error
             continue
         good.append((j, wave))
+    frame_bytes = 0
     if good:
         states = encoder.embed([w for _, w in good])
         m, s = pool_states(states.hidden, states.lengths)
@@ -264,12 +322,5 @@ def _process_batch(group: StoreGroup, batch_index: int, start: int, items: list,
             result.audio_seconds += len(wave) / encoder.info.sample_rate
             for layer in options.frame_layers:
                 frames[layer][j] = states.hidden[layer, k, : lengths[k]].to(torch.float16).cpu().numpy()
-    try:
-        group.write_batch(batch_index, start, mean, std, n_frames, status, frames, skipped)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise ExtractError(f"disk full while writing {group.key}; free space and re-run the same command: "
-                               "it resumes from the last committed batch") from None
-        raise
-    result.processed += len(good)
-    result.skipped.update(skipped)
+                frame_bytes += frames[layer][j].nbytes
+    return _Rows(range(batch_index, batch_index + 1), start, mean, std, n_frames, status, frames, skipped, frame_bytes)

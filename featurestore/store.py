@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,13 +158,13 @@ class StoreGroup:
     def batches_done(self) -> np.ndarray:
         return np.asarray(self.group["batch_done"][:])
 
-    def write_batch(self, batch_index: int, start: int, mean: np.ndarray, std: np.ndarray,
-                    n_frames: np.ndarray, status: np.ndarray, frames: dict[int, list[np.ndarray]],
-                    skipped: dict[str, str]) -> None:
-        """Write rows ``start:start+len(mean)`` and commit batch ``batch_index`` last.
+    def commit(self, batches: range, start: int, mean: np.ndarray, std: np.ndarray, n_frames: np.ndarray,
+               status: np.ndarray, frames: dict[int, list[np.ndarray]], skipped: dict[str, str]) -> None:
+        """Write rows ``start:start+len(mean)`` (the rows of ``batches``), then mark those batches done.
 
-        Batches are written in plan order; a batch interrupted mid-write is simply written again
-        on resume (chunk writes are atomic files; the commit marker is written after the data).
+        Batches are committed in plan order; rows written but not yet marked (a writer killed
+        mid-commit) are simply written again on resume: chunk writes are atomic files and the
+        commit marker is written after the data.
         """
         stop = start + len(mean)
         for layer, per_utt in frames.items():
@@ -187,7 +188,7 @@ class StoreGroup:
             merged = self.skipped()
             merged.update(skipped)
             self.group.attrs["skipped"] = merged
-        self.group["batch_done"][batch_index] = True
+        self.group["batch_done"][batches.start:batches.stop] = True
 
     def mark_complete(self) -> None:
         self.group.attrs["state"] = "complete"
@@ -221,10 +222,12 @@ class FeatureStore:
             return []
         root = self._root("r")
         found = []
-        for corpus, cgroup in root.groups():
-            for condition, dgroup in cgroup.groups():
-                for model, _ in dgroup.groups():
-                    found.append(StoreKey(corpus, condition, model))
+        with warnings.catch_warnings():  # a live writer's temp files are not hierarchy members
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+            for corpus, cgroup in root.groups():
+                for condition, dgroup in cgroup.groups():
+                    for model, _ in dgroup.groups():
+                        found.append(StoreKey(corpus, condition, model))
         return sorted(found, key=lambda k: k.path)
 
     def open(self, key: StoreKey | str, mode: str = "r") -> StoreGroup:

@@ -114,25 +114,25 @@ def test_rerun_is_idempotent(tmp_path: Path, manifest: Manifest, encoder) -> Non
 
 def test_interrupted_mid_batch_resumes_to_identical_values(tmp_path: Path, manifest: Manifest, encoder,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    options = ExtractOptions(batch_size=2, frame_layers=(1,), progress=False)
+    options = ExtractOptions(batch_size=2, frame_layers=(1,), progress=False, commit_rows=1)
     clean = FeatureStore(tmp_path / "clean.zarr")
     reference = _arrays(clean.open(extract(manifest, encoder, clean, options=options).key))
 
     calls = {"n": 0}
-    original = StoreGroup.write_batch
+    original = StoreGroup.commit
 
-    def dying_write(self, batch_index, start, mean, *args, **kwargs):
+    def dying_write(self, batches, start, mean, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:  # half-written batch: rows land, commit marker never does
+        if calls["n"] == 3:  # half-written commit: rows land, the commit marker never does
             self.group["mean"][start:start + len(mean)] = mean
-            raise KeyboardInterrupt
-        return original(self, batch_index, start, mean, *args, **kwargs)
+            raise OSError("the process dies here")
+        return original(self, batches, start, mean, *args, **kwargs)
 
-    monkeypatch.setattr(StoreGroup, "write_batch", dying_write)
+    monkeypatch.setattr(StoreGroup, "commit", dying_write)
     store = FeatureStore(tmp_path / "s.zarr")
-    with pytest.raises(ExtractError, match="re-run"):
+    with pytest.raises(OSError, match="dies"):
         extract(manifest, encoder, store, options=options)
-    monkeypatch.setattr(StoreGroup, "write_batch", original)
+    monkeypatch.setattr(StoreGroup, "commit", original)
     key = store.keys()[0]
     assert not store.open(key).is_complete
     assert not verify_group(store.open(key), manifest).ok
@@ -147,7 +147,8 @@ def test_killed_process_resumes_to_identical_values(tmp_path: Path) -> None:
     env = {**os.environ, "FS_WORKSPACE": str(ws), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "cli.main"]
     subprocess.run([*cmd, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)], env=env, check=True)
-    extract_args = [*cmd, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu", "--batch-size", "1", "--frames", "2"]
+    extract_args = [*cmd, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu", "--batch-size", "1", "--frames", "2",
+                    "--commit-rows", "1"]
     proc = subprocess.Popen(extract_args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = FeatureStore(ws / "store.zarr")
     deadline = time.time() + 120
@@ -251,10 +252,10 @@ def test_corrupt_audio_fail_or_skip(tmp_path: Path, urdu_root: Path, encoder) ->
 
 def test_disk_full_keeps_committed_work(tmp_path: Path, manifest: Manifest, encoder,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    options = ExtractOptions(batch_size=2, progress=False)
+    options = ExtractOptions(batch_size=2, progress=False, commit_rows=1)
     ref_store = FeatureStore(tmp_path / "ref.zarr")
     reference = _arrays(ref_store.open(extract(manifest, encoder, ref_store, options=options).key))
-    original = StoreGroup.write_batch
+    original = StoreGroup.commit
     calls = {"n": 0}
 
     def full_disk(self, *args, **kwargs):
@@ -263,11 +264,11 @@ def test_disk_full_keeps_committed_work(tmp_path: Path, manifest: Manifest, enco
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(StoreGroup, "write_batch", full_disk)
+    monkeypatch.setattr(StoreGroup, "commit", full_disk)
     store = FeatureStore(tmp_path / "s.zarr")
     with pytest.raises(ExtractError, match="disk full"):
         extract(manifest, encoder, store, options=options)
-    monkeypatch.setattr(StoreGroup, "write_batch", original)
+    monkeypatch.setattr(StoreGroup, "commit", original)
     key = store.keys()[0]
     assert store.open(key).batches_done().sum() == 1
     extract(manifest, encoder, store, options=options)
@@ -277,16 +278,16 @@ def test_disk_full_keeps_committed_work(tmp_path: Path, manifest: Manifest, enco
 def test_other_code_version_and_format(tmp_path: Path, manifest: Manifest, encoder,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     store = FeatureStore(tmp_path / "s.zarr")
-    original = StoreGroup.write_batch
+    original = StoreGroup.commit
 
-    def stop_after_first(self, batch_index, *args, **kwargs):
-        original(self, batch_index, *args, **kwargs)
+    def stop_after_first(self, batches, *args, **kwargs):
+        original(self, batches, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(StoreGroup, "write_batch", stop_after_first)
+    monkeypatch.setattr(StoreGroup, "commit", stop_after_first)
     with pytest.raises(ExtractError):
-        extract(manifest, encoder, store, options=ExtractOptions(batch_size=2, progress=False))
-    monkeypatch.setattr(StoreGroup, "write_batch", original)
+        extract(manifest, encoder, store, options=ExtractOptions(batch_size=2, progress=False, commit_rows=1))
+    monkeypatch.setattr(StoreGroup, "commit", original)
     key = store.keys()[0]
     zarr.open_group(str(tmp_path / "s.zarr"), path=key.path).attrs["fs_version"] = "0.0.1"
     with pytest.raises(ExtractError, match="fs 0.0.1"):
@@ -413,3 +414,13 @@ def test_dataloader_workers_give_identical_values(tmp_path: Path, manifest: Mani
     ka = extract(manifest, encoder, a, noise=spec, options=ExtractOptions(progress=False, num_workers=0)).key
     kb = extract(manifest, encoder, b, noise=spec, options=ExtractOptions(progress=False, num_workers=2)).key
     _assert_same(_arrays(a.open(ka)), _arrays(b.open(kb)))
+
+
+def test_buffered_commits_store_the_same_bytes(tmp_path: Path, manifest: Manifest, encoder) -> None:
+    a, b = FeatureStore(tmp_path / "a.zarr"), FeatureStore(tmp_path / "b.zarr")
+    ka = extract(manifest, encoder, a, options=ExtractOptions(batch_size=2, commit_rows=1, frame_layers=(0,),
+                                                               progress=False)).key
+    kb = extract(manifest, encoder, b, options=ExtractOptions(batch_size=2, commit_rows=5, frame_layers=(0,),
+                                                               progress=False)).key
+    _assert_same(_arrays(a.open(ka)), _arrays(b.open(kb)))
+    assert a.open(ka).batches_done().all() and b.open(kb).batches_done().all()
