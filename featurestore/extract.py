@@ -161,7 +161,7 @@ def _open_group(store: FeatureStore, key: StoreKey, manifest: Manifest, info: En
         if attrs.get("fs_version") != __version__:
             raise ExtractError(f"{key} is a partial extraction written by fs {attrs.get('fs_version')}; this is "
                                f"fs {__version__}. Finish it with that version, or re-run with --overwrite")
-        if missing or sorted(options.frame_layers) != sorted(group.frame_layers):
+        if sorted(options.frame_layers) != sorted(group.frame_layers):
             raise ExtractError(f"{key} is a partial extraction with frame layers {group.frame_layers}; resume "
                                f"with the same --frames or re-run with --overwrite")
         return group, False
@@ -189,7 +189,7 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise:
     if options.batch_size < 1 or options.commit_rows < 1:
         raise ExtractError("batch size and commit rows must be at least 1")
     bank = NoiseBank(noise, info.sample_rate) if noise is not None else None
-    key = StoreKey(manifest.name, condition_key(noise), model_key(info))
+    key = StoreKey(manifest.name, bank.key if bank is not None else condition_key(None), model_key(info))
     result = ExtractResult(key=key)
     device = str(getattr(encoder, "device", "cpu"))
     with store.lock(key):
