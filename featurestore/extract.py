@@ -99,15 +99,16 @@ class _UtteranceAudio(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str, dict[str, Any]]:
         row = self.rows[i]
         try:
             wave, _ = load_audio(row["path"], self.sample_rate)
+            mix: dict[str, Any] = {}
             if self.noise is not None:
-                wave, _ = self.noise.mix(wave, row["utt_id"])
-            return i, wave, ""
+                wave, mix = self.noise.mix(wave, row["utt_id"])
+            return i, wave, "", mix
         except (AudioError, NoiseError) as exc:
-            return i, None, str(exc)
+            return i, None, str(exc), {}
 
 
 def _collate(items: list) -> list:
@@ -169,7 +170,8 @@ def _open_group(store: FeatureStore, key: StoreKey, manifest: Manifest, info: En
     num_batches = -(-len(order) // options.batch_size)
     group = store.create(key, utt_ids=[manifest.rows[i]["utt_id"] for i in order], num_layers=info.num_layers,
                          dim=info.dim, num_batches=num_batches, frame_layers=sorted(options.frame_layers),
-                         provenance=_provenance(manifest, info, noise, key.condition, options.batch_size, device))
+                         provenance=_provenance(manifest, info, noise, key.condition, options.batch_size, device),
+                         noisy=noise is not None)
     return group, False
 
 
@@ -214,14 +216,16 @@ class _Rows:
     status: np.ndarray
     frames: dict[int, list[np.ndarray]]
     skipped: dict[str, str]
+    noise: dict[str, np.ndarray] | None = None
     frame_bytes: int = 0
 
     def extend(self, other: "_Rows") -> "_Rows":
+        noise = None if self.noise is None else {k: np.concatenate([v, other.noise[k]]) for k, v in self.noise.items()}
         return _Rows(range(self.batches.start, other.batches.stop), self.start,
                      np.concatenate([self.mean, other.mean]), np.concatenate([self.std, other.std]),
                      np.concatenate([self.n_frames, other.n_frames]), np.concatenate([self.status, other.status]),
                      {k: v + other.frames[k] for k, v in self.frames.items()}, {**self.skipped, **other.skipped},
-                     self.frame_bytes + other.frame_bytes)
+                     noise, self.frame_bytes + other.frame_bytes)
 
 
 def _commit(group: StoreGroup, rows: _Rows | None, result: ExtractResult) -> None:
@@ -229,7 +233,7 @@ def _commit(group: StoreGroup, rows: _Rows | None, result: ExtractResult) -> Non
         return
     try:
         group.commit(rows.batches, rows.start, rows.mean, rows.std, rows.n_frames, rows.status, rows.frames,
-                     rows.skipped)
+                     rows.skipped, rows.noise)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise ExtractError(f"disk full while writing {group.key}; free space and re-run the same command: "
@@ -261,7 +265,8 @@ def _run(group: StoreGroup, manifest: Manifest, encoder: Encoder, bank: NoiseBan
             if pending is not None and pending.batches.stop != batch_index:
                 ready, pending = pending, None  # never buffer across a gap in the plan
                 _commit(group, ready, result)
-            batch = _process_batch(batch_index, batch_index * batch_size, items, rows, encoder, options, result)
+            batch = _process_batch(batch_index, batch_index * batch_size, items, rows, encoder, options, result,
+                                   noisy=bank is not None)
             pending = batch if pending is None else pending.extend(batch)
             if len(pending.mean) >= options.commit_rows or pending.frame_bytes >= MAX_PENDING_FRAME_BYTES:
                 ready, pending = pending, None
@@ -293,8 +298,8 @@ def _stored(rows: _Rows | None) -> int:
     return 0 if rows is None else int((rows.status == STATUS_STORED).sum())
 
 
-def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[str, Any]],
-                   encoder: Encoder, options: ExtractOptions, result: ExtractResult) -> _Rows:
+def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[str, Any]], encoder: Encoder,
+                   options: ExtractOptions, result: ExtractResult, noisy: bool) -> _Rows:
     n = len(items)
     dim, layers = encoder.info.dim, encoder.info.num_layers
     mean = np.zeros((n, layers, dim), np.float32)
@@ -303,8 +308,12 @@ def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[st
     status = np.full(n, STATUS_SKIPPED, np.int8)
     frames: dict[int, list[np.ndarray]] = {layer: [np.zeros((0, dim), np.float16)] * n for layer in options.frame_layers}
     skipped: dict[str, str] = {}
+    noise = {"recording": np.full(n, "", dtype=object), "offset": np.full(n, -1, np.int64),
+             "snr_db": np.full(n, np.nan)} if noisy else None
     good: list[tuple[int, np.ndarray]] = []
-    for j, (i, wave, error) in enumerate(items):
+    for j, (i, wave, error, mix) in enumerate(items):
+        if noise is not None and mix:
+            noise["recording"][j], noise["offset"][j], noise["snr_db"][j] = mix["recording"], mix["offset"], mix["snr_db"]
         if error:
             if options.on_bad_audio == "fail":
                 raise ExtractError(f"{error}\nutterance {rows[i]['utt_id']} cannot be extracted; fix or remove it, "
@@ -323,4 +332,5 @@ def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[st
             for layer in options.frame_layers:
                 frames[layer][j] = states.hidden[layer, k, : lengths[k]].to(torch.float16).cpu().numpy()
                 frame_bytes += frames[layer][j].nbytes
-    return _Rows(range(batch_index, batch_index + 1), start, mean, std, n_frames, status, frames, skipped, frame_bytes)
+    return _Rows(range(batch_index, batch_index + 1), start, mean, std, n_frames, status, frames, skipped,
+                 noise, frame_bytes)

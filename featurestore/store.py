@@ -112,6 +112,14 @@ class StoreGroup:
     def n_frames(self) -> np.ndarray:
         return np.asarray(self.group["n_frames"][:])
 
+    def noise_mix(self) -> dict[str, np.ndarray] | None:
+        """Per-utterance mix records (recording, offset, achieved snr_db) of a noisy group, else None."""
+        if "noise" not in self.group:
+            return None
+        node = self.group["noise"]
+        return {"recording": np.array(node["recording"][:].tolist(), dtype=str),
+                "offset": np.asarray(node["offset"][:]), "snr_db": np.asarray(node["snr_db"][:])}
+
     def skipped(self) -> dict[str, str]:
         return dict(self.group.attrs.get("skipped", {}))
 
@@ -159,7 +167,8 @@ class StoreGroup:
         return np.asarray(self.group["batch_done"][:])
 
     def commit(self, batches: range, start: int, mean: np.ndarray, std: np.ndarray, n_frames: np.ndarray,
-               status: np.ndarray, frames: dict[int, list[np.ndarray]], skipped: dict[str, str]) -> None:
+               status: np.ndarray, frames: dict[int, list[np.ndarray]], skipped: dict[str, str],
+               noise: dict[str, np.ndarray] | None = None) -> None:
         """Write rows ``start:start+len(mean)`` (the rows of ``batches``), then mark those batches done.
 
         Batches are committed in plan order; rows written but not yet marked (a writer killed
@@ -184,6 +193,8 @@ class StoreGroup:
         self.group["std"][start:stop] = std.astype(np.float32)
         self.group["n_frames"][start:stop] = n_frames.astype(np.int32)
         self.group["status"][start:stop] = status.astype(np.int8)
+        for name, values in (noise or {}).items():
+            self.group[f"noise/{name}"][start:stop] = values
         if skipped:
             merged = self.skipped()
             merged.update(skipped)
@@ -265,8 +276,12 @@ class FeatureStore:
         return Path(self.url.removeprefix("file://")) / key.path
 
     def create(self, key: StoreKey, *, utt_ids: list[str], num_layers: int, dim: int, num_batches: int,
-               frame_layers: list[int], provenance: dict[str, Any]) -> StoreGroup:
-        """Create (or replace) a group with empty arrays and its provenance."""
+               frame_layers: list[int], provenance: dict[str, Any], noisy: bool = False) -> StoreGroup:
+        """Create (or replace) a group with empty arrays and its provenance.
+
+        ``noisy`` adds per-utterance records of the mix: ``noise/recording``, ``noise/offset`` and
+        ``noise/snr_db`` (the SNR achieved, checked by verify).
+        """
         root = self._root("a")
         group = root.require_group(key.corpus).require_group(key.condition).create_group(key.model, overwrite=True)
         n = len(utt_ids)
@@ -280,6 +295,11 @@ class FeatureStore:
         group.create_array("status", shape=(n,), dtype="int8", chunks=(max(n, 1),), fill_value=0)
         group.create_array("batch_done", shape=(num_batches,), dtype="bool", chunks=(max(num_batches, 1),),
                            fill_value=False)
+        if noisy:
+            noise = group.create_group("noise")
+            noise.create_array("recording", shape=(n,), dtype=str, chunks=(max(n, 1),))
+            noise.create_array("offset", shape=(n,), dtype="int64", chunks=(max(n, 1),), fill_value=-1)
+            noise.create_array("snr_db", shape=(n,), dtype="float64", chunks=(max(n, 1),), fill_value=np.nan)
         for layer in frame_layers:
             node = group.create_group(f"frames/layer_{layer}")
             node.create_array("values", shape=(0, dim), dtype="float16", chunks=(FRAME_CHUNK, dim), fill_value=0.0)

@@ -56,6 +56,17 @@ def verify_group(group: StoreGroup, manifest: Manifest | None) -> VerifyReport:
             report.errors.append(f"frames layer {layer}: offsets disagree with n_frames")
         if node["values"].shape[0] < offsets[-1]:
             report.errors.append(f"frames layer {layer}: {node['values'].shape[0]} values < offsets end {offsets[-1]}")
+    mix = group.noise_mix()
+    spec = (attrs.get("condition", {}).get("noise") or {}).get("spec")
+    if spec is not None:
+        if mix is None:
+            report.errors.append("noisy condition without per-utterance mix records")
+        else:
+            off = np.abs(mix["snr_db"][stored] - float(spec["snr_db"]))
+            if not (off <= 1e-3).all():
+                report.errors.append(f"achieved SNR differs from {spec['snr_db']} dB by up to {np.nanmax(off):.4g} dB "
+                                     f"in {int((~(off <= 1e-3)).sum())} utterance(s)")
+            report.facts["max_snr_error_db"] = float(off.max()) if off.size else 0.0
     skipped = group.skipped()
     unexplained = [u for u in ids[status == 2].tolist() if u not in skipped]
     if unexplained:

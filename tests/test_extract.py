@@ -213,6 +213,13 @@ def test_noise_condition_is_keyed_deterministic_and_differs(tmp_path: Path, mani
     _assert_same(_arrays(a.open(ka)), _arrays(b.open(kb)))
     assert not np.allclose(a.open(ka).pooled()[1], a.open(kc).pooled()[1])
     assert a.open(ka).attrs["condition"]["noise"]["spec"]["snr_db"] == 10
+    mix = a.open(ka).noise_mix()
+    assert np.allclose(mix["snr_db"], 10, atol=1e-6) and set(mix["recording"]) <= {"hum.wav", "babble.wav"}
+    assert (mix["offset"] >= 0).all() and a.open(kc).noise_mix() is None
+    report = verify_group(a.open(ka), manifest)
+    assert report.ok and report.facts["max_snr_error_db"] < 1e-6
+    zarr.open_group(str(tmp_path / "b.zarr"), path=kb.path)["noise/snr_db"][0] = 3.0
+    assert any("achieved SNR" in e for e in verify_group(b.open(kb), manifest).errors)
     other_seed = extract(manifest, encoder, a, noise=NoiseSpec(source=str(noise_dir), snr_db=10, seed=1),
                          options=ExtractOptions(progress=False)).key
     assert other_seed.condition != ka.condition
