@@ -33,7 +33,7 @@ import zarr
 
 from featurestore import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-utterance noise mix records
 STATUS_PENDING, STATUS_STORED, STATUS_SKIPPED = 0, 1, 2
 ROW_CHUNK = 256
 FRAME_CHUNK = 8192
