@@ -93,7 +93,8 @@ def show(ws: Workspace, name: str, as_json: bool) -> None:
 @corpus.command("export")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["emobox", "csv"]), default="emobox", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output file [default: WORKSPACE/exports/NAME.*].")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output file [default: WORKSPACE/exports/NAME.*].")
 @click.pass_obj
 def export(ws: Workspace, name: str, fmt: str, out: str | None) -> None:
     """Export corpus NAME's manifest (EmoBox JSONL or CSV)."""

@@ -29,7 +29,8 @@ def _layers(text: str | None) -> tuple[int, ...]:
 
 
 @click.command()
-@click.option("--model", "model_name", required=True, help="Alias (see `fs models`), <alias>-random, HF id or local dir.")
+@click.option("--model", "model_name", required=True,
+              help="Alias (see `fs models`), <alias>-random, HF id or local dir.")
 @click.option("--corpus", "corpora", required=True, multiple=True, help="Corpus name (repeatable).")
 @click.option("--noise", default=None, type=click.Path(), help="Noise folder, file or DEMAND root.")
 @click.option("--snr", "snrs", default=(10.0,), show_default=True, type=float, multiple=True,

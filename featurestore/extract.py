@@ -306,14 +306,16 @@ def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[st
     std = np.zeros((n, layers, dim), np.float32)
     n_frames = np.zeros(n, np.int32)
     status = np.full(n, STATUS_SKIPPED, np.int8)
-    frames: dict[int, list[np.ndarray]] = {layer: [np.zeros((0, dim), np.float16)] * n for layer in options.frame_layers}
+    empty = np.zeros((0, dim), np.float16)
+    frames: dict[int, list[np.ndarray]] = {layer: [empty] * n for layer in options.frame_layers}
     skipped: dict[str, str] = {}
     noise = {"recording": np.full(n, "", dtype=object), "offset": np.full(n, -1, np.int64),
              "snr_db": np.full(n, np.nan)} if noisy else None
     good: list[tuple[int, np.ndarray]] = []
     for j, (i, wave, error, mix) in enumerate(items):
         if noise is not None and mix:
-            noise["recording"][j], noise["offset"][j], noise["snr_db"][j] = mix["recording"], mix["offset"], mix["snr_db"]
+            for name in noise:
+                noise[name][j] = mix[name]
         if error:
             if options.on_bad_audio == "fail":
                 raise ExtractError(f"{error}\nutterance {rows[i]['utt_id']} cannot be extracted; fix or remove it, "

@@ -90,5 +90,6 @@ def verify_group(group: StoreGroup, manifest: Manifest | None) -> VerifyReport:
     if missing:
         report.errors.append(f"{len(missing)} manifest utterance(s) missing from the group, e.g. {missing[:3]}")
     if attrs["corpus"].get("label_map") != manifest.label_map_name:
-        report.errors.append(f"label map {attrs['corpus'].get('label_map')!r} != manifest's {manifest.label_map_name!r}")
+        report.errors.append(f"label map {attrs['corpus'].get('label_map')!r} != "
+                             f"manifest's {manifest.label_map_name!r}")
     return report

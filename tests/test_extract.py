@@ -22,7 +22,6 @@ from data_manifests.manifest import Manifest, build_manifest
 from data_manifests.synth import generate_corpus
 from featurestore.audio import load_audio
 from featurestore.encoders import load_encoder
-from featurestore.export import export_h5
 from featurestore.extract import ExtractError, ExtractOptions, extract, pool_states
 from featurestore.noise import NoiseSpec
 from featurestore.store import STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreError, StoreGroup
