@@ -220,7 +220,7 @@ class FeatureStore:
 
     def exists(self) -> bool:
         if self._local:
-            return (Path(self.url.removeprefix("file://")) / "zarr.json").exists()
+            return (self._local_path() / "zarr.json").exists()
         try:
             zarr.open_group(self.url, mode="r")
             return True
@@ -272,8 +272,9 @@ class FeatureStore:
     def has(self, key: StoreKey) -> bool:
         return key in self.keys() if not self._local else (self._local_path(key) / "zarr.json").exists()
 
-    def _local_path(self, key: StoreKey) -> Path:
-        return Path(self.url.removeprefix("file://")) / key.path
+    def _local_path(self, key: StoreKey | None = None) -> Path:
+        root = Path(self.url.removeprefix("file://"))
+        return root / key.path if key is not None else root
 
     def create(self, key: StoreKey, *, utt_ids: list[str], num_layers: int, dim: int, num_batches: int,
                frame_layers: list[int], provenance: dict[str, Any], noisy: bool = False) -> StoreGroup:
@@ -320,7 +321,7 @@ class FeatureStore:
         if not self._local:
             yield
             return
-        lock_dir = Path(self.url.removeprefix("file://") + ".locks")
+        lock_dir = self._local_path().with_name(self._local_path().name + ".locks")
         lock_dir.mkdir(parents=True, exist_ok=True)
         path = lock_dir / (slug(key.path.replace("/", "__")) + ".lock")
         with open(path, "a+") as fh:
@@ -350,7 +351,4 @@ class FeatureStore:
 
     def disk_bytes(self, key: StoreKey | None = None) -> int:
         """Bytes on disk of the store or one group (local stores only)."""
-        base = Path(self.url.removeprefix("file://"))
-        if key is not None:
-            base = base / key.path
-        return sum(p.stat().st_size for p in base.rglob("*") if p.is_file())
+        return sum(p.stat().st_size for p in self._local_path(key).rglob("*") if p.is_file())

@@ -124,11 +124,16 @@ def test_zero_length_and_unreadable_audio(tmp_path: Path, tiny_corpora: dict[str
     assert str(empty) not in manifest.column("path")
 
 
+def _csv_corpus(folder: Path, table: str) -> Path:
+    """A user's CSV corpus: one short wav ``a.wav`` and the table ``t.csv`` naming it."""
+    sf.write(folder / "a.wav", np.random.default_rng(0).normal(0, 0.1, 1600).astype(np.float32), 16000)
+    path = folder / "t.csv"
+    path.write_text(table)
+    return path
+
+
 def test_duplicate_utterance_ids(tmp_path: Path) -> None:
-    wav = tmp_path / "a.wav"
-    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 1600).astype(np.float32), 16000)
-    table = tmp_path / "t.csv"
-    table.write_text("path,label,speaker,utt_id\na.wav,angry,s1,u1\na.wav,sad,s2,u1\n")
+    table = _csv_corpus(tmp_path, "path,label,speaker,utt_id\na.wav,angry,s1,u1\na.wav,sad,s2,u1\n")
     with pytest.raises(ManifestError, match="duplicate"):
         build_manifest("t", "csv", table)
     res = run(tmp_path / "ws", "corpus", "add", "t", "--layout", "csv", "--root", str(table))
@@ -136,22 +141,15 @@ def test_duplicate_utterance_ids(tmp_path: Path) -> None:
 
 
 def test_corpus_that_maps_to_no_labels(tmp_path: Path) -> None:
-    wav = tmp_path / "a.wav"
-    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 1600).astype(np.float32), 16000)
-    table = tmp_path / "t.csv"
-    table.write_text("path,label,speaker\na.wav,boredom,s1\n")
+    table = _csv_corpus(tmp_path, "path,label,speaker\na.wav,boredom,s1\n")
     res = run(tmp_path / "ws", "corpus", "add", "t", "--layout", "csv", "--root", str(table))
     assert res.exit_code != 0 and "maps none" in res.output and _no_manifest(tmp_path / "ws", "t")
 
 
 def test_user_label_map_file(tmp_path: Path) -> None:
-    wav = tmp_path / "a.wav"
-    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 1600).astype(np.float32), 16000)
-    table = tmp_path / "t.csv"
-    table.write_text("path,label,speaker,language\na.wav,boredom,s1,fr\na.wav,joy,s2,fr\n")
     (tmp_path / "map.yaml").write_text("name: mine\nclasses: [low, high]\nlayouts: {}\n"
                                        "default: {boredom: low, joy: high}\n")
-    table.write_text("path,label,speaker,language,utt_id\na.wav,boredom,s1,fr,u1\na.wav,joy,s2,fr,u2\n")
+    table = _csv_corpus(tmp_path, "path,label,speaker,language,utt_id\na.wav,boredom,s1,fr,u1\na.wav,joy,s2,fr,u2\n")
     m = build_manifest("t", "csv", table, labels=str(tmp_path / "map.yaml"))
     assert m.counts() == {"high": 1, "low": 1} and m.label_map_name == "mine"
     assert set(m.column("language")) == {"fr"}
