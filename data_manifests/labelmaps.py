@@ -23,10 +23,12 @@ from typing import Any
 
 import yaml
 
+from featurestore.errors import FsError
+
 KEYS = ("name", "description", "classes", "layouts", "default")
 
 
-class LabelMapError(ValueError):
+class LabelMapError(FsError, ValueError):
     """A label map that cannot be found or does not follow the schema."""
 
 

@@ -20,12 +20,14 @@ from data_manifests.atomic import atomic_write_text
 from data_manifests.labelmaps import load_label_map
 from data_manifests.layouts import ScanResult, get_layout
 
+from featurestore.errors import FsError
+
 COLUMNS = ("utt_id", "corpus", "language", "path", "speaker", "gender", "raw_label", "label",
            "duration", "sample_rate", "channels")
 MANIFEST_FORMAT = 1
 
 
-class ManifestError(ValueError):
+class ManifestError(FsError, ValueError):
     """A corpus that cannot become a manifest, or a manifest file that cannot be used."""
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from featurestore.errors import FsError
 
-class AudioError(ValueError):
+
+class AudioError(FsError, ValueError):
     """An audio file that cannot be used: unreadable, corrupt or empty."""
 
 

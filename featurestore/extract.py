@@ -28,6 +28,8 @@ from featurestore.audio import AudioError, load_audio
 from featurestore.encoders.base import Encoder, EncoderInfo
 from featurestore.noise import NoiseBank, NoiseError, NoiseSpec, condition_key
 from featurestore.store import (ROW_CHUNK, STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreGroup, StoreKey,
+
+from featurestore.errors import FsError
                                 slug)
 
 AUDIO_PIPELINE = {"decoder": "soundfile", "mono": "mean of channels", "resampler": "soxr HQ"}
@@ -35,7 +37,7 @@ POOLING = {"stats": ["mean", "std"], "over": "real frames", "std_ddof": 0}
 MAX_PENDING_FRAME_BYTES = 256 * 2**20
 
 
-class ExtractError(RuntimeError):
+class ExtractError(FsError, RuntimeError):
     """Extraction cannot go on; the message says why and how to fix it. Committed work is kept."""
 
 

@@ -20,13 +20,15 @@ from audiomentations.core.utils import calculate_desired_noise_rms, calculate_rm
 
 from featurestore.audio import AudioError, load_audio
 
+from featurestore.errors import FsError
+
 LAYOUTS = ("auto", "folder", "demand", "file")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aif", ".aiff")
 _DEMAND_CHANNEL = re.compile(r"ch\d\d\.wav")
 _MAX_DRAWS = 16  # redraws when a chosen noise window is all zeros
 
 
-class NoiseError(ValueError):
+class NoiseError(FsError, ValueError):
     """A noise condition that cannot be built or applied."""
 
 

@@ -33,13 +33,15 @@ import zarr
 
 from featurestore import __version__
 
+from featurestore.errors import FsError
+
 FORMAT_VERSION = 2  # 2: per-utterance noise mix records
 STATUS_PENDING, STATUS_STORED, STATUS_SKIPPED = 0, 1, 2
 ROW_CHUNK = 256
 FRAME_CHUNK = 8192
 
 
-class StoreError(RuntimeError):
+class StoreError(FsError, RuntimeError):
     """A store or group that cannot be used as asked (missing, mismatched, locked, other format)."""
 
 

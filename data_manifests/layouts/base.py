@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from featurestore.errors import FsError
 
-class LayoutError(ValueError):
+
+class LayoutError(FsError, ValueError):
     """The folder does not look like the layout that was asked for."""
 
 

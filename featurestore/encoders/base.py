@@ -13,8 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from featurestore.errors import FsError
 
-class EncoderError(RuntimeError):
+
+class EncoderError(FsError, RuntimeError):
     """An encoder that cannot be loaded or run (unknown name, weights unavailable, ...)."""
 
 
