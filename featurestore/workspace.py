@@ -45,8 +45,17 @@ class Workspace:
         path = self.manifest_path(manifest.name)
         if path.exists() and not force:
             raise ManifestError(f"corpus {manifest.name!r} already exists in {self.root}; "
-                                "pass --force to replace it (stores extracted from it will then report a mismatch)")
+                                "pass --overwrite to replace it (stored features stay valid for unchanged audio)")
         return manifest.save(path)
+
+    def remove_manifest(self, name: str) -> Path:
+        """Delete corpus ``name``'s manifest (its store groups are kept); ManifestError if absent."""
+        path = self.manifest_path(name)
+        if not path.exists():
+            known = ", ".join(self.corpus_names()) or "none"
+            raise ManifestError(f"corpus {name!r} is not added in workspace {self.root} (added: {known})")
+        path.unlink()
+        return path
 
     def load_manifest(self, name: str) -> Manifest:
         path = self.manifest_path(name)
