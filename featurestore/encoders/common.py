@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 
 from .base import EncoderError, EncoderInfo, LayerStates
 
@@ -133,6 +134,94 @@ class SegmentEncoder(ABC):
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    # --- fine-tuning: the frozen front end, then a trainable stack of layers -------------------
+
+    def cut(self, waves: list[np.ndarray]) -> tuple[list[np.ndarray], list[int]]:
+        """(segments, owner): ``waves`` cut and padded into segments exactly as :meth:`embed` does."""
+        if len(waves) == 0:
+            raise EncoderError("embed() needs at least one waveform")
+        segments, owner = [], []
+        for b, wave in enumerate(waves):
+            wave = self._prepare(check_wave(wave, b))
+            for seg in _cut(wave, self.chunk_samples):
+                if seg.size < self.min_samples:
+                    seg = np.pad(seg, (0, self.min_samples - seg.size))
+                segments.append(seg)
+                owner.append(b)
+        return segments, owner
+
+    def front(self, waves: list[np.ndarray]) -> FrontStates:
+        """hidden_states[0] of every segment of ``waves``, without gradients (the front end is frozen).
+
+        Feed ``states`` and ``lengths`` to :meth:`trainable_layers` and give its output to
+        :meth:`FrontStates.join` to get per-utterance states, as :meth:`embed` would.
+        """
+        segments, owner = self.cut(waves)
+        seg_lengths = [self._segment_frames(seg.size) for seg in segments]
+        with torch.no_grad(), self._autocast():
+            states = self._front_segments(segments)
+        return FrontStates(states=states.float(), lengths=torch.tensor(seg_lengths, dtype=torch.int64),
+                           owner=owner, batch=len(waves))
+
+    def _front_segments(self, segments: list[np.ndarray]) -> torch.Tensor:
+        """(S, T, D) hidden_states[0] of ``segments``; families with transformer layers override it."""
+        raise EncoderError(f"{self.info.name}: a {self.info.family} encoder has no transformer layers "
+                           "to fine-tune; use the CNN-LSTM on its frames instead")
+
+    def top_layers(self, k: int, last: int | None = None) -> torch.nn.Module:
+        """Layers k+1..last (default L) as a module: forward(states (B, T, D), lengths (B,)) returns
+        the list of hidden states k+1..last, each (B, T, D); ``states`` are hidden_states[k]."""
+        raise EncoderError(f"{self.info.name}: a {self.info.family} encoder has no transformer layers "
+                           "to resume from; use the CNN-LSTM on its frames instead")
+
+    def trainable_layers(self, last: int | None = None) -> torch.nn.Module:
+        """Layers 1..last run on :meth:`front` output (the full model's computation)."""
+        return self.top_layers(0, last)
+
+    def layer_range(self, k: int, last: int | None) -> tuple[int, int]:
+        """(k, last) checked against 0 <= k < last <= L; raise EncoderError naming the valid range."""
+        num = self.info.num_layers - 1
+        last = num if last is None else int(last)
+        if not 0 <= int(k) < num:
+            raise EncoderError(f"{self.info.name}: cannot resume from layer {k}; it has layers 0..{num} "
+                               f"(hidden_states), so k must be in 0..{num - 1}")
+        if not int(k) < last <= num:
+            raise EncoderError(f"{self.info.name}: last layer {last} out of range; "
+                               f"it must be in {int(k) + 1}..{num}")
+        return int(k), last
+
+
+@dataclass
+class FrontStates:
+    """Layer-0 states of a batch of utterances cut into segments (output of ``front``).
+
+    states:  (S, T, D) float32 hidden_states[0] of every segment, padded; no gradient.
+    lengths: (S,) int64 real frames per segment.
+    owner:   utterance index of every segment; batch: number of utterances.
+    """
+
+    states: torch.Tensor
+    lengths: torch.Tensor
+    owner: list[int]
+    batch: int
+
+    def join(self, hidden: torch.Tensor) -> LayerStates:
+        """Per-segment (S, T, D) or (L, S, T, D) states to per-utterance (L, B, T', D) + lengths."""
+        hidden = hidden if hidden.dim() == 4 else hidden[None]
+        return _reassemble(hidden, self.lengths.tolist(), self.owner, self.batch)
+
+
+def resume_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype cached states are cast to before running ``module``'s layers."""
+    return next(module.parameters()).dtype
+
+
+def run_layer(layer: torch.nn.Module, checkpoint: bool, *args: Any, **kwargs: Any) -> Any:
+    """``layer(*args, **kwargs)``, through activation checkpointing when ``checkpoint`` and grads are on."""
+    if checkpoint and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False, **kwargs)
+    return layer(*args, **kwargs)
 
 
 def _cut(wave: np.ndarray, chunk: int | None) -> Iterator[np.ndarray]:

@@ -19,17 +19,30 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from transformers import AutoFeatureExtractor, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 from .base import EncoderError, EncoderInfo
-from .common import (LoadOptions, SegmentEncoder, chunk_samples, frame_mask, pad_frames, run_dtype,
-                     seeded)
+from .common import (
+    LoadOptions,
+    SegmentEncoder,
+    chunk_samples,
+    frame_mask,
+    pad_frames,
+    resume_dtype,
+    run_dtype,
+    run_layer,
+    seeded,
+)
 from .sources import Source, fetch
 from .weights import weights_hash
 
 FAMILY = "wav2vec2"
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "wav2vec2-conformer")
 _BATCH_EXACT = {"wav2vec2", "hubert", "wavlm"}
+_RESUMABLE = {"wav2vec2", "hubert", "wavlm"}  # layer types whose inputs are (states, padding mask)
 _USED_MODULES = ("feature_extractor", "feature_projection", "encoder")
 
 
@@ -132,6 +145,108 @@ class Wav2Vec2LikeEncoder(SegmentEncoder):
             raise EncoderError(f"{self.info.name}: captured {len(states)} hidden states, "
                                f"expected {len(layers) + 1}")
         return states
+
+    # --- fine-tuning ---------------------------------------------------------------------------
+
+    def top_layers(self, k: int, last: int | None = None) -> Wav2Vec2TopLayers:
+        """Layers k+1..last (default L) resumed from hidden_states[k] (see :class:`Wav2Vec2TopLayers`).
+
+        The module shares its weights with this encoder (copy it before injecting adapters).
+        """
+        model_type = self.model.config.model_type
+        if model_type not in _RESUMABLE:
+            raise EncoderError(f"{self.info.name}: resuming from a layer is implemented for "
+                               f"{', '.join(sorted(_RESUMABLE))}, not {model_type!r}; fine-tune it "
+                               "from waveforms instead")
+        k, last = self.layer_range(k, last)
+        return Wav2Vec2TopLayers(self.model, k, last)
+
+    def _front_segments(self, segments: list[np.ndarray]) -> torch.Tensor:
+        if self.batch_exact or len(segments) == 1:
+            return self._front_batch(segments)
+        outs = [self._front_batch([seg]) for seg in segments]
+        return pad_frames([o[0] for o in outs])
+
+    def _front_batch(self, segments: list[np.ndarray]) -> torch.Tensor:
+        """(S, T, D) input of the first transformer layer: the encoder run up to that layer."""
+        lengths = torch.tensor([self._segment_frames(s.size) for s in segments], device=self.device)
+        feats = self._project(segments)
+        mask = frame_mask(lengths, feats.shape[1])
+        captured: list[torch.Tensor] = []
+
+        def grab(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _FirstLayerReached
+
+        handle = self.model.encoder.layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.model.encoder(feats, attention_mask=mask)
+        except _FirstLayerReached:
+            pass
+        finally:
+            handle.remove()
+        return captured[0]
+
+
+class _FirstLayerReached(Exception):
+    """Stops the encoder's forward once the first layer's input is known."""
+
+
+class _WavLMPositionBias(nn.Module):
+    """WavLM's relative position bias, which its first layer computes and hands to the others."""
+
+    compute_bias = WavLMAttention.compute_bias
+    _relative_positions_bucket = WavLMAttention._relative_positions_bucket
+
+    def __init__(self, first_attention: WavLMAttention):
+        super().__init__()
+        self.rel_attn_embed = first_attention.rel_attn_embed
+        self.num_heads = first_attention.num_heads
+        self.num_buckets = first_attention.num_buckets
+        self.max_distance = first_attention.max_distance
+
+    def forward(self, batch: int, frames: int) -> torch.Tensor:
+        """(batch * heads, frames, frames), as WavLMAttention builds it in the first layer."""
+        bias = self.compute_bias(frames, frames)
+        return bias.unsqueeze(0).repeat(batch, 1, 1, 1).view(batch * self.num_heads, frames, frames)
+
+
+class Wav2Vec2TopLayers(nn.Module):
+    """Transformer layers k+1..last of a wav2vec2 / HuBERT / WavLM encoder.
+
+    forward(states (B, T, D) = hidden_states[k], lengths (B,)) -> [hidden_states[k+1..last]], each
+    (B, T, D), with the padding mask the HF encoder builds. For stable-layer-norm models the last
+    state is before the encoder's final layer_norm, as :meth:`Wav2Vec2LikeEncoder.embed` records it.
+    Gradients flow; set ``checkpointing`` to recompute layer activations in the backward pass.
+    """
+
+    def __init__(self, model: PreTrainedModel, k: int, last: int):
+        super().__init__()
+        self.config = model.config
+        self.first = k
+        self.layers = nn.ModuleList(list(model.encoder.layers[k:last]))
+        is_wavlm = model.config.model_type == "wavlm"
+        self.position_bias = _WavLMPositionBias(model.encoder.layers[0].attention) if is_wavlm else None
+        self.checkpointing = False
+
+    def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        h = states.to(resume_dtype(self.layers))
+        valid = frame_mask(lengths.to(h.device), h.shape[1])
+        kwargs: dict[str, Any] = {}
+        if self.position_bias is not None:
+            # WavLM's layers take the bool padding mask itself
+            mask = valid
+            kwargs["position_bias"] = self.position_bias(h.shape[0], h.shape[1])
+        else:
+            mask = create_bidirectional_mask(config=self.config, inputs_embeds=h, attention_mask=valid)
+        out = []
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+            for layer in self.layers:
+                result = run_layer(layer, self.checkpointing, h, attention_mask=mask, **kwargs)
+                h = result[0] if isinstance(result, tuple) else result
+                out.append(h)
+        return out
 
 
 def receptive_field(config: PretrainedConfig) -> int:

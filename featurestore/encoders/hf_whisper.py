@@ -17,14 +17,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from transformers import PretrainedConfig, WhisperFeatureExtractor
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from .base import EncoderError, EncoderInfo
-from .common import (LoadOptions, SegmentEncoder, chunk_samples, frame_mask, pad_frames, run_dtype,
-                     seeded)
+from .common import (
+    LoadOptions,
+    SegmentEncoder,
+    chunk_samples,
+    frame_mask,
+    pad_frames,
+    resume_dtype,
+    run_dtype,
+    run_layer,
+    seeded,
+)
 from .sources import Source, fetch
 from .weights import weights_hash
 
@@ -96,16 +106,34 @@ class WhisperLikeEncoder(SegmentEncoder):
             log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
             return (log_spec + 4.0) / 4.0
 
-    def _full(self, segments: list[np.ndarray]) -> torch.Tensor:
+    def _windows(self, segments: list[np.ndarray]) -> torch.Tensor:
+        """(S, window_samples) segments zero-padded to Whisper's 30 s window."""
         waves = torch.zeros(len(segments), self.window_samples, device=self.device)
         for i, seg in enumerate(segments):
             waves[i, :seg.size] = torch.as_tensor(seg, device=self.device)
+        return waves
+
+    def _full(self, segments: list[np.ndarray]) -> torch.Tensor:
+        waves = self._windows(segments)
         out = self.model(self.log_mel(waves), output_hidden_states=True)
         # keep only frames some segment really has: padding frames are never read, so never copied
         real = max(self._segment_frames(seg.size) for seg in segments)
         return torch.stack([h[:, :real] for h in out.hidden_states])
 
     def _trim(self, segments: list[np.ndarray]) -> torch.Tensor:
+        enc = self.model
+        h, lengths = self._trim_front(segments)
+        mask = create_bidirectional_mask(config=enc.config, inputs_embeds=h,
+                                         attention_mask=frame_mask(lengths, h.shape[1]))
+        states = [h]
+        for layer in enc.layers:
+            h = layer(h, mask)
+            states.append(h)
+        states[-1] = enc.layer_norm(h)
+        return torch.stack(states)
+
+    def _trim_front(self, segments: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, T, D) first-layer input (conv front end + positions) of the real frames, and (S,) T_s."""
         enc = self.model
         mels = [self.log_mel(torch.as_tensor(seg, device=self.device)[None])[0] for seg in segments]
         mel_len = torch.tensor([m.shape[1] for m in mels], device=self.device)
@@ -116,14 +144,87 @@ class WhisperLikeEncoder(SegmentEncoder):
         h = F.gelu(enc.conv2(h)).permute(0, 2, 1)
         h = h + enc.embed_positions.weight[:h.shape[1]]
         lengths = (mel_len - 1) // 2 + 1
-        mask = create_bidirectional_mask(config=enc.config, inputs_embeds=h,
-                                         attention_mask=frame_mask(lengths, h.shape[1]))
-        states = [h]
-        for layer in enc.layers:
-            h = layer(h, mask)
-            states.append(h)
-        states[-1] = enc.layer_norm(h)
-        return torch.stack(states)
+        return h, lengths
+
+    # --- fine-tuning ---------------------------------------------------------------------------
+
+    def top_layers(self, k: int, last: int | None = None) -> WhisperTopLayers:
+        """Layers k+1..last (default L) resumed from stored ``trim`` states (see :class:`WhisperTopLayers`).
+
+        Refused in ``full`` mode: there the layers attended to the 30 s padding, which the store
+        does not keep. The module shares its weights with this encoder.
+        """
+        if self.mode == "full":
+            raise EncoderError(
+                f"{self.info.name}: cannot resume Whisper 'full' states from layer {k}: in 'full' mode "
+                "every layer attended to the 30 s zero padding too, and the store keeps only the real "
+                "frames, so replaying the top layers on them is not the model's own computation. "
+                "Extract the frames with --whisper-input trim (e.g. fs extract --model "
+                f"{self.info.name} --whisper-input trim --frames {k} ...) and load the encoder with "
+                "whisper_input='trim', or fine-tune from waveforms instead.")
+        k, last = self.layer_range(k, last)
+        return WhisperTopLayers(self.model, k, last, masked=True)
+
+    def trainable_layers(self, last: int | None = None) -> WhisperTopLayers:
+        """Layers 1..last on :meth:`front` output; in ``full`` mode over the whole 30 s window, unmasked."""
+        k, last = self.layer_range(0, last)
+        return WhisperTopLayers(self.model, k, last, masked=self.mode == "trim")
+
+    def _front_segments(self, segments: list[np.ndarray]) -> torch.Tensor:
+        if self.mode == "trim":
+            return self._trim_front(segments)[0]
+        waves = self._windows(segments)
+        captured: list[torch.Tensor] = []
+
+        def grab(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _FirstLayerReached
+
+        handle = self.model.layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.model(self.log_mel(waves))
+        except _FirstLayerReached:
+            pass
+        finally:
+            handle.remove()
+        return captured[0]
+
+
+class _FirstLayerReached(Exception):
+    """Stops the encoder's forward once the first layer's input is known."""
+
+
+class WhisperTopLayers(nn.Module):
+    """Encoder layers k+1..last of Whisper, the last one through the final layer_norm when last = L.
+
+    forward(states (B, T, D) = hidden_states[k], lengths (B,)) -> [hidden_states[k+1..last]], each
+    (B, T, D). ``masked``: attend only to real frames (``trim``, the mask extraction builds);
+    unmasked runs over the whole padded window as in ``full`` mode. Gradients flow; set
+    ``checkpointing`` to recompute layer activations in the backward pass.
+    """
+
+    def __init__(self, encoder: WhisperEncoder, k: int, last: int, *, masked: bool):
+        super().__init__()
+        self.config = encoder.config
+        self.first = k
+        self.masked = masked
+        self.layers = nn.ModuleList(list(encoder.layers[k:last]))
+        self.layer_norm = encoder.layer_norm if last == encoder.config.encoder_layers else None
+        self.checkpointing = False
+
+    def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        h = states.to(resume_dtype(self.layers))
+        mask = None
+        if self.masked:
+            mask = create_bidirectional_mask(config=self.config, inputs_embeds=h,
+                                             attention_mask=frame_mask(lengths.to(h.device), h.shape[1]))
+        out = []
+        for layer in self.layers:
+            h = run_layer(layer, self.checkpointing, h, mask)
+            out.append(h)
+        if self.layer_norm is not None:
+            out[-1] = self.layer_norm(out[-1])
+        return out
 
 
 def from_pretrained(src: Source, opts: LoadOptions, model_id: str) -> WhisperLikeEncoder:
