@@ -1,19 +1,18 @@
-"""``fs corpus``: add, list, show and export corpus manifests."""
+"""``fs corpus``: add, list, show, export and remove corpus manifests."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from data_manifests.emobox import write_emobox_jsonl
-from data_manifests.layouts import LAYOUTS, get_layout
-from data_manifests.manifest import build_manifest, write_manifest_csv
+from cli._output import echo_json, echo_table
 from featurestore.workspace import Workspace
 
 
 def _layout_names() -> list[str]:
+    from data_manifests.layouts import LAYOUTS, get_layout
+
     get_layout("emodb")  # loads the built-in parsers
     return sorted(LAYOUTS)
 
@@ -29,16 +28,24 @@ def corpus() -> None:
 @click.option("--root", required=True, type=click.Path(), help="Corpus folder (csv: the table; emobox: JSONL).")
 @click.option("--labels", default="paper", show_default=True, help="Label map: paper, strict, or a YAML file.")
 @click.option("--strict", is_flag=True, help="Fail when files do not match the layout's naming scheme.")
-@click.option("--skip-bad-audio", is_flag=True, help="Exclude (and record) unreadable or empty audio files.")
-@click.option("--force", is_flag=True, help="Replace a corpus of the same name.")
+@click.option("--on-bad-audio", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Unreadable or empty audio: stop naming the files, or exclude them (recorded in the manifest).")
+@click.option("--skip-bad-audio", is_flag=True, hidden=True, help="Deprecated: --on-bad-audio skip.")
+@click.option("--overwrite", is_flag=True, help="Replace a corpus of the same name.")
+@click.option("--force", is_flag=True, hidden=True, help="Deprecated: --overwrite.")
 @click.pass_obj
-def add(ws: Workspace, name: str, layout: str, root: str, labels: str, strict: bool, skip_bad_audio: bool,
-        force: bool) -> None:
+def add(ws: Workspace, name: str, layout: str, root: str, labels: str, strict: bool, on_bad_audio: str,
+        skip_bad_audio: bool, overwrite: bool, force: bool) -> None:
     """Scan ROOT in LAYOUT and save the manifest as NAME."""
-    if ws.manifest_path(name).exists() and not force:
-        raise click.ClickException(f"corpus {name!r} already exists in {ws.root}; pass --force to replace it")
-    manifest = build_manifest(name, layout, root, labels=labels, strict=strict, skip_bad_audio=skip_bad_audio)
-    path = ws.save_manifest(manifest, force=force)
+    from data_manifests.manifest import build_manifest
+
+    overwrite = overwrite or force
+    if ws.manifest_path(name).exists() and not overwrite:
+        raise click.ClickException(f"corpus {name!r} already exists in {ws.root}; pass --overwrite to replace it "
+                                   f"(or `fs corpus rm {name}` first)")
+    manifest = build_manifest(name, layout, root, labels=labels, strict=strict,
+                              skip_bad_audio=skip_bad_audio or on_bad_audio == "skip")
+    path = ws.save_manifest(manifest, force=overwrite)
     click.echo(f"{name}: {len(manifest)} utterances, {len(set(manifest.column('speaker')))} speakers, "
                f"labels {manifest.counts()} (map {manifest.label_map_name!r}) -> {path}")
     if manifest.dropped_labels:
@@ -55,17 +62,40 @@ def add(ws: Workspace, name: str, layout: str, root: str, labels: str, strict: b
             click.echo(f"    {why}", err=True)
 
 
+def _listing(ws: Workspace) -> list[dict]:
+    """One dict per corpus; a manifest that cannot be read gets an ``error`` instead of its counts."""
+    from featurestore.errors import FsError
+
+    rows = []
+    for name in ws.corpus_names():
+        try:
+            m = ws.load_manifest(name)
+        except FsError as exc:
+            rows.append({"name": name, "error": str(exc)})
+            continue
+        rows.append({"name": name, "layout": m.layout, "utterances": len(m),
+                     "hours": round(m.total_duration() / 3600, 4), "speakers": len(set(m.column("speaker"))),
+                     "label_map": m.label_map_name, "root": m.root})
+    return rows
+
+
 @corpus.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list of objects).")
 @click.pass_obj
-def ls(ws: Workspace) -> None:
+def ls(ws: Workspace, as_json: bool) -> None:
     """List the corpora of the workspace."""
-    names = ws.corpus_names()
-    if not names:
+    rows = _listing(ws)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
         click.echo(f"no corpora in {ws.root}; add one with `fs corpus add`")
-    for name in names:
-        m = ws.load_manifest(name)
-        click.echo(f"{name:<16} {m.layout:<8} {len(m):>6} utts  {m.total_duration() / 3600:7.2f} h  "
-                   f"map={m.label_map_name:<8} {m.root}")
+        return
+    echo_table(("NAME", "LAYOUT", "UTTS", "HOURS", "SPEAKERS", "MAP", "ROOT"),
+               [(r["name"], r.get("layout"), r.get("utterances"),
+                 f"{r['hours']:.2f}" if "hours" in r else None, r.get("speakers"), r.get("label_map"),
+                 r.get("root") or f"unreadable: {r.get('error')}") for r in rows],
+               right=("UTTS", "HOURS", "SPEAKERS"))
 
 
 @corpus.command("show")
@@ -76,7 +106,7 @@ def show(ws: Workspace, name: str, as_json: bool) -> None:
     """Counts per label and per speaker of corpus NAME."""
     summary = ws.load_manifest(name).summary()
     if as_json:
-        click.echo(json.dumps(summary, indent=1))
+        echo_json(summary)
         return
     click.echo(f"{summary['name']} ({summary['layout']}, {summary['language'] or '?'}) from {summary['root']}")
     click.echo(f"  {summary['utterances']} utterances, {summary['hours']} h, {summary['speakers']} speakers, "
@@ -85,24 +115,47 @@ def show(ws: Workspace, name: str, as_json: bool) -> None:
     if summary["dropped_labels"]:
         click.echo(f"  left out by the map: {summary['dropped_labels']}")
     classes = sorted(summary["labels"])
-    click.echo("  " + f"{'speaker':<14}" + "".join(f"{c:>9}" for c in classes))
-    for spk, counts in summary["per_speaker"].items():
-        click.echo("  " + f"{spk:<14}" + "".join(f"{counts.get(c, 0):>9}" for c in classes))
+    rows = [(spk, *(counts.get(c, 0) for c in classes)) for spk, counts in summary["per_speaker"].items()]
+    echo_table(("SPEAKER", *classes), rows, right=classes)
 
 
 @corpus.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["emobox", "csv"]), default="emobox", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["emobox", "csv"]), default="emobox", show_default=True,
+              help="EmoBox JSONL or the manifest's CSV table (the csv layout reads it back).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Output file [default: WORKSPACE/exports/NAME.*].")
+              help="Output file [default: WORKSPACE/exports/NAME.jsonl or .csv].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.pass_obj
-def export(ws: Workspace, name: str, fmt: str, out: str | None) -> None:
+def export(ws: Workspace, name: str, fmt: str, out: str | None, overwrite: bool) -> None:
     """Export corpus NAME's manifest (EmoBox JSONL or CSV)."""
+    from data_manifests.emobox import write_emobox_jsonl
+    from data_manifests.manifest import write_manifest_csv
+
     manifest = ws.load_manifest(name)
     path = Path(out) if out else ws.root / "exports" / f"{name}.{'jsonl' if fmt == 'emobox' else 'csv'}"
+    if path.exists() and not overwrite:
+        raise click.ClickException(f"{path} exists; pass --overwrite to replace it, or choose --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "emobox":
         write_emobox_jsonl(manifest.rows, path, dataset=name)
     else:
         write_manifest_csv(manifest, path)
     click.echo(f"{len(manifest)} rows -> {path}")
+
+
+@corpus.command("rm")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def rm(ws: Workspace, name: str, yes: bool) -> None:
+    """Remove corpus NAME's manifest (its audio and stored features are left as they are)."""
+    path = ws.manifest_path(name)
+    if not path.exists():
+        ws.load_manifest(name)  # the library's error: names the corpora that exist
+    if not yes:
+        click.confirm(f"remove corpus {name!r} ({path})?", abort=True)
+    remover = getattr(ws, "remove_manifest", None)
+    removed = remover(name) if remover is not None else (path.unlink() or path)
+    click.echo(f"removed corpus {name} ({removed}); features extracted from it stay in the store "
+               "(`fs store ls`, `fs store rm KEY`)")

@@ -1,89 +1,168 @@
-"""``fs extract`` and ``fs models``: run an encoder over a corpus into the store."""
+"""``fs extract`` and ``fs models``: run an encoder over corpora into the store.
+
+torch and transformers are imported inside the commands, so that other commands start fast.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 
 import click
+from click.core import ParameterSource
 
-from featurestore.encoders import list_encoders, load_encoder
-from featurestore.extract import ExtractOptions, extract as run_extract
-from featurestore.noise import NoiseSpec
-from featurestore.store import FeatureStore
+from cli._output import echo_json, echo_table
 from featurestore.workspace import Workspace
 
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+_NOISE_ONLY = (("snrs", "--snr"), ("noise_seed", "--noise-seed"), ("noise_env", "--noise-env"))
 
 
-def _layers(text: str | None) -> tuple[int, ...]:
+def _layers(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[int, ...]:
+    """``--frames 6,12`` -> (6, 12); a clear message for anything else."""
     if not text:
         return ()
     try:
-        return tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+        layers = {int(x) for x in text.split(",") if x.strip()}
     except ValueError:
-        raise click.BadParameter(f"{text!r}: give layer numbers like 6,12") from None
+        raise click.BadParameter(f"{text!r}: give layer numbers like 6,12 (see `fs store info` for a "
+                                 "model's layers)") from None
+    if any(layer < 0 for layer in layers) or not layers:
+        raise click.BadParameter(f"{text!r}: layer numbers are 0 (the input to the first layer) or more")
+    return tuple(sorted(layers))
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _DEVICE.match(value):
+        raise click.BadParameter(f"{value!r}: use cpu, cuda, cuda:N or mps")
+    return value
+
+
+def _resolve_device(device: str | None) -> str:
+    """``device`` checked against what torch sees; default cuda when available, else cpu."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise click.UsageError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise click.UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible "
+                                   f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise click.UsageError("--device mps: not available here; use --device cpu")
+    return device
 
 
 @click.command()
 @click.option("--model", "model_name", required=True,
-              help="Alias (see `fs models`), <alias>-random, HF id or local dir.")
+              help="Alias (see `fs models`), <alias>-random, HF id or local model folder.")
 @click.option("--corpus", "corpora", required=True, multiple=True, help="Corpus name (repeatable).")
 @click.option("--noise", default=None, type=click.Path(), help="Noise folder, file or DEMAND root.")
-@click.option("--snr", "snrs", default=(10.0,), show_default=True, type=float, multiple=True,
-              help="Target SNR in dB (with --noise); repeat for several conditions.")
-@click.option("--noise-seed", default=0, show_default=True, type=int, help="Seed choosing noise segments.")
-@click.option("--noise-env", default="", help="Comma-separated DEMAND environments / noise file stems.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: cuda if available].")
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--frames", "frames", default=None, help="Also store frame-level states of these layers, e.g. 6,12.")
+@click.option("--snr", "snrs", type=float, multiple=True,
+              help="Target SNR in dB (needs --noise); repeat for several conditions [default with --noise: 10].")
+@click.option("--noise-seed", default=0, show_default=True, type=int,
+              help="Seed choosing each utterance's noise recording and offset (needs --noise).")
+@click.option("--noise-env", default="", help="Comma-separated DEMAND environments / noise file stems (needs --noise).")
+@click.option("--device", default=None, callback=_device, help="cpu, cuda, cuda:N or mps [default: cuda if available].")
+@click.option("--batch-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Audio seconds per batch, padding included: bounds memory whatever the mix of lengths "
+                   "[default: 240].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="At most this many utterances per batch [default: 8].")
+@click.option("--chunk-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Cut audio longer than this into windows of this many seconds (any model family) "
+                   "[default: the family's own rule].")
+@click.option("--frames", "frames", default=None, callback=_layers,
+              help="Also store frame-level states of these layers, e.g. 6,12.")
 @click.option("--whisper-input", type=click.Choice(["full", "trim"]), default="full", show_default=True,
               help="Whisper: pad to 30 s as trained (full) or run only the real frames (trim).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of randomly initialised models.")
 @click.option("--on-bad-audio", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Unreadable audio: stop, or skip it with a recorded reason.")
-@click.option("--workers", default=None, type=int,
+@click.option("--retry-skipped", is_flag=True, help="Try skipped utterances again (e.g. after fixing their files).")
+@click.option("--workers", default=None, type=click.IntRange(min=0),
               help="DataLoader workers decoding and resampling [default: 0 on CPU, up to 4 on CUDA].")
-@click.option("--commit-rows", default=256, show_default=True, type=int,
+@click.option("--commit-rows", default=256, show_default=True, type=click.IntRange(min=1),
               help="Rows buffered per store commit (a killed run redoes at most this many).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar on stderr [default: when stderr is a terminal].")
+@click.option("--repair", is_flag=True,
+              help="Read every chunk, drop corrupt ones and recompute their rows (after `fs store verify` FAILs).")
 @click.option("--overwrite", is_flag=True, help="Re-extract even if the group exists.")
-@click.pass_obj
-def extract(ws: Workspace, model_name: str, corpora: tuple[str, ...], noise: str | None, snrs: tuple[float, ...],
-            noise_seed: int, noise_env: str, device: str | None, batch_size: int, frames: str | None,
-            whisper_input: str, seed: int, on_bad_audio: str, workers: int | None, commit_rows: int,
-            overwrite: bool) -> None:
-    """Extract layer-wise embeddings of MODEL over CORPUS into the store (idempotent, resumable)."""
-    manifests = [ws.load_manifest(name) for name in corpora]
+@click.pass_context
+def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise: str | None,
+            snrs: tuple[float, ...], noise_seed: int, noise_env: str, device: str | None,
+            batch_seconds: float | None, batch_size: int | None, chunk_seconds: float | None,
+            frames: tuple[int, ...], whisper_input: str, seed: int, on_bad_audio: str, retry_skipped: bool,
+            workers: int | None, commit_rows: int, progress: bool | None, repair: bool, overwrite: bool) -> None:
+    """Extract layer-wise embeddings of MODEL over CORPUS into the store (idempotent, resumable).
+
+    Ctrl-C or SIGTERM keeps the finished rows (exit 130 / 143); the same command resumes.
+    """
+    if noise is None:
+        for name, flag in _NOISE_ONLY:
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+                raise click.UsageError(f"{flag} needs --noise DIR (a noise folder, file or DEMAND root)")
+    ws: Workspace = ctx.obj
+    manifests = [ws.load_manifest(name) for name in corpora]  # before loading a model: fail fast
+
+    from featurestore.encoders import load_encoder
+    from featurestore.extract import ExtractOptions
+    from featurestore.extract import extract as run_extract
+    from featurestore.noise import NoiseSpec
+    from featurestore.store import FeatureStore
+
     envs = tuple(e for e in noise_env.split(",") if e)
-    specs = ([NoiseSpec(source=noise, snr_db=snr, seed=noise_seed, environments=envs) for snr in snrs]
+    specs = ([NoiseSpec(source=noise, snr_db=snr, seed=noise_seed, environments=envs) for snr in snrs or (10.0,)]
              if noise else [None])
-    device = device or _default_device()
+    device = _resolve_device(device)
     if workers is None:
         workers = min(4, max((os.cpu_count() or 1) - 1, 0)) if device.startswith("cuda") else 0
-    encoder = load_encoder(model_name, device=device, seed=seed, whisper_input=whisper_input)
-    store = FeatureStore(ws.store_url)
-    options = ExtractOptions(batch_size=batch_size, frame_layers=_layers(frames), on_bad_audio=on_bad_audio,
-                             num_workers=workers, commit_rows=commit_rows, overwrite=overwrite)
+    limits = {k: v for k, v in (("batch_size", batch_size), ("batch_seconds", batch_seconds)) if v is not None}
+    options = ExtractOptions(frame_layers=frames, on_bad_audio=on_bad_audio, num_workers=workers,
+                             commit_rows=commit_rows, overwrite=overwrite, retry_skipped=retry_skipped,
+                             repair=repair, progress=sys.stderr.isatty() if progress is None else progress,
+                             **limits)
+    encoder = load_encoder(model_name, device=device, seed=seed, whisper_input=whisper_input,
+                           chunk_seconds=chunk_seconds)
+    fstore = FeatureStore(ws.store_url)
     for manifest, spec in [(m, s) for s in specs for m in manifests]:
-        result = run_extract(manifest, encoder, store, noise=spec, options=options)
-        if result.already_done:
-            click.echo(f"{result.key}: already complete, nothing to do")
-            continue
-        click.echo(f"{result.key}: {result.processed} utterances in {result.wall_seconds:.1f} s "
-                   f"({result.utterances_per_second:.1f} utt/s, RTF {result.real_time_factor:.4f}, "
-                   f"peak RSS {result.peak_rss_mb:.0f} MB)")
-        if result.skipped:
-            click.echo(f"  {len(result.skipped)} skipped (reasons recorded in the store):", err=True)
-            for utt, why in list(result.skipped.items())[:10]:
-                click.echo(f"    {utt}: {why}", err=True)
+        result = run_extract(manifest, encoder, fstore, noise=spec, options=options)
+        _report(result)
+
+
+def _report(result) -> None:
+    """One line per group: nothing to do, resumed, or done, with throughput."""
+    if result.already_done:
+        click.echo(f"{result.key}: already complete, nothing to do")
+        return
+    how = f"resumed with {result.rows_before} row(s) already stored; " if result.resumed else ""
+    click.echo(f"{result.key}: {how}{result.processed} utterances in {result.wall_seconds:.1f} s "
+               f"({result.utterances_per_second:.1f} utt/s, RTF {result.real_time_factor:.4f}, "
+               f"peak RSS {result.peak_rss_mb:.0f} MB)")
+    for problem in result.repaired:
+        click.echo(f"  repaired: {problem}", err=True)
+    if result.skipped:
+        click.echo(f"  {len(result.skipped)} skipped (reasons recorded in the store; --retry-skipped tries "
+                   "them again):", err=True)
+        for utt, why in list(result.skipped.items())[:10]:
+            click.echo(f"    {utt}: {why}", err=True)
 
 
 @click.command()
-def models() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list of registry entries).")
+def models(as_json: bool) -> None:
     """List the encoder registry."""
-    for entry in list_encoders():
-        click.echo(f"{entry['alias']:<20} {entry['family']:<9} {'pretrained' if entry['pretrained'] else 'random':<10} "
-                   f"{entry['model_id']}")
+    from featurestore.encoders import list_encoders
+
+    entries = list_encoders()
+    if as_json:
+        echo_json(entries)
+        return
+    echo_table(("ALIAS", "FAMILY", "WEIGHTS", "MODEL_ID"),
+               [(e["alias"], e["family"], "pretrained" if e["pretrained"] else "random", e["model_id"])
+                for e in entries])

@@ -1,50 +1,112 @@
-"""``fs``: the command line. Every command is a few lines around a public library function."""
+"""``fs``: the command line. Every command is a few lines around a public library function.
+
+Commands are registered in :data:`COMMANDS` as ``(name, "module:attribute", short help)`` and
+imported only when they run, so ``fs --help`` and light commands never load torch. To add a
+command, append one line, e.g. ``("probe", "cli.probe:probe", "Train probes on stored features.")``.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+from typing import Any
+
 import click
 
-from cli.errors import KNOWN_ERRORS
-from featurestore.workspace import Workspace
+COMMANDS: list[tuple[str, str, str]] = [
+    ("corpus", "cli.corpus:corpus", "Corpora: scan native layouts into manifests."),
+    ("models", "cli.extract:models", "List the encoder registry."),
+    ("extract", "cli.extract:extract", "Extract layer-wise embeddings of a model over corpora into the store."),
+    ("store", "cli.store:store", "The feature store: list, inspect, verify, export, remove groups."),
+    ("demo", "cli.demo:demo", "Run the main job on embedded synthetic corpora (no data or weights)."),
+]
+
+ENVIRONMENT = """\b
+Environment:
+  FS_WORKSPACE  default for --workspace
+  FS_STORE      default for --store
+  FS_DEBUG=1    show the traceback of an unexpected error (same as --debug)
+"""
 
 
-class _FsGroup(click.Group):
-    """Turns the library's known errors into a one-line message and exit status 1."""
+class LazyGroup(click.Group):
+    """A group whose subcommands (``COMMANDS``) are imported on first use; errors become one line.
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    Every exception a command raises ends here: :func:`cli.errors.report` prints one line on
+    stderr and gives the exit status (no traceback unless ``--debug``/``FS_DEBUG=1``).
+    """
+
+    def __init__(self, *args: Any, lazy: list[tuple[str, str, str]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy = {name: (target, short) for name, target, short in (lazy or [])}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, _, attr = self.lazy[cmd_name][0].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the registered short help, without importing any command."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                rows.append((name, self.commands[name].get_short_help_str(80)))
+            else:
+                rows.append((name, self.lazy[name][1]))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except KNOWN_ERRORS as exc:
-            raise click.ClickException(str(exc)) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except BaseException as exc:  # every error ends as one line and an exit status
+            if isinstance(exc, SystemExit):
+                raise
+            from cli.errors import report
+
+            ctx.exit(report(exc, debug=_debug(ctx)))
 
 
-@click.group(cls=_FsGroup)
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.params.get("debug")) or os.environ.get("FS_DEBUG", "") not in ("", "0")
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, epilog=ENVIRONMENT, context_settings={"max_content_width": 110})
 @click.option("--workspace", "workspace", envvar="FS_WORKSPACE", type=click.Path(file_okay=False),
-              default="./fs-workspace", show_default=True, help="Folder for manifests, the store and results.")
+              default="./fs-workspace", show_default=True,
+              help="Folder for manifests, the store and results (env FS_WORKSPACE).")
 @click.option("--store", "store_url", envvar="FS_STORE", default=None,
-              help="Feature store path or fsspec URL [default: WORKSPACE/store.zarr].")
+              help="Feature store path or fsspec URL (env FS_STORE) [default: WORKSPACE/store.zarr].")
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error (env FS_DEBUG=1).")
 @click.version_option(package_name="fs-ser")
 @click.pass_context
-def fs(ctx: click.Context, workspace: str, store_url: str | None) -> None:
+def fs(ctx: click.Context, workspace: str, store_url: str | None, debug: bool) -> None:
     """Feature store and classifiers for cross-language speech emotion recognition."""
+    from featurestore.errors import raise_on_sigterm
+    from featurestore.workspace import Workspace
+
+    raise_on_sigterm()
     ctx.obj = Workspace.open(workspace, store_url)
 
 
-def _register() -> None:
-    from cli import corpus, demo, extract, store
-
-    fs.add_command(corpus.corpus)
-    fs.add_command(extract.extract)
-    fs.add_command(extract.models)
-    fs.add_command(store.store)
-    fs.add_command(demo.demo)
-
-
-_register()
-
-
 def main() -> None:
-    fs(prog_name="fs")
+    """Console entry point: ``fs`` (also ``python -m cli.main``)."""
+    from cli.errors import exit_quietly_on_broken_pipe, report
+
+    try:
+        fs.main(prog_name="fs")
+    except SystemExit as done:
+        exit_quietly_on_broken_pipe()
+        raise done
+    except BaseException as exc:  # Ctrl-C before a command starts, and anything else
+        sys.exit(report(exc, debug=os.environ.get("FS_DEBUG", "") not in ("", "0") or "--debug" in sys.argv))
 
 
 if __name__ == "__main__":

@@ -1,101 +1,216 @@
-"""``fs store``: list, inspect, verify and export feature groups."""
+"""``fs store``: list, inspect, verify, export and remove feature groups."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from data_manifests.manifest import ManifestError
-from featurestore.export import export_h5
-from featurestore.store import FeatureStore, StoreKey
-from featurestore.verify import verify_group
+from cli._output import MISSING, cell, echo_json, echo_table
 from featurestore.workspace import Workspace
-
-
-def _keys(store: FeatureStore, key: str | None) -> list[StoreKey]:
-    if key:
-        return [StoreKey.parse(key)]
-    return store.keys()
 
 
 @click.group()
 def store() -> None:
-    """The feature store."""
+    """The feature store: one group per (corpus, condition, model)."""
+
+
+def _open_store(ws: Workspace):
+    from featurestore.store import FeatureStore
+
+    return FeatureStore(ws.store_url)
+
+
+def condition_text(s: dict[str, Any]) -> str:
+    """``clean``, or ``<noise> <snr> dB seed <n>`` from a group summary."""
+    if s.get("snr_db") is None and not s.get("noise"):
+        return "clean" if s.get("condition", "clean") == "clean" else cell(s.get("condition"))
+    snr = s.get("snr_db")
+    return f"{s.get('noise') or 'noise'} {cell(snr)} dB seed {cell(s.get('noise_seed'))}"
+
+
+def _summaries(fstore) -> list[dict[str, Any]]:
+    """Summaries of every group; a group that cannot be read gets ``error`` and the listing goes on."""
+    rows = []
+    for key in fstore.keys():
+        try:
+            rows.append(fstore.open(key).summary())
+        except Exception as exc:  # one damaged group must not hide the others
+            rows.append({"key": key.path, "corpus": key.corpus, "condition": key.condition,
+                         "model_key": key.model, "error": f"{type(exc).__name__}: {exc}"})
+    return rows
 
 
 @store.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list of group summaries).")
 @click.pass_obj
-def ls(ws: Workspace) -> None:
-    """One line per (corpus, condition, model) group."""
-    fstore = FeatureStore(ws.store_url)
-    keys = fstore.keys()
-    if not keys:
+def ls(ws: Workspace, as_json: bool) -> None:
+    """One line per (corpus, condition, model) group, with what tells them apart."""
+    fstore = _open_store(ws)
+    rows = _summaries(fstore)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
         click.echo(f"store {ws.store_url} is empty; run `fs extract`")
-    for key in keys:
-        s = fstore.open(key).summary()
-        click.echo(f"{key.path:<64} {s['state']:<10} {s['stored']:>6}/{s['utterances']:<6} L={s['layers']} "
-                   f"D={s['dim']} frames={s['frame_layers']}")
+        return
+    table = []
+    for s in rows:
+        if "error" in s:
+            table.append((s["corpus"], s["condition"], MISSING, MISSING, MISSING, MISSING, MISSING,
+                          f"unreadable: {s['error']}", s["key"]))
+            continue
+        shape = f"{cell(s.get('layers'))}x{cell(s.get('dim'))}"
+        rows_text = f"{cell(s.get('stored'))}/{cell(s.get('utterances'))}"
+        complete = s.get("complete", s.get("state") == "complete")
+        table.append((s.get("corpus"), condition_text(s), s.get("model"), s.get("whisper_input"), shape,
+                      s.get("frame_layers"), rows_text, "yes" if complete else "no", s.get("key")))
+    echo_table(("CORPUS", "CONDITION", "MODEL", "INPUT", "LAYERSxDIM", "FRAMES", "ROWS", "COMPLETE", "KEY"),
+               table, right=("ROWS",))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def info_lines(key: str, attrs: dict[str, Any], summary: dict[str, Any], disk: int | None) -> list[str]:
+    """A person's view of a group: model, weights, condition, counts, frames, provenance, size."""
+    model = attrs.get("model") or {}
+    corpus = attrs.get("corpus") or {}
+    noise = (attrs.get("condition") or {}).get("noise") or {}
+    spec = noise.get("spec") or {}
+    settings = model.get("settings") or {}
+    kind = "pretrained" if model.get("pretrained") else "random weights"
+    lines = [key,
+             f"  model         {cell(model.get('name'))} ({cell(model.get('model_id'))}; family "
+             f"{cell(model.get('family'))}, {kind})",
+             f"  weights_hash  {cell(model.get('weights_hash'))}"]
+    if settings:
+        lines.append("  settings      " + ", ".join(f"{k}={cell(v)}" for k, v in sorted(settings.items())))
+    if spec:
+        envs = cell(spec.get("environments"))
+        lines.append(f"  condition     noise {spec.get('source')} at {cell(spec.get('snr_db'))} dB, seed "
+                     f"{cell(spec.get('seed'))}, environments {envs}, fingerprint {cell(noise.get('fingerprint'))}")
+    else:
+        lines.append("  condition     clean")
+    lines.append(f"  corpus        {cell(corpus.get('name'))} ({cell(corpus.get('layout'))}, "
+                 f"{cell(corpus.get('utterances'))} utterances, label map {cell(corpus.get('label_map'))}, "
+                 f"manifest {cell(corpus.get('manifest_digest'))}) from {cell(corpus.get('root'))}")
+    complete = summary.get("complete", summary.get("state") == "complete")
+    lines.append(f"  rows          {cell(summary.get('stored'))} stored, {cell(summary.get('skipped'))} skipped, "
+                 f"{cell(summary.get('pending'))} pending of {cell(summary.get('utterances'))}; "
+                 + ("complete" if complete else "INCOMPLETE"))
+    lines.append(f"  layers        {cell(attrs.get('layers'))} x {cell(attrs.get('dim'))} (mean and std per layer); "
+                 f"frame-level layers: {cell(attrs.get('frame_layers')) if attrs.get('frame_layers') else 'none'}")
+    lines.append(f"  made          {cell(attrs.get('created'))} by fs {cell(attrs.get('fs_version'))} on "
+                 f"{cell(attrs.get('device'))} (torch {cell(attrs.get('torch'))}, sample rate "
+                 f"{cell(attrs.get('sample_rate'))} Hz)")
+    if attrs.get("command"):
+        lines.append(f"  command       {attrs['command']}")
+    if attrs.get("aliases"):
+        lines.append(f"  also named    {cell(attrs['aliases'])}")
+    skipped = attrs.get("skipped") or {}
+    if skipped:
+        utt, why = next(iter(skipped.items()))
+        lines.append(f"  skipped       {len(skipped)} utterance(s), e.g. {utt}: {why}")
+    lines.append(f"  on disk       {_size(disk) if disk is not None else MISSING}")
+    return lines
 
 
 @store.command("info")
 @click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="The group's raw attributes (provenance) as JSON.")
 @click.pass_obj
-def info(ws: Workspace, key: str) -> None:
-    """Provenance and counts of group KEY (CORPUS/CONDITION/MODEL)."""
-    group = FeatureStore(ws.store_url).open(StoreKey.parse(key))
-    click.echo(json.dumps({"summary": group.summary(), "provenance": group.attrs}, indent=1, default=str))
+def info(ws: Workspace, key: str, as_json: bool) -> None:
+    """Provenance and counts of group KEY (CORPUS/CONDITION/MODEL, see `fs store ls`)."""
+    fstore = _open_store(ws)
+    group = fstore.open(key)
+    if as_json:
+        echo_json(group.attrs)
+        return
+    try:
+        disk = fstore.disk_bytes(group.key)
+    except OSError:
+        disk = None
+    click.echo("\n".join(info_lines(group.key.path, group.attrs, group.summary(), disk)))
 
 
 @store.command("verify")
-@click.argument("key", required=False)
+@click.argument("keys", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list of reports).")
 @click.pass_obj
-def verify(ws: Workspace, key: str | None) -> None:
-    """Check counts, NaNs, frame offsets and provenance vs manifest (all groups by default)."""
-    fstore = FeatureStore(ws.store_url)
-    keys = _keys(fstore, key)
-    if not keys:
+def verify(ws: Workspace, keys: tuple[str, ...], as_json: bool) -> None:
+    """Check groups (all by default): chunks, checksums, counts, NaNs, provenance vs the manifests.
+
+    Exits 1 if any group fails.
+    """
+    from featurestore.store import StoreKey
+    from featurestore.verify import verify_store
+
+    fstore = _open_store(ws)
+    if not keys and not fstore.keys():
         raise click.ClickException(f"nothing to verify: store {ws.store_url} is empty")
-    failed = 0
-    for k in keys:
-        try:
-            manifest = ws.load_manifest(k.corpus)
-        except ManifestError:
-            manifest = None
-        report = verify_group(fstore.open(k), manifest)
-        click.echo(f"{'OK  ' if report.ok else 'FAIL'} {k.path}  {report.facts}")
-        for err in report.errors:
-            click.echo(f"     error: {err}")
-        for warn in report.warnings:
-            click.echo(f"     warning: {warn}")
-        failed += not report.ok
+    reports = verify_store(fstore, ws, keys=[StoreKey.parse(k) for k in keys] or None)
+    failed = [r for r in reports if not r.ok]
+    if as_json:
+        echo_json([r.to_dict() for r in reports])
+    else:
+        for r in reports:
+            facts = ", ".join(f"{k} {cell(v)}" for k, v in r.facts.items())
+            click.echo(f"{'OK  ' if r.ok else 'FAIL'} {r.key}" + (f"  ({facts})" if facts else ""))
+            for err in r.errors:
+                click.echo(f"     error: {err}")
+            for warn in r.warnings:
+                click.echo(f"     warning: {warn}")
+        click.echo(f"{len(reports) - len(failed)} of {len(reports)} group(s) OK")
     if failed:
-        raise click.ClickException(f"{failed} of {len(keys)} group(s) failed verification")
+        raise click.ClickException(f"{len(failed)} of {len(reports)} group(s) failed verification")
 
 
 @store.command("export")
 @click.argument("key")
-@click.option("--format", "fmt", type=click.Choice(["h5"]), default="h5", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="[default: WORKSPACE/exports/<key>.h5]")
+@click.option("--format", "fmt", type=click.Choice(["h5"]), default="h5", show_default=True,
+              help="File format (HDF5).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output file [default: WORKSPACE/exports/<key with / as __>.h5].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.pass_obj
-def export(ws: Workspace, key: str, fmt: str, out: str | None) -> None:
-    """Export group KEY to HDF5."""
-    k = StoreKey.parse(key)
-    path = Path(out) if out else ws.root / "exports" / (k.path.replace("/", "__") + ".h5")
-    export_h5(FeatureStore(ws.store_url).open(k), path)
-    click.echo(f"{k} -> {path}")
+def export(ws: Workspace, key: str, fmt: str, out: str | None, overwrite: bool) -> None:
+    """Export group KEY to HDF5, with labels and speakers from the corpus manifest and noise records."""
+    from featurestore.errors import FsError
+    from featurestore.export import export_h5
+
+    group = _open_store(ws).open(key)
+    path = Path(out) if out else ws.root / "exports" / (group.key.path.replace("/", "__") + ".h5")
+    if path.exists() and not overwrite:
+        raise click.ClickException(f"{path} exists; pass --overwrite to replace it, or choose --out")
+    try:
+        manifest = ws.load_manifest(group.key.corpus)
+    except FsError:
+        manifest = None
+        click.echo(f"note: corpus {group.key.corpus!r} is not in this workspace; exporting without labels",
+                   err=True)
+    export_h5(group, path, manifest=manifest)
+    click.echo(f"{group.key} -> {path}")
 
 
 @store.command("rm")
 @click.argument("key")
-@click.option("--yes", is_flag=True, help="Do not ask.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def rm(ws: Workspace, key: str, yes: bool) -> None:
     """Delete group KEY (CORPUS/CONDITION/MODEL) from the store."""
-    fstore = FeatureStore(ws.store_url)
+    fstore = _open_store(ws)
+    from featurestore.store import StoreKey
+
     k = StoreKey.parse(key)
-    fstore.open(k)  # a clear error when it does not exist
+    if not fstore.has(k):
+        fstore.open(k)  # the library's error: names the fix
     if not yes:
         click.confirm(f"delete {k} from {ws.store_url}?", abort=True)
     with fstore.lock(k):

@@ -1,4 +1,14 @@
-"""Export a store group to HDF5 (h5py) for users outside Zarr."""
+"""Export a store group to HDF5 (h5py) for users outside Zarr.
+
+File layout (N rows in the group's row order; row i of every dataset is utterance ``utt_ids[i]``)::
+
+    utt_ids, status (0 pending, 1 stored, 2 skipped), n_frames             (N,)
+    mean, std                                                             (N, L, D) float32
+    labels, speakers, gender, language   from the corpus manifest; "" for ids it lacks   (N,) str
+    noise/recording, noise/offset, noise/snr_db   per-utterance mix records (noisy groups)  (N,)
+    frames/layer_<k>/offsets (N+1,), frames/layer_<k>/values (F, D) float16
+    attrs: key, provenance (JSON), and with a manifest: manifest_digest, label_map, classes
+"""
 
 from __future__ import annotations
 
@@ -9,23 +19,48 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from data_manifests.manifest import Manifest
 from featurestore.store import StoreGroup
 
+MANIFEST_COLUMNS = {"labels": "label", "speakers": "speaker", "gender": "gender", "language": "language"}
 
-def export_h5(group: StoreGroup, path: str | Path) -> Path:
-    """Write the group (pooled stats, frames, provenance) to ``path`` atomically."""
+
+def manifest_columns(ids: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
+    """Manifest columns joined on ``ids`` (N,): ``{dataset name: (N,) str}``, "" where an id is absent."""
+    by_id = {row["utt_id"]: row for row in manifest.rows}
+    return {name: np.array([str(by_id.get(u, {}).get(column, "")) for u in ids.tolist()], dtype=object)
+            for name, column in MANIFEST_COLUMNS.items()}
+
+
+def export_h5(group: StoreGroup, path: str | Path, manifest: Manifest | None = None) -> Path:
+    """Write the group (pooled stats, frames, provenance, noise records and, given the corpus
+    ``manifest``, labels/speakers/gender/language) to ``path`` atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    text = h5py.string_dtype()
+    ids = group.utt_ids()
     try:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["provenance"] = json.dumps(group.attrs, default=str)
             h5.attrs["key"] = group.key.path
-            h5.create_dataset("utt_ids", data=group.utt_ids().astype(object), dtype=h5py.string_dtype())
-            for name in ("status", "n_frames"):
-                h5.create_dataset(name, data=np.asarray(group.group[name][:]))
-            for name in ("mean", "std"):
-                h5.create_dataset(name, data=np.asarray(group.group[name][:]), chunks=True, compression="gzip")
+            h5.create_dataset("utt_ids", data=ids.astype(object), dtype=text)
+            h5.create_dataset("status", data=group.status())
+            h5.create_dataset("n_frames", data=group.n_frames())
+            for stat in ("mean", "std"):
+                h5.create_dataset(stat, data=np.asarray(group.group[stat][:]), chunks=True, compression="gzip")
+            if manifest is not None:
+                for name, values in manifest_columns(ids, manifest).items():
+                    h5.create_dataset(name, data=values, dtype=text)
+                h5.attrs["manifest_digest"] = manifest.digest()
+                h5.attrs["label_map"] = manifest.label_map_name
+                h5.attrs["classes"] = json.dumps(manifest.classes)
+            mix = group.noise_mix()
+            for name, values in (mix or {}).items():
+                if values.dtype.kind in "US":
+                    h5.create_dataset(f"noise/{name}", data=values.astype(object), dtype=text)
+                else:
+                    h5.create_dataset(f"noise/{name}", data=values)
             for layer in group.frame_layers:
                 node = group.group[f"frames/layer_{layer}"]
                 offsets = np.asarray(node["offsets"][:])
