@@ -11,20 +11,20 @@ import hashlib
 import io
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from data_manifests.atomic import atomic_write_text
 from data_manifests.labelmaps import load_label_map
 from data_manifests.layouts import ScanResult, get_layout
-
 from featurestore.errors import FsError
 
 COLUMNS = ("utt_id", "corpus", "language", "path", "speaker", "gender", "raw_label", "label",
-           "duration", "sample_rate", "channels")
-MANIFEST_FORMAT = 1
+           "duration", "sample_rate", "channels", "audio_sha256")
+MANIFEST_FORMAT = 2  # 2: audio_sha256 per row, suspicious_audio
 
 
 class ManifestError(FsError, ValueError):
@@ -44,6 +44,7 @@ class Manifest:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     excluded_audio: list[tuple[str, str]] = field(default_factory=list)
     dropped_labels: dict[str, int] = field(default_factory=dict)
+    suspicious_audio: list[tuple[str, str]] = field(default_factory=list)
     created: str = ""
     fs_version: str = ""
     format: int = MANIFEST_FORMAT
@@ -85,6 +86,17 @@ class Manifest:
         h.update(json.dumps(self.label_map, sort_keys=True).encode())
         return h.hexdigest()[:16]
 
+    def audio_digest(self) -> str:
+        """Short sha256 of what extracted values depend on: utterance ids and audio content only.
+
+        Labels, label maps, speakers and absolute paths are left out: moving a corpus or fixing a
+        label keeps every stored vector valid (labels are joined at read time).
+        """
+        h = hashlib.sha256()
+        for row in sorted(self.rows, key=lambda r: r["utt_id"]):
+            h.update(f"{row['utt_id']}\t{row['audio_sha256']}\n".encode())
+        return h.hexdigest()[:16]
+
     def summary(self) -> dict[str, Any]:
         """Machine-readable summary used by ``fs corpus show --json``."""
         return {
@@ -94,18 +106,21 @@ class Manifest:
             "labels": self.counts("label"), "per_speaker": self.speaker_label_counts(),
             "genders": self.counts("gender"), "dropped_labels": self.dropped_labels,
             "rejected_files": len(self.rejected), "excluded_audio": len(self.excluded_audio),
-            "digest": self.digest(), "created": self.created,
+            "suspicious_audio": len(self.suspicious_audio), "digest": self.digest(),
+            "audio_digest": self.audio_digest(), "created": self.created,
         }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format") != MANIFEST_FORMAT:
             raise ManifestError(f"manifest format {data.get('format')!r} is not {MANIFEST_FORMAT}; "
-                                "re-add the corpus with `fs corpus add ... --force`")
+                                "re-add the corpus with `fs corpus add ... --overwrite` (stored features are kept: "
+                                "groups are keyed on audio content)")
         data = dict(data)
+        data["suspicious_audio"] = [tuple(x) for x in data.get("suspicious_audio", [])]
         data["rejected"] = [tuple(x) for x in data.get("rejected", [])]
         data["excluded_audio"] = [tuple(x) for x in data.get("excluded_audio", [])]
         return cls(**data)
@@ -115,14 +130,14 @@ class Manifest:
         return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, default=str))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Manifest":
+    def load(cls, path: str | Path) -> Manifest:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ManifestError(f"no manifest at {path}") from None
         except json.JSONDecodeError as exc:
-            raise ManifestError(f"{path}: corrupt manifest ({exc}); re-add the corpus with --force") from None
+            raise ManifestError(f"{path}: corrupt manifest ({exc}); re-add the corpus with --overwrite") from None
         return cls.from_dict(data)
 
 
@@ -139,12 +154,15 @@ def build_manifest(name: str, layout: str, root: str | Path, *, labels: str = "p
                    strict: bool = False, skip_bad_audio: bool = False) -> Manifest:
     """Scan ``root`` in ``layout``, map labels with ``labels`` and read audio headers.
 
+    Every file is read whole: its sha256 becomes the row's ``audio_sha256`` (the identity of
+    extracted values) and implausible audio (truncated, shorter than 100 ms, silent) is listed in
+    ``suspicious_audio`` and warned about; with ``strict`` it is fatal.
     Raises ManifestError when names do not match the layout and ``strict`` is set, when audio is
-    unreadable or empty (unless ``skip_bad_audio``: then it is recorded in ``excluded_audio``),
+    unreadable, empty or NaN (unless ``skip_bad_audio``: then it is recorded in ``excluded_audio``),
     on duplicate utterance ids, and when no utterance maps to a class.
     """
     from featurestore import __version__
-    from featurestore.audio import AudioError, audio_info
+    from featurestore.audio import AudioError, check_audio
 
     _check_name(name)
     root = Path(root).expanduser().resolve()
@@ -161,26 +179,33 @@ def build_manifest(name: str, layout: str, root: str | Path, *, labels: str = "p
     rows: list[dict[str, Any]] = []
     dropped: Counter = Counter()
     bad_audio: list[tuple[str, str]] = []
+    suspicious: list[tuple[str, str]] = []
     for srow in scan.rows:
         label = label_map.map(layout, srow.raw_label)
         if label is None:
             dropped[srow.raw_label] += 1
             continue
         try:
-            info = audio_info(srow.path)
+            check = check_audio(srow.path)
         except AudioError as exc:
             bad_audio.append((str(srow.path), str(exc)))
             continue
+        info = check.info
+        suspicious += [(str(srow.path), why) for why in check.problems]
         rows.append({
             "utt_id": srow.utt_id, "corpus": name, "language": srow.language or scan.language,
             "path": str(srow.path), "speaker": srow.speaker, "gender": srow.gender,
             "raw_label": srow.raw_label, "label": label, "duration": round(info.duration, 6),
-            "sample_rate": info.sample_rate, "channels": info.channels,
+            "sample_rate": info.sample_rate, "channels": info.channels, "audio_sha256": check.sha256,
         })
     if bad_audio and not skip_bad_audio:
         listing = "\n".join(f"  {why}" for _, why in bad_audio[:20])
         raise ManifestError(f"{len(bad_audio)} unreadable or empty audio file(s) in {root}:\n{listing}\n"
-                            "fix or remove them, or pass --skip-bad-audio to record and exclude them")
+                            "fix or remove them, or pass --on-bad-audio skip to record and exclude them")
+    if suspicious and strict:
+        listing = "\n".join(f"  {p}: {why}" for p, why in suspicious[:20])
+        raise ManifestError(f"{len(suspicious)} implausible audio file(s) in {root} (--strict):\n{listing}\n"
+                            "fix or remove them, or add the corpus without --strict to keep them with a warning")
     if not rows:
         raw = sorted({r.raw_label for r in scan.rows})
         raise ManifestError(f"label map {label_map.name!r} maps none of the {len(scan.rows)} utterances found "
@@ -188,7 +213,7 @@ def build_manifest(name: str, layout: str, root: str | Path, *, labels: str = "p
     rows.sort(key=lambda r: r["utt_id"])
     return Manifest(name=name, layout=layout, root=str(root), label_map=label_map.to_dict(), rows=rows,
                     language=scan.language, rejected=[(str(p), w) for p, w in scan.rejected],
-                    excluded_audio=bad_audio, dropped_labels=dict(sorted(dropped.items())),
+                    excluded_audio=bad_audio, suspicious_audio=suspicious, dropped_labels=dict(sorted(dropped.items())),
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), fs_version=__version__)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import io
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +58,13 @@ def load_audio(path: str | Path, target_sr: int | None = None) -> tuple[np.ndarr
     """
     path = Path(path)
     audio_info(path)
+    return decode_audio(path.read_bytes(), path, target_sr)
+
+
+def decode_audio(raw: bytes, path: str | Path, target_sr: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode the bytes ``raw`` of file ``path`` (named in errors) like :func:`load_audio`."""
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioError(f"{path}: cannot decode audio ({exc})") from None
     if data.shape[0] == 0:
@@ -68,3 +76,55 @@ def load_audio(path: str | Path, target_sr: int | None = None) -> tuple[np.ndarr
         wave = resample(wave, sr, target_sr)
         sr = target_sr
     return np.ascontiguousarray(wave, dtype=np.float32), int(sr)
+
+MIN_PLAUSIBLE_SECONDS = 0.1
+SILENCE_PEAK = 1e-4
+
+
+@dataclass(frozen=True)
+class AudioCheck:
+    """What ``fs corpus add`` learns from reading a file whole: its header, content hash and doubts."""
+
+    info: AudioInfo
+    sha256: str  # of the file's bytes: the identity extraction results are keyed on
+    problems: list[str] = field(default_factory=list)  # implausible but decodable (truncated, tiny, silent)
+
+
+def check_audio(path: str | Path) -> AudioCheck:
+    """Read ``path`` whole: hash its bytes, decode it and look for implausible audio.
+
+    Raises AudioError for unusable audio (unreadable, empty, NaN/inf samples). Returns the
+    problems of audio that decodes but is implausible: a WAV whose data chunk is shorter than its
+    header says (truncated copy), a clip shorter than 100 ms, or silence.
+    """
+    path = Path(path)
+    info = audio_info(path)
+    raw = path.read_bytes()
+    problems = []
+    declared = _wav_declared_bytes(raw)
+    if declared is not None and declared[0] > declared[1]:
+        problems.append(f"truncated: the WAV header declares {declared[0]} data bytes, the file holds {declared[1]}")
+    try:
+        data, _ = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"{path}: cannot decode audio ({exc})") from None
+    if not np.all(np.isfinite(data)):
+        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    if info.duration < MIN_PLAUSIBLE_SECONDS:
+        problems.append(f"implausibly short: {info.duration * 1000:.1f} ms")
+    if data.size and float(np.abs(data).max()) < SILENCE_PEAK:
+        problems.append("silent: peak amplitude below 1e-4")
+    return AudioCheck(info=info, sha256=hashlib.sha256(raw).hexdigest(), problems=problems)
+
+
+def _wav_declared_bytes(raw: bytes) -> tuple[int, int] | None:
+    """(declared, available) bytes of a RIFF/WAVE file's data chunk; None for other formats."""
+    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(raw):
+        chunk_id, size = raw[pos:pos + 4], struct.unpack("<I", raw[pos + 4:pos + 8])[0]
+        if chunk_id == b"data":
+            return size, len(raw) - pos - 8
+        pos += 8 + size + (size & 1)
+    return None

@@ -1,8 +1,12 @@
 """The extraction loop: manifest + encoder (+ noise) → one store group, batched and resumable.
 
-Utterances are sorted by duration (longest first) into a fixed plan of batches; rows are
-stored in plan order and each batch is committed after its data, so a killed run resumes at
-the first uncommitted batch and yields the same values as an uninterrupted one.
+Utterances are sorted by duration (longest first) into a fixed plan of batches, each bounded by
+a count and by a budget of padded audio seconds (so peak memory is bounded whatever the length
+mix); rows are stored in plan order and each batch is committed after its data, so a killed run
+resumes at the first uncommitted batch and yields the same values as an uninterrupted one.
+
+A group is valid for the audio it was computed from (utterance ids + audio content hashes), not
+for labels or paths: a moved or relabelled corpus reuses every stored vector.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import resource
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,13 +30,12 @@ from tqdm.auto import tqdm
 
 from data_manifests.manifest import Manifest
 from featurestore import __version__
-from featurestore.audio import AudioError, load_audio
+from featurestore.audio import AudioError, decode_audio
 from featurestore.encoders.base import Encoder, EncoderInfo
+from featurestore.errors import FsError, Interrupted, Terminated
 from featurestore.noise import NoiseBank, NoiseError, NoiseSpec, condition_key
-from featurestore.store import (ROW_CHUNK, STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreGroup, StoreKey,
-
-from featurestore.errors import FsError
-                                slug)
+from featurestore.store import ROW_CHUNK, STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreGroup, StoreKey, slug
+from featurestore.verify import identity_changes
 
 AUDIO_PIPELINE = {"decoder": "soundfile", "mono": "mean of channels", "resampler": "soxr HQ"}
 POOLING = {"stats": ["mean", "std"], "over": "real frames", "std_ddof": 0}
@@ -45,12 +50,15 @@ class ExtractError(FsError, RuntimeError):
 class ExtractOptions:
     """How to run an extraction (none of these change the stored values, except ``frame_layers``)."""
 
-    batch_size: int = 8
+    batch_size: int = 8  # at most this many utterances per batch
+    batch_seconds: float = 240.0  # and at most this many padded audio seconds per batch
     frame_layers: tuple[int, ...] = ()
     on_bad_audio: str = "fail"  # "fail" or "skip" (skipped rows are recorded with their reason)
     commit_rows: int = ROW_CHUNK  # rows buffered per commit: fewer writes; at most this much redone after a kill
     num_workers: int = 0
     overwrite: bool = False
+    retry_skipped: bool = False  # retry every skipped row (by default only those whose file changed)
+    repair: bool = False  # read every chunk, drop corrupt ones and recompute their rows
     progress: bool = True
 
 
@@ -62,6 +70,10 @@ class ExtractResult:
     processed: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     already_done: bool = False
+    resumed: bool = False  # the group existed and part of it was kept
+    rows_before: int = 0  # rows already stored when this call started
+    repaired: list[str] = field(default_factory=list)  # damage found and recomputed
+    retried: int = 0  # skipped rows tried again
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     peak_rss_mb: float = 0.0
@@ -77,11 +89,13 @@ class ExtractResult:
 
 
 def model_key(info: EncoderInfo) -> str:
-    """Store key of a model: a readable name plus a hash of family, weights and settings.
+    """Store key of a model: family (+ Whisper input mode) and a hash of family, weights and settings.
 
-    The hash leaves out where the weights were loaded from, so a moved or copied model keeps its key.
+    Neither the name nor the folder the weights came from enter it: the same weights under another
+    alias, hub id or folder name keep their group (``find`` matches every name used).
     """
-    name = Path(info.name).name if ("/" in info.name or Path(info.name).exists()) else info.name
+    mode = info.settings.get("whisper_input")
+    name = f"{info.family}-{mode}" if mode else info.family
     payload = json.dumps({"family": info.family, "weights": info.weights_hash, "settings": info.settings},
                          sort_keys=True, default=str)
     return f"{slug(name)}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
@@ -90,6 +104,47 @@ def model_key(info: EncoderInfo) -> str:
 def plan_order(manifest: Manifest) -> list[int]:
     """Row indices sorted longest first (ties by utterance id): the store's row order."""
     return sorted(range(len(manifest.rows)), key=lambda i: (-manifest.rows[i]["duration"], manifest.rows[i]["utt_id"]))
+
+
+def padded_seconds(duration: float, info: EncoderInfo) -> float:
+    """Seconds of input the encoder really runs for an utterance (Whisper ``full`` pads to 30 s windows)."""
+    pad = info.settings.get("pad_to_seconds")
+    return math.ceil(duration / pad) * pad if pad else duration
+
+
+def plan_batches(durations: list[float], batch_size: int, batch_seconds: float,
+                 info: EncoderInfo | None = None) -> list[int]:
+    """Batch boundaries (B+1,) over rows sorted longest first.
+
+    A batch holds at most ``batch_size`` utterances and at most ``batch_seconds`` of padded audio
+    (count x its longest, the first); an utterance longer than the budget forms a batch alone.
+    """
+    cost = [padded_seconds(d, info) if info is not None else d for d in durations]
+    bounds = [0]
+    for i in range(1, len(cost) + 1):
+        start = bounds[-1]
+        if i == len(cost) or i - start >= batch_size or (i - start + 1) * cost[start] > batch_seconds:
+            bounds.append(i)
+    return bounds if len(cost) else [0]
+
+
+def extract_command(manifest: Manifest, info: EncoderInfo, noise: NoiseSpec | None,
+                    frame_layers: tuple[int, ...]) -> str:
+    """The ``fs extract`` command line that makes this group (printed in advice and ``fs store info``)."""
+    args = ["fs", "extract", "--model", info.name, "--corpus", manifest.name]
+    if info.settings.get("whisper_input") == "trim":
+        args += ["--whisper-input", "trim"]
+    if info.settings.get("chunk_seconds") and info.family != "whisper":
+        args += ["--chunk-seconds", str(info.settings["chunk_seconds"])]
+    if not info.pretrained and "seed" in info.settings and info.settings["seed"]:
+        args += ["--seed", str(info.settings["seed"])]
+    if noise is not None:
+        args += ["--noise", noise.source, "--snr", f"{noise.snr_db:g}", "--noise-seed", str(noise.seed)]
+        if noise.environments:
+            args += ["--noise-env", ",".join(noise.environments)]
+    if frame_layers:
+        args += ["--frames", ",".join(map(str, sorted(frame_layers)))]
+    return shlex.join(args)
 
 
 class _UtteranceAudio(Dataset):
@@ -102,15 +157,21 @@ class _UtteranceAudio(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str, dict[str, Any]]:
+        """(row, wave or None, error, mix details + the sha256 of the bytes read under "sha256")."""
         row = self.rows[i]
         try:
-            wave, _ = load_audio(row["path"], self.sample_rate)
+            raw = Path(row["path"]).read_bytes()
+        except OSError as exc:
+            return i, None, f"{row['path']}: cannot read ({exc.strerror or exc})", {"sha256": ""}
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            wave, _ = decode_audio(raw, row["path"], self.sample_rate)
             mix: dict[str, Any] = {}
             if self.noise is not None:
                 wave, mix = self.noise.mix(wave, row["utt_id"])
-            return i, wave, "", mix
+            return i, wave, "", {**mix, "sha256": digest}
         except (AudioError, NoiseError) as exc:
-            return i, None, str(exc), {}
+            return i, None, str(exc), {"sha256": digest}
 
 
 def _collate(items: list) -> list:
@@ -129,17 +190,19 @@ def pool_states(hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[np.ndarray
 
 
 def _provenance(manifest: Manifest, info: EncoderInfo, noise: NoiseBank | None, cond: str,
-                batch_size: int, device: str) -> dict[str, Any]:
+                options: ExtractOptions, device: str, command: str) -> dict[str, Any]:
     return {
         "corpus": {"name": manifest.name, "layout": manifest.layout, "root": manifest.root,
-                   "manifest_digest": manifest.digest(), "label_map": manifest.label_map_name,
-                   "utterances": len(manifest.rows)},
+                   "manifest_digest": manifest.digest(), "audio_digest": manifest.audio_digest(),
+                   "label_map": manifest.label_map_name, "utterances": len(manifest.rows)},
         "condition": {"key": cond, "noise": noise.describe() if noise is not None else None},
         "model": {k: v for k, v in info.__dict__.items()},
         "sample_rate": info.sample_rate,
         "audio": AUDIO_PIPELINE,
         "pooling": POOLING,
-        "plan": {"order": "duration descending, then utt_id", "batch_size": batch_size},
+        "plan": {"order": "duration descending, then utt_id", "batch_size": options.batch_size,
+                 "batch_seconds": options.batch_seconds},
+        "command": command,
         "device": device,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": sys.version.split()[0], "torch": torch.__version__,
@@ -147,42 +210,105 @@ def _provenance(manifest: Manifest, info: EncoderInfo, noise: NoiseBank | None, 
 
 
 def _open_group(store: FeatureStore, key: StoreKey, manifest: Manifest, info: EncoderInfo,
-                noise: NoiseBank | None, options: ExtractOptions, device: str) -> tuple[StoreGroup, bool]:
-    """Open the group to resume, or create it; returns (group, already_complete)."""
+                noise: NoiseBank | None, options: ExtractOptions, device: str, command: str,
+                result: ExtractResult) -> StoreGroup:
+    """Open the group to resume or repair, or create it; ``result.already_done`` when nothing is left."""
     if store.has(key) and not options.overwrite:
         group = store.open(key, mode="a")
-        attrs = group.attrs
-        if attrs["corpus"]["manifest_digest"] != manifest.digest():
-            raise ExtractError(f"{key} was extracted from a different version of corpus {manifest.name!r} "
-                               "(its manifest changed since); re-run with --overwrite to re-extract it")
-        missing = sorted(set(options.frame_layers) - set(group.frame_layers))
+        _check_reusable(group, manifest, options, command)
+        group.add_alias(info.name)
+        result.rows_before = int((group.status() == STATUS_STORED).sum())
+        redo = _batches_to_redo(group, manifest, options, result)
+        if redo:
+            group.reopen_batches(redo)
         if group.is_complete:
-            if missing:
-                raise ExtractError(f"{key} is complete but has no frame-level states for layers {missing} "
-                                   f"(stored: {group.frame_layers}); re-run with --overwrite to add them")
-            return group, True
-        if attrs.get("fs_version") != __version__:
-            raise ExtractError(f"{key} is a partial extraction written by fs {attrs.get('fs_version')}; this is "
-                               f"fs {__version__}. Finish it with that version, or re-run with --overwrite")
-        if sorted(options.frame_layers) != sorted(group.frame_layers):
-            raise ExtractError(f"{key} is a partial extraction with frame layers {group.frame_layers}; resume "
-                               f"with the same --frames or re-run with --overwrite")
-        return group, False
+            result.already_done = True
+        else:
+            result.resumed = result.rows_before > 0 or bool(group.batches_done().any())
+        return group
     order = plan_order(manifest)
-    num_batches = -(-len(order) // options.batch_size)
-    group = store.create(key, utt_ids=[manifest.rows[i]["utt_id"] for i in order], num_layers=info.num_layers,
-                         dim=info.dim, num_batches=num_batches, frame_layers=sorted(options.frame_layers),
-                         provenance=_provenance(manifest, info, noise, key.condition, options.batch_size, device),
-                         noisy=noise is not None)
-    return group, False
+    rows = [manifest.rows[i] for i in order]
+    bounds = plan_batches([r["duration"] for r in rows], options.batch_size, options.batch_seconds, info)
+    provenance = _provenance(manifest, info, noise, key.condition, options, device, command)
+    return store.create(key, utt_ids=[r["utt_id"] for r in rows], audio_sha256=[r["audio_sha256"] for r in rows],
+                        num_layers=info.num_layers, dim=info.dim, batch_start=bounds,
+                        frame_layers=sorted(options.frame_layers), provenance=provenance, noisy=noise is not None)
+
+
+def _check_reusable(group: StoreGroup, manifest: Manifest, options: ExtractOptions, command: str) -> None:
+    changes = identity_changes(group, manifest)
+    if changes["missing"]:
+        raise ExtractError(f"{group.key} lacks {len(changes['missing'])} utterance(s) of corpus {manifest.name!r} "
+                           f"(e.g. {changes['missing'][:3]}): it was extracted from another version or label map "
+                           f"of the corpus; re-extract with {command} --overwrite")
+    if changes["audio_changed"]:
+        raise ExtractError(f"{group.key}: the audio of {len(changes['audio_changed'])} stored utterance(s) changed "
+                           f"since extraction (e.g. {changes['audio_changed'][:3]}); its values no longer match "
+                           f"the files: re-extract with {command} --overwrite")
+    missing = sorted(set(options.frame_layers) - set(group.frame_layers))
+    if missing:
+        raise ExtractError(f"{group.key} has no frame-level states for layers {missing} (stored: "
+                           f"{group.frame_layers}); re-run with --overwrite to extract them")
+    if not group.is_complete:
+        if group.attrs.get("fs_version") != __version__:
+            raise ExtractError(f"{group.key} is a partial extraction written by fs {group.attrs.get('fs_version')}; "
+                               f"this is fs {__version__}. Finish it with that version, or re-run with --overwrite")
+        if sorted(options.frame_layers) != sorted(group.frame_layers):
+            raise ExtractError(f"{group.key} is a partial extraction with frame layers {group.frame_layers}; resume "
+                               "with the same --frames or re-run with --overwrite")
+
+
+def _batches_to_redo(group: StoreGroup, manifest: Manifest, options: ExtractOptions,
+                     result: ExtractResult) -> list[int]:
+    """Committed batches to compute again: damaged chunks, and skipped rows worth retrying."""
+    bounds = group.batch_bounds()
+    bad, problems = group.damage(checksums=options.repair)
+    if options.repair:
+        for problem in problems:
+            if "corrupt" in problem:
+                name, coord = problem.split(": chunk ")[0], problem.split(": chunk ")[1].split(" ")[0]
+                group.drop_chunk(name, tuple(int(c) for c in coord.split(".")))
+    result.repaired = problems
+    retry = _skipped_to_retry(group, manifest, options)
+    result.retried = len(retry)
+    if retry.size:
+        group.set_audio_hashes(retry, [_manifest_hash(manifest, u) for u in group.utt_ids()[retry]])
+        bad[retry] = True
+    rows = np.flatnonzero(bad)
+    return sorted({int(np.searchsorted(bounds, r, side="right") - 1) for r in rows})
+
+
+def _manifest_hash(manifest: Manifest, utt_id: str) -> str:
+    return next(r["audio_sha256"] for r in manifest.rows if r["utt_id"] == utt_id)
+
+
+def _skipped_to_retry(group: StoreGroup, manifest: Manifest, options: ExtractOptions) -> np.ndarray:
+    """Skipped rows whose file now differs from the bytes that failed (all of them with retry_skipped)."""
+    skipped = np.flatnonzero(group.status() == STATUS_SKIPPED)
+    if options.retry_skipped or not skipped.size:
+        return skipped
+    paths = {r["utt_id"]: r["path"] for r in manifest.rows}
+    ids, hashes = group.utt_ids(), group.audio_hashes()
+    retry = []
+    for row in skipped:
+        try:
+            now = hashlib.sha256(Path(paths[ids[row]]).read_bytes()).hexdigest()
+        except (OSError, KeyError):
+            continue
+        if now != hashes[row]:
+            retry.append(row)
+    return np.asarray(retry, dtype=np.int64)
 
 
 def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise: NoiseSpec | None = None,
             options: ExtractOptions = ExtractOptions()) -> ExtractResult:
     """Extract ``manifest`` with ``encoder`` (optionally noise-mixed) into ``store``.
 
-    Idempotent: a complete group is left as it is. Resumable: a partial group continues at
-    its first uncommitted batch. Raises ExtractError with the fix when it cannot go on.
+    Idempotent: a complete, undamaged group is left as it is. Resumable: a partial group continues
+    at its first uncommitted batch; missing chunks (and, with ``repair``, corrupt ones) are
+    recomputed; skipped rows whose file changed are retried. Ctrl-C / SIGTERM commit the finished
+    rows and raise :class:`~featurestore.errors.Interrupted`. Raises ExtractError with the fix when
+    it cannot go on.
     """
     info = encoder.info
     bad = [layer for layer in options.frame_layers if not 0 <= layer < info.num_layers]
@@ -190,17 +316,20 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise:
         raise ExtractError(f"--frames {bad}: {info.name} has layers 0..{info.num_layers - 1}")
     if options.on_bad_audio not in ("fail", "skip"):
         raise ExtractError(f"on_bad_audio must be 'fail' or 'skip', not {options.on_bad_audio!r}")
-    if options.batch_size < 1 or options.commit_rows < 1:
-        raise ExtractError("batch size and commit rows must be at least 1")
+    if options.batch_size < 1 or options.commit_rows < 1 or not options.batch_seconds > 0:
+        raise ExtractError("batch size, batch seconds and commit rows must be positive")
+    if any("audio_sha256" not in r for r in manifest.rows[:1]):
+        raise ExtractError(f"manifest {manifest.name!r} has no audio hashes (made by an older fs); re-add it with "
+                           "`fs corpus add ... --overwrite`")
     bank = NoiseBank(noise, info.sample_rate) if noise is not None else None
     key = StoreKey(manifest.name, bank.key if bank is not None else condition_key(None), model_key(info))
     result = ExtractResult(key=key)
     device = str(getattr(encoder, "device", "cpu"))
+    command = extract_command(manifest, info, noise, tuple(options.frame_layers))
     with store.lock(key):
         store.remove_partial_writes(key)
-        group, complete = _open_group(store, key, manifest, info, bank, options, device)
-        if complete:
-            result.already_done = True
+        group = _open_group(store, key, manifest, info, bank, options, device, command, result)
+        if result.already_done:
             return result
         _run(group, manifest, encoder, bank, options, result)
     return result
@@ -220,20 +349,23 @@ class _Rows:
     skipped: dict[str, str]
     noise: dict[str, np.ndarray] | None = None
     frame_bytes: int = 0
+    failed_hashes: dict[int, str] = field(default_factory=dict)  # row -> sha256 of bytes that failed
 
-    def extend(self, other: "_Rows") -> "_Rows":
+    def extend(self, other: _Rows) -> _Rows:
         noise = None if self.noise is None else {k: np.concatenate([v, other.noise[k]]) for k, v in self.noise.items()}
         return _Rows(range(self.batches.start, other.batches.stop), self.start,
                      np.concatenate([self.mean, other.mean]), np.concatenate([self.std, other.std]),
                      np.concatenate([self.n_frames, other.n_frames]), np.concatenate([self.status, other.status]),
                      {k: v + other.frames[k] for k, v in self.frames.items()}, {**self.skipped, **other.skipped},
-                     noise, self.frame_bytes + other.frame_bytes)
+                     noise, self.frame_bytes + other.frame_bytes, {**self.failed_hashes, **other.failed_hashes})
 
 
 def _commit(group: StoreGroup, rows: _Rows | None, result: ExtractResult) -> None:
     if rows is None:
         return
     try:
+        if rows.failed_hashes:  # a skipped row remembers the bytes that failed: retried once they change
+            group.set_audio_hashes(np.array(list(rows.failed_hashes)), list(rows.failed_hashes.values()))
         group.commit(rows.batches, rows.start, rows.mean, rows.std, rows.n_frames, rows.status, rows.frames,
                      rows.skipped, rows.noise)
     except OSError as exc:
@@ -248,11 +380,12 @@ def _commit(group: StoreGroup, rows: _Rows | None, result: ExtractResult) -> Non
 def _run(group: StoreGroup, manifest: Manifest, encoder: Encoder, bank: NoiseBank | None,
          options: ExtractOptions, result: ExtractResult) -> None:
     by_id = {row["utt_id"]: row for row in manifest.rows}
-    rows = [by_id[u] for u in group.utt_ids()]
-    batch_size = int(group.attrs["plan"]["batch_size"])
+    ids = group.utt_ids()
+    rows = [by_id.get(u, {"utt_id": u, "path": "", "audio_sha256": ""}) for u in ids]
+    bounds = group.batch_bounds()
     done = group.batches_done()
     todo = [b for b in range(len(done)) if not done[b]]
-    batches = [list(range(b * batch_size, min((b + 1) * batch_size, len(rows)))) for b in todo]
+    batches = [list(range(int(bounds[b]), int(bounds[b + 1]))) for b in todo]
     loader = DataLoader(_UtteranceAudio(rows, encoder.info.sample_rate, bank), batch_sampler=batches,
                         num_workers=options.num_workers, collate_fn=_collate)
     cuda = torch.cuda.is_available() and str(encoder.device).startswith("cuda")
@@ -267,7 +400,7 @@ def _run(group: StoreGroup, manifest: Manifest, encoder: Encoder, bank: NoiseBan
             if pending is not None and pending.batches.stop != batch_index:
                 ready, pending = pending, None  # never buffer across a gap in the plan
                 _commit(group, ready, result)
-            batch = _process_batch(batch_index, batch_index * batch_size, items, rows, encoder, options, result,
+            batch = _process_batch(batch_index, int(bounds[batch_index]), items, rows, encoder, options, result,
                                    noisy=bank is not None)
             pending = batch if pending is None else pending.extend(batch)
             if len(pending.mean) >= options.commit_rows or pending.frame_bytes >= MAX_PENDING_FRAME_BYTES:
@@ -279,12 +412,15 @@ def _run(group: StoreGroup, manifest: Manifest, encoder: Encoder, bank: NoiseBan
                             rtf=f"{result.real_time_factor:.3f}")
         ready, pending = pending, None
         _commit(group, ready, result)
-    except (KeyboardInterrupt, ExtractError) as exc:
-        if pending is not None and not (isinstance(exc, ExtractError) and "disk full" in str(exc)):
-            _commit(group, pending, result)  # keep the batches finished before the stop
-        if isinstance(exc, KeyboardInterrupt):
-            raise ExtractError(f"interrupted; committed batches of {group.key} are kept: re-run the same command "
-                               "to resume") from None
+    except KeyboardInterrupt as exc:
+        _commit(group, pending, result)  # keep the batches finished before the stop
+        signal = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        kept = int((group.status() == STATUS_STORED).sum())
+        raise Interrupted(f"{signal}: stopped {group.key} with {kept} of {len(rows)} rows committed; re-run the "
+                          "same command to resume", terminated=isinstance(exc, Terminated)) from None
+    except ExtractError as exc:
+        if pending is not None and "disk full" not in str(exc):
+            _commit(group, pending, result)
         raise
     finally:
         bar.close()
@@ -314,15 +450,21 @@ def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[st
     noise = {"recording": np.full(n, "", dtype=object), "offset": np.full(n, -1, np.int64),
              "snr_db": np.full(n, np.nan)} if noisy else None
     good: list[tuple[int, np.ndarray]] = []
+    failed_hashes: dict[int, str] = {}
     for j, (i, wave, error, mix) in enumerate(items):
-        if noise is not None and mix:
+        if noise is not None and not error:
             for name in noise:
                 noise[name][j] = mix[name]
+        if not error and mix["sha256"] != rows[i]["audio_sha256"]:
+            raise ExtractError(f"{rows[i]['path']}: the audio of utterance {rows[i]['utt_id']} changed since "
+                               f"`fs corpus add`; re-add corpus {rows[i].get('corpus', '')!r} with "
+                               "`fs corpus add ... --overwrite`, then extract again")
         if error:
             if options.on_bad_audio == "fail":
                 raise ExtractError(f"{error}\nutterance {rows[i]['utt_id']} cannot be extracted; fix or remove it, "
                                    "or re-run with --on-bad-audio skip to record it as skipped")
             skipped[rows[i]["utt_id"]] = error
+            failed_hashes[i] = mix.get("sha256", "")
             continue
         good.append((j, wave))
     frame_bytes = 0
@@ -337,4 +479,4 @@ def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[st
                 frames[layer][j] = states.hidden[layer, k, : lengths[k]].to(torch.float16).cpu().numpy()
                 frame_bytes += frames[layer][j].nbytes
     return _Rows(range(batch_index, batch_index + 1), start, mean, std, n_frames, status, frames, skipped,
-                 noise, frame_bytes)
+                 noise, frame_bytes, failed_hashes)

@@ -2,47 +2,60 @@
 
 Layout of a group ``<corpus>/<condition>/<model_key>/`` (rows in extraction-plan order)::
 
-    utt_ids   (N,)        str      joins to the manifest
-    mean      (N, L, D)   float32  mean over the utterance's real frames, every layer
-    std       (N, L, D)   float32  standard deviation over the same frames
-    n_frames  (N,)        int32    real frames per utterance
-    status    (N,)        int8     0 pending, 1 stored, 2 skipped (reason in attrs["skipped"])
-    batch_done (B,)       bool     commit marker per extraction batch (resumability)
+    utt_ids      (N,)        str      joins to the manifest
+    audio_sha256 (N,)        str      content hash of each utterance's audio file (the group's identity)
+    mean         (N, L, D)   float32  mean over the utterance's real frames, every layer
+    std          (N, L, D)   float32  standard deviation over the same frames
+    n_frames     (N,)        int32    real frames per utterance
+    status       (N,)        int8     0 pending, 1 stored, 2 skipped (reason in attrs["skipped"])
+    batch_start  (B+1,)      int64    batch b holds rows batch_start[b]:batch_start[b+1]
+    batch_done   (B,)        bool     commit marker per extraction batch (resumability)
+    noise/{recording,offset,snr_db} (N,)  per-utterance mix records of a noisy condition
     frames/layer_<k>/values  (F, D) float16   frame-level states of chosen layers, ragged
     frames/layer_<k>/offsets (N+1,) int64     utterance i is values[offsets[i]:offsets[i+1]]
 
-Group attributes hold the provenance (model and weights hash, feature-extractor settings,
-pooling, sample rate, noise spec, manifest digest, code version). Chunks are one layer wide so
-that reading one layer of a whole corpus touches only that layer's bytes.
+Every chunk carries a crc32c checksum and every chunk is written, even when it equals the fill
+value, so a missing chunk is damage, never "zeros"; float arrays are filled with NaN so that a
+read of a lost chunk can never pass for data. Group attributes hold the provenance.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import zarr
+import zarr.codecs
+from zarr.core.sync import sync
 
 from featurestore import __version__
-
 from featurestore.errors import FsError
 
-FORMAT_VERSION = 2  # 2: per-utterance noise mix records
+FORMAT_VERSION = 3  # 3: checksummed chunks, audio identity, batch boundaries
 STATUS_PENDING, STATUS_STORED, STATUS_SKIPPED = 0, 1, 2
 ROW_CHUNK = 256
 FRAME_CHUNK = 8192
+_ROW_ARRAYS = ("utt_ids", "audio_sha256", "n_frames", "status", "noise/recording", "noise/offset",
+               "noise/snr_db")
 
 
 class StoreError(FsError, RuntimeError):
-    """A store or group that cannot be used as asked (missing, mismatched, locked, other format)."""
+    """A store or group that cannot be used as asked (missing, mismatched, locked, damaged, other format)."""
+
+
+def _codecs() -> dict[str, Any]:
+    return {"compressors": [zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()],
+            "config": {"write_empty_chunks": True}}
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class StoreKey:
         return self.path
 
     @classmethod
-    def parse(cls, text: str) -> "StoreKey":
+    def parse(cls, text: str) -> StoreKey:
         parts = text.strip("/").split("/")
         if len(parts) != 3:
             raise StoreError(f"store key {text!r} must be CORPUS/CONDITION/MODEL (see `fs store ls`)")
@@ -80,7 +93,7 @@ class StoreGroup:
         self.key = key
         self.group = group
 
-    # -- reading -------------------------------------------------------------------------
+    # -- facts ---------------------------------------------------------------------------
     @property
     def attrs(self) -> dict[str, Any]:
         return dict(self.group.attrs)
@@ -103,79 +116,242 @@ class StoreGroup:
 
     @property
     def is_complete(self) -> bool:
-        return self.group.attrs.get("state") == "complete"
+        """Marked complete and every batch committed (a lost commit marker makes it incomplete)."""
+        return self.group.attrs.get("state") == "complete" and bool(self.batches_done().all())
+
+    def _array(self, name: str) -> zarr.Array:
+        try:
+            return self.group[name]
+        except (KeyError, FileNotFoundError):
+            raise StoreError(f"{self.key}: array {name!r} is missing (its zarr.json was deleted?); this group "
+                             f"cannot be repaired: re-extract it with {self.extract_command()} --overwrite") from None
+
+    def _read(self, name: str, selection: Any = slice(None)) -> np.ndarray:
+        try:
+            return np.asarray(self._array(name)[selection])
+        except StoreError:
+            raise
+        except Exception as exc:  # checksum mismatch, undecodable chunk
+            raise StoreError(f"{self.key}: array {name!r} is damaged ({type(exc).__name__}: {exc}); "
+                             f"run `fs store verify`, then {self.extract_command()} --repair") from None
 
     def utt_ids(self) -> np.ndarray:
-        return np.array(self.group["utt_ids"][:].tolist(), dtype=str)
+        """(N,) utterance ids in row order."""
+        return np.array(self._read("utt_ids").tolist(), dtype=str)
+
+    def audio_hashes(self) -> np.ndarray:
+        """(N,) sha256 of each utterance's audio file, as extracted."""
+        return np.array(self._read("audio_sha256").tolist(), dtype=str)
 
     def status(self) -> np.ndarray:
-        return np.asarray(self.group["status"][:])
+        return self._read("status")
 
     def n_frames(self) -> np.ndarray:
-        return np.asarray(self.group["n_frames"][:])
+        return self._read("n_frames")
+
+    def batch_bounds(self) -> np.ndarray:
+        """(B+1,) row boundaries of the extraction batches."""
+        return self._read("batch_start")
+
+    def batches_done(self) -> np.ndarray:
+        return self._read("batch_done")
 
     def noise_mix(self) -> dict[str, np.ndarray] | None:
         """Per-utterance mix records (recording, offset, achieved snr_db) of a noisy group, else None."""
         if "noise" not in self.group:
             return None
-        node = self.group["noise"]
-        return {"recording": np.array(node["recording"][:].tolist(), dtype=str),
-                "offset": np.asarray(node["offset"][:]), "snr_db": np.asarray(node["snr_db"][:])}
+        return {"recording": np.array(self._read("noise/recording").tolist(), dtype=str),
+                "offset": self._read("noise/offset"), "snr_db": self._read("noise/snr_db")}
 
     def skipped(self) -> dict[str, str]:
         return dict(self.group.attrs.get("skipped", {}))
 
-    def pooled(self, layer: int | None = None, stat: str = "mean") -> tuple[np.ndarray, np.ndarray]:
-        """``(utt_ids, X)`` for stored utterances: X is (n, D) for one layer, (n, L, D) for all."""
+    def extract_command(self) -> str:
+        """The ``fs extract`` command that (re)makes this group, as recorded at creation."""
+        return str(self.group.attrs.get("command") or f"fs extract --corpus {self.key.corpus} --model MODEL")
+
+    # -- reading -------------------------------------------------------------------------
+    def _check_readable(self, allow_incomplete: bool) -> None:
+        for name in ("utt_ids", "status"):  # a lost index chunk would silently empty every read
+            if not self._present_chunks(name):
+                raise StoreError(f"{self.key}: the chunk of {name!r} is missing; run `fs store verify`, then "
+                                 f"{self.extract_command()} to recompute it")
+        if not allow_incomplete and not self.is_complete:
+            stored = int((self.status() == STATUS_STORED).sum())
+            raise StoreError(f"{self.key} is incomplete ({stored} of {self.status().size} rows stored); finish it "
+                             f"with {self.extract_command()}, or read it with allow_incomplete=True")
+
+    def stored_rows(self) -> np.ndarray:
+        """Indices of rows holding values (status stored)."""
+        return np.flatnonzero(self.status() == STATUS_STORED)
+
+    def pooled(self, layer: int | None = None, stat: str = "mean", *,
+               allow_incomplete: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(utt_ids, X)`` of stored utterances: X is (n, D) for one layer, (n, L, D) for all.
+
+        Refuses an incomplete group unless ``allow_incomplete``, and a damaged one always.
+        """
         if stat not in ("mean", "std"):
             raise StoreError(f"unknown pooled statistic {stat!r}; use 'mean' or 'std'")
-        ok = self.status() == STATUS_STORED
-        arr = self.group[stat]
+        self._check_readable(allow_incomplete)
+        rows = self.stored_rows()
         if layer is None:
-            values = arr[:]
+            values = self._read(stat)
         else:
-            if not -self.num_layers <= layer < self.num_layers:
-                raise StoreError(f"layer {layer} out of range: {self.key} has layers 0..{self.num_layers - 1}")
-            values = arr[:, layer % self.num_layers, :]
-        return self.utt_ids()[ok], np.asarray(values)[ok]
+            values = self._read(stat, (slice(None), self.layer_index(layer), slice(None)))
+        values = values[rows]
+        if np.isnan(values).any():
+            raise StoreError(f"{self.key}: {stat} holds NaN in stored rows (a lost or damaged chunk); run "
+                             f"`fs store verify`, then {self.extract_command()} --repair")
+        return self.utt_ids()[rows], values
 
-    def frames(self, layer: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``(utt_ids, [frames_i (T_i, D) float16])`` for a layer stored at frame level."""
+    def layer_index(self, layer: int) -> int:
+        """``layer`` as a non-negative index (negative counts from the last); StoreError if out of range."""
+        if isinstance(layer, bool) or not -self.num_layers <= int(layer) < self.num_layers:
+            raise StoreError(f"layer {layer} out of range: {self.key} has layers 0..{self.num_layers - 1}")
+        return int(layer) % self.num_layers
+
+    def frame_offsets(self, layer: int) -> np.ndarray:
+        """(N+1,) offsets of ``layer``'s frame values."""
         if layer not in self.frame_layers:
-            raise StoreError(f"layer {layer} has no frame-level states in {self.key} "
-                             f"(stored: {self.frame_layers}); re-extract with --frames {layer}")
-        node = self.group[f"frames/layer_{layer}"]
-        offsets = np.asarray(node["offsets"][:])
-        values = np.asarray(node["values"][: int(offsets[-1])])
-        ok = self.status() == STATUS_STORED
-        ids = self.utt_ids()
-        return ids[ok], [values[offsets[i]:offsets[i + 1]] for i in np.flatnonzero(ok)]
+            raise StoreError(f"layer {layer} has no frame-level states in {self.key} (stored: "
+                             f"{self.frame_layers}); extract them with {self.extract_command()} --frames {layer} "
+                             "--overwrite")
+        return self._read(f"frames/layer_{layer}/offsets")
+
+    def frame_rows(self, layer: int, rows: np.ndarray | list[int], *,
+                   allow_incomplete: bool = False) -> list[np.ndarray]:
+        """Frames of the given rows: a list of (T_i, D) float16 arrays, reading only their bytes."""
+        self._check_readable(allow_incomplete)
+        offsets = self.frame_offsets(layer)
+        node = f"frames/layer_{layer}/values"
+        out = []
+        for r in np.asarray(rows, dtype=np.int64):
+            values = self._read(node, slice(int(offsets[r]), int(offsets[r + 1])))
+            if np.isnan(values).any():
+                raise StoreError(f"{self.key}: frames of layer {layer} hold NaN (a lost or damaged chunk); run "
+                                 f"`fs store verify`, then {self.extract_command()} --repair")
+            out.append(values)
+        return out
+
+    def frames(self, layer: int, *, allow_incomplete: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``(utt_ids, [frames_i (T_i, D) float16])`` of stored rows, for a layer stored at frame level."""
+        self._check_readable(allow_incomplete)
+        offsets = self.frame_offsets(layer)
+        rows = self.stored_rows()
+        values = self._read(f"frames/layer_{layer}/values", slice(0, int(offsets[-1])))
+        if np.isnan(values).any():
+            raise StoreError(f"{self.key}: frames of layer {layer} hold NaN (a lost or damaged chunk); run "
+                             f"`fs store verify`, then {self.extract_command()} --repair")
+        return self.utt_ids()[rows], [values[offsets[i]:offsets[i + 1]] for i in rows]
 
     def summary(self) -> dict[str, Any]:
-        status = self.status()
+        """What a person needs to tell groups apart (used by ``fs store ls``)."""
         attrs = self.attrs
+        status = self.status()
+        model = attrs.get("model", {})
+        settings = model.get("settings", {})
+        noise = (attrs.get("condition", {}).get("noise") or {})
+        spec = noise.get("spec") or {}
         return {
-            "key": self.key.path, "state": attrs.get("state"), "model": attrs.get("model", {}).get("name"),
-            "model_id": attrs.get("model", {}).get("model_id"),
-            "weights_hash": attrs.get("model", {}).get("weights_hash", "")[:16],
+            "key": self.key.path, "corpus": self.key.corpus, "condition": self.key.condition,
+            "model": model.get("name"), "aliases": attrs.get("aliases", []), "model_id": model.get("model_id"),
+            "model_key": self.key.model, "family": model.get("family"),
+            "weights_hash": str(model.get("weights_hash", ""))[:16], "pretrained": model.get("pretrained"),
+            "whisper_input": settings.get("whisper_input"), "seed": settings.get("seed"),
+            "noise": Path(spec["source"]).name if spec.get("source") else None,
+            "snr_db": spec.get("snr_db"), "noise_seed": spec.get("seed"),
             "layers": attrs.get("layers"), "dim": attrs.get("dim"), "frame_layers": attrs.get("frame_layers"),
             "utterances": int(status.size), "stored": int((status == STATUS_STORED).sum()),
             "skipped": int((status == STATUS_SKIPPED).sum()), "pending": int((status == STATUS_PENDING).sum()),
-            "condition": attrs.get("condition", {}).get("key"), "fs_version": attrs.get("fs_version"),
+            "complete": self.is_complete, "state": attrs.get("state"), "fs_version": attrs.get("fs_version"),
+            "created": attrs.get("created"),
         }
 
-    # -- writing -------------------------------------------------------------------------
-    def batches_done(self) -> np.ndarray:
-        return np.asarray(self.group["batch_done"][:])
+    # -- integrity -----------------------------------------------------------------------
+    def _array_names(self) -> list[str]:
+        names = ["utt_ids", "audio_sha256", "mean", "std", "n_frames", "status", "batch_start", "batch_done"]
+        if "noise" in self.group:
+            names += ["noise/recording", "noise/offset", "noise/snr_db"]
+        for layer in self.frame_layers:
+            names += [f"frames/layer_{layer}/offsets", f"frames/layer_{layer}/values"]
+        return names
 
+    def _present_chunks(self, name: str) -> set[tuple[int, ...]]:
+        store, prefix = self.group.store, f"{self.group.path}/{name}/c/"
+
+        async def listing() -> list[str]:
+            return [k async for k in store.list_prefix(prefix)]
+
+        keys = sync(listing())
+        return {tuple(int(p) for p in k[len(prefix):].split("/")) for k in keys
+                if not k.endswith(".partial")}
+
+    def chunk_rows(self, name: str, coord: tuple[int, ...]) -> np.ndarray:
+        """Row indices whose values live in chunk ``coord`` of array ``name``."""
+        n = int(self._array("utt_ids").shape[0])
+        arr = self._array(name)
+        if name.startswith("frames/") and name.endswith("/values"):
+            offsets = self._read(name.rsplit("/", 1)[0] + "/offsets")
+            lo, hi = coord[0] * arr.chunks[0], (coord[0] + 1) * arr.chunks[0]
+            return np.flatnonzero((offsets[1:] > lo) & (offsets[:-1] < hi))
+        if name in ("batch_start", "batch_done") or name.endswith("/offsets"):
+            return np.arange(n)
+        lo = coord[0] * arr.chunks[0]
+        return np.arange(lo, min(lo + arr.chunks[0], n))
+
+    def damage(self, checksums: bool = False) -> tuple[np.ndarray, list[str]]:
+        """Rows that a missing (or, with ``checksums``, corrupt) chunk makes unreliable.
+
+        Returns ``(bad_rows (N,) bool, problems)``. Only chunks that committed rows need count as
+        missing. With ``checksums`` every chunk is read and its crc32c checked (reads the group).
+        """
+        n = int(self._array("utt_ids").shape[0])
+        bad = np.zeros(n, dtype=bool)
+        problems: list[str] = []
+        try:
+            bounds, done = self.batch_bounds(), self.batches_done()
+        except StoreError as exc:
+            return np.ones(n, dtype=bool), [str(exc)]
+        committed = np.zeros(n, dtype=bool)
+        for b in np.flatnonzero(done):
+            committed[bounds[b]:bounds[b + 1]] = True
+        for name in self._array_names():
+            arr = self._array(name)
+            if 0 in arr.shape:
+                continue
+            grid = [range(math.ceil(s / c)) for s, c in zip(arr.shape, arr.chunks)]
+            present = self._present_chunks(name)
+            for coord in np.ndindex(*[len(g) for g in grid]):
+                rows = self.chunk_rows(name, coord)
+                if not committed[rows].any() and name not in ("batch_start", "batch_done", "utt_ids",
+                                                              "audio_sha256"):
+                    continue
+                if coord not in present:
+                    problems.append(f"{name}: chunk {'.'.join(map(str, coord))} is missing")
+                    bad[rows] = True
+                elif checksums:
+                    sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coord, arr.chunks))
+                    try:
+                        arr[sel]
+                    except Exception as exc:
+                        problems.append(f"{name}: chunk {'.'.join(map(str, coord))} is corrupt ({exc})")
+                        bad[rows] = True
+        return bad, problems
+
+    def drop_chunk(self, name: str, coord: tuple[int, ...]) -> None:
+        """Delete one chunk (a corrupt one, before it is recomputed)."""
+        key = f"{self.group.path}/{name}/c/{'/'.join(map(str, coord))}"
+        sync(self.group.store.delete(key))
+
+    # -- writing -------------------------------------------------------------------------
     def commit(self, batches: range, start: int, mean: np.ndarray, std: np.ndarray, n_frames: np.ndarray,
                status: np.ndarray, frames: dict[int, list[np.ndarray]], skipped: dict[str, str],
                noise: dict[str, np.ndarray] | None = None) -> None:
         """Write rows ``start:start+len(mean)`` (the rows of ``batches``), then mark those batches done.
 
-        Batches are committed in plan order; rows written but not yet marked (a writer killed
-        mid-commit) are simply written again on resume: chunk writes are atomic files and the
-        commit marker is written after the data.
+        Rows written but not yet marked (a writer killed mid-commit) are simply written again on
+        resume: chunk writes are atomic files and the commit marker is written after the data.
         """
         stop = start + len(mean)
         for layer, per_utt in frames.items():
@@ -186,7 +362,7 @@ class StoreGroup:
             new_offsets = begin + np.cumsum(counts)
             end = int(new_offsets[-1]) if len(counts) else begin
             values = node["values"]
-            if values.shape[0] != end:
+            if values.shape[0] < end:
                 values.resize((end, self.dim))
             if end > begin:
                 values[begin:end] = np.concatenate(per_utt).astype(np.float16)
@@ -197,14 +373,65 @@ class StoreGroup:
         self.group["status"][start:stop] = status.astype(np.int8)
         for name, values in (noise or {}).items():
             self.group[f"noise/{name}"][start:stop] = values
-        if skipped:
-            merged = self.skipped()
-            merged.update(skipped)
+        merged = self.skipped()
+        for utt in self.utt_ids()[start:stop][status.astype(np.int8) == STATUS_STORED]:
+            merged.pop(str(utt), None)
+        merged.update(skipped)
+        if merged != self.skipped():
             self.group.attrs["skipped"] = merged
         self.group["batch_done"][batches.start:batches.stop] = True
 
+    def reopen_batches(self, batches: list[int]) -> None:
+        """Mark batches uncommitted (to recompute them) and the group incomplete."""
+        done = self.batches_done()
+        done[np.asarray(batches, dtype=np.int64)] = False
+        self.group.attrs["state"] = "incomplete"
+        self.group["batch_done"][:] = done
+
+    def set_audio_hashes(self, rows: np.ndarray, hashes: list[str]) -> None:
+        """Record new audio hashes for ``rows`` (skipped rows retried after their file was fixed)."""
+        current = self._read("audio_sha256").astype(object)
+        current[np.asarray(rows, dtype=np.int64)] = hashes
+        self.group["audio_sha256"][:] = np.asarray(current.tolist(), dtype=str)
+
+    def add_alias(self, name: str) -> None:
+        """Remember another name a user extracted these weights under (``find`` matches it)."""
+        aliases = list(self.group.attrs.get("aliases", []))
+        if name not in aliases and name != self.group.attrs.get("model", {}).get("name"):
+            self.group.attrs["aliases"] = aliases + [name]
+
     def mark_complete(self) -> None:
         self.group.attrs["state"] = "complete"
+
+
+def _model_names(attrs: dict[str, Any], key: StoreKey) -> set[str]:
+    model = attrs.get("model", {})
+    names = {key.model, str(model.get("name", "")), str(model.get("model_id", "")), *attrs.get("aliases", [])}
+    for name in list(names):
+        if name and ("/" in name or name.startswith(".")) and Path(name).exists():
+            names.add(str(Path(name).resolve()))
+    return {n for n in names if n}
+
+
+def _matches(attrs: dict[str, Any], filters: dict[str, Any]) -> bool:
+    settings = attrs.get("model", {}).get("settings", {})
+    spec = (attrs.get("condition", {}).get("noise") or {}).get("spec") or {}
+    facts = {"whisper_input": settings.get("whisper_input"), "seed": settings.get("seed"),
+             "snr_db": spec.get("snr_db"), "noise_seed": spec.get("seed"),
+             "noise": Path(spec["source"]).name if spec.get("source") else None}
+    for name, want in filters.items():
+        if want is None:
+            continue
+        have = facts[name]
+        if name == "snr_db":
+            if have is None or float(have) != float(want):
+                return False
+        elif name == "noise":
+            if have is None or (have != want and Path(str(want)).name != have):
+                return False
+        elif have != want:
+            return False
+    return True
 
 
 class FeatureStore:
@@ -230,25 +457,37 @@ class FeatureStore:
             return False
 
     def keys(self) -> list[StoreKey]:
-        """Every group in the store, sorted."""
+        """Every group in the store, sorted; on a local store also folders whose metadata is lost."""
         if not self.exists():
             return []
+        if self._local:
+            root = self._local_path()
+            found = {StoreKey(*p.relative_to(root).parts) for p in root.glob("*/*/*")
+                     if p.is_dir() and not p.name.startswith(".")
+                     and ((p / "zarr.json").exists() or any(p.glob("*/zarr.json")))}
+            return sorted(found, key=lambda k: k.path)
         root = self._root("r")
-        found = []
+        found_remote = []
         with warnings.catch_warnings():  # a live writer's temp files are not hierarchy members
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
             for corpus, cgroup in root.groups():
                 for condition, dgroup in cgroup.groups():
                     for model, _ in dgroup.groups():
-                        found.append(StoreKey(corpus, condition, model))
-        return sorted(found, key=lambda k: k.path)
+                        found_remote.append(StoreKey(corpus, condition, model))
+        return sorted(found_remote, key=lambda k: k.path)
 
     def open(self, key: StoreKey | str, mode: str = "r") -> StoreGroup:
         key = StoreKey.parse(key) if isinstance(key, str) else key
         try:
-            group = zarr.open_group(self.url, mode=mode, path=key.path)
+            group = zarr.open_group(self.url, mode="r" if mode == "r" else "r+", path=key.path)
         except (FileNotFoundError, KeyError):
+            if self._local and self._local_path(key).is_dir():
+                raise StoreError(f"{key}: the group's metadata (zarr.json) is missing; it cannot be repaired: "
+                                 "remove it with `fs store rm` and extract it again") from None
             raise StoreError(f"no group {key} in store {self.url}; see `fs store ls`") from None
+        except Exception as exc:
+            raise StoreError(f"{key}: unreadable group metadata ({exc}); remove it with `fs store rm` and "
+                             "extract it again") from None
         if "format_version" not in group.attrs:
             raise StoreError(f"{key} in {self.url} is not an fs feature group (no format_version)")
         if group.attrs["format_version"] != FORMAT_VERSION:
@@ -257,19 +496,56 @@ class FeatureStore:
                              f"{FORMAT_VERSION}: re-extract it with --overwrite or use that fs version")
         return StoreGroup(key, group)
 
-    def find(self, corpus: str | None = None, model: str | None = None,
-             condition: str | None = None) -> list[StoreKey]:
-        """Groups matching a corpus, a condition key, and a model (key, key prefix, or the name given to
-        ``fs extract``, e.g. ``whisper`` or a model directory)."""
+    def find(self, corpus: str | None = None, model: str | None = None, condition: str | None = None, *,
+             whisper_input: str | None = None, seed: int | None = None, snr_db: float | None = None,
+             noise_seed: int | None = None, noise: str | None = None) -> list[StoreKey]:
+        """Groups matching exactly: corpus; condition (``clean`` or a condition key); model (the name
+        given to ``fs extract``, a model id, a local directory or the model key — never a prefix, so
+        ``xlsr`` never matches ``xlsr-random``); and recorded settings where given."""
+        filters = {"whisper_input": whisper_input, "seed": seed, "snr_db": snr_db, "noise_seed": noise_seed,
+                   "noise": noise}
+        want_model = None
+        if model is not None:
+            want_model = {model} | ({str(Path(model).resolve())} if Path(model).exists() else set())
         found = []
         for key in self.keys():
             if corpus not in (None, key.corpus) or condition not in (None, key.condition):
                 continue
-            if model is not None and not (key.model == model or key.model.startswith(f"{slug(model)}-")):
-                if self.open(key).attrs.get("model", {}).get("name") != model:
-                    continue
-            found.append(key)
+            if want_model is None and not any(v is not None for v in filters.values()):
+                found.append(key)
+                continue
+            try:
+                attrs = self.open(key).attrs
+            except StoreError:
+                continue
+            if want_model is not None and not (want_model & _model_names(attrs, key)):
+                continue
+            if _matches(attrs, filters):
+                found.append(key)
         return found
+
+    def resolve(self, corpus: str, model: str, condition: str = "clean", **filters: Any) -> StoreKey:
+        """Exactly one group for (corpus, model, condition, settings), or a StoreError that lists the
+        candidates and how to tell them apart (or the ``fs extract`` command that makes it)."""
+        found = self.find(corpus=corpus, model=model, condition=condition, **filters)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            others = [k.path for k in self.find(corpus=corpus, model=model)]
+            given = {k: v for k, v in filters.items() if v is not None}
+            hint = f"; groups of that model and corpus: {others}" if others else ""
+            noise = " --noise DIR --snr SNR" if condition != "clean" else ""
+            raise StoreError(f"no group for corpus {corpus!r}, model {model!r}, condition {condition!r}"
+                             f"{' with ' + str(given) if given else ''}{hint}. Make it with: "
+                             f"fs extract --model {model} --corpus {corpus}{noise}")
+        described = []
+        for key in found:
+            s = self.open(key).summary()
+            described.append(f"{key.path} (input {s['whisper_input']}, seed {s['seed']}, "
+                             f"snr {s['snr_db']}, noise seed {s['noise_seed']})")
+        raise StoreError(f"{len(found)} groups match corpus {corpus!r}, model {model!r}, condition "
+                         f"{condition!r}: " + "; ".join(described) +
+                         ". Narrow it down (whisper_input / seed / snr / noise_seed) or give the model key")
 
     def has(self, key: StoreKey) -> bool:
         return key in self.keys() if not self._local else (self._local_path(key) / "zarr.json").exists()
@@ -278,35 +554,47 @@ class FeatureStore:
         root = Path(self.url.removeprefix("file://"))
         return root / key.path if key is not None else root
 
-    def create(self, key: StoreKey, *, utt_ids: list[str], num_layers: int, dim: int, num_batches: int,
-               frame_layers: list[int], provenance: dict[str, Any], noisy: bool = False) -> StoreGroup:
+    def create(self, key: StoreKey, *, utt_ids: list[str], audio_sha256: list[str], num_layers: int, dim: int,
+               batch_start: list[int], frame_layers: list[int], provenance: dict[str, Any],
+               noisy: bool = False) -> StoreGroup:
         """Create (or replace) a group with empty arrays and its provenance.
 
-        ``noisy`` adds per-utterance records of the mix: ``noise/recording``, ``noise/offset`` and
-        ``noise/snr_db`` (the SNR achieved, checked by verify).
+        ``batch_start`` (B+1,) gives the extraction plan's batch boundaries. ``noisy`` adds
+        per-utterance records of the mix: ``noise/recording``, ``noise/offset`` and ``noise/snr_db``.
         """
         root = self._root("a")
         group = root.require_group(key.corpus).require_group(key.condition).create_group(key.model, overwrite=True)
         n = len(utt_ids)
+        whole = (max(n, 1),)
         rows = min(ROW_CHUNK, max(n, 1))
-        group.create_array("utt_ids", shape=(n,), dtype=str, chunks=(max(n, 1),))
+        kw = _codecs()
+        group.create_array("utt_ids", shape=(n,), dtype=str, chunks=whole, **kw)
         group["utt_ids"][:] = np.asarray(utt_ids, dtype=str)
+        group.create_array("audio_sha256", shape=(n,), dtype=str, chunks=whole, **kw)
+        group["audio_sha256"][:] = np.asarray(audio_sha256, dtype=str)
         for stat in ("mean", "std"):
             group.create_array(stat, shape=(n, num_layers, dim), dtype="float32", chunks=(rows, 1, dim),
-                               fill_value=0.0)
-        group.create_array("n_frames", shape=(n,), dtype="int32", chunks=(max(n, 1),), fill_value=0)
-        group.create_array("status", shape=(n,), dtype="int8", chunks=(max(n, 1),), fill_value=0)
-        group.create_array("batch_done", shape=(num_batches,), dtype="bool", chunks=(max(num_batches, 1),),
-                           fill_value=False)
+                               fill_value=np.nan, **kw)
+        group.create_array("n_frames", shape=(n,), dtype="int32", chunks=whole, fill_value=0, **kw)
+        group.create_array("status", shape=(n,), dtype="int8", chunks=whole, fill_value=0, **kw)
+        group["status"][:] = np.zeros(n, np.int8)
+        bounds = np.asarray(batch_start, dtype=np.int64)
+        group.create_array("batch_start", shape=bounds.shape, dtype="int64", chunks=bounds.shape, **kw)
+        group["batch_start"][:] = bounds
+        group.create_array("batch_done", shape=(bounds.size - 1,), dtype="bool", chunks=(max(bounds.size - 1, 1),),
+                           fill_value=False, **kw)
+        group["batch_done"][:] = np.zeros(bounds.size - 1, bool)
         if noisy:
             noise = group.create_group("noise")
-            noise.create_array("recording", shape=(n,), dtype=str, chunks=(max(n, 1),))
-            noise.create_array("offset", shape=(n,), dtype="int64", chunks=(max(n, 1),), fill_value=-1)
-            noise.create_array("snr_db", shape=(n,), dtype="float64", chunks=(max(n, 1),), fill_value=np.nan)
+            noise.create_array("recording", shape=(n,), dtype=str, chunks=whole, **kw)
+            noise.create_array("offset", shape=(n,), dtype="int64", chunks=whole, fill_value=-1, **kw)
+            noise.create_array("snr_db", shape=(n,), dtype="float64", chunks=whole, fill_value=np.nan, **kw)
         for layer in frame_layers:
             node = group.create_group(f"frames/layer_{layer}")
-            node.create_array("values", shape=(0, dim), dtype="float16", chunks=(FRAME_CHUNK, dim), fill_value=0.0)
-            node.create_array("offsets", shape=(n + 1,), dtype="int64", chunks=(n + 1,), fill_value=0)
+            node.create_array("values", shape=(0, dim), dtype="float16", chunks=(FRAME_CHUNK, dim),
+                              fill_value=np.nan, **kw)
+            node.create_array("offsets", shape=(n + 1,), dtype="int64", chunks=(n + 1,), fill_value=0, **kw)
+            node["offsets"][:] = np.zeros(n + 1, np.int64)
         attrs = dict(provenance)
         attrs.update({"format_version": FORMAT_VERSION, "fs_version": __version__, "state": "incomplete",
                       "layers": num_layers, "dim": dim, "frame_layers": list(frame_layers), "skipped": {}})
@@ -314,6 +602,11 @@ class FeatureStore:
         return StoreGroup(key, group)
 
     def delete(self, key: StoreKey) -> None:
+        if self._local:
+            import shutil
+
+            shutil.rmtree(self._local_path(key), ignore_errors=False)
+            return
         root = self._root("a")
         del root[key.path]
 

@@ -22,6 +22,7 @@ from data_manifests.manifest import Manifest, build_manifest
 from data_manifests.synth import generate_corpus
 from featurestore.audio import load_audio
 from featurestore.encoders import load_encoder
+from featurestore.errors import Interrupted
 from featurestore.extract import ExtractError, ExtractOptions, extract, pool_states
 from featurestore.noise import NoiseSpec
 from featurestore.store import STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreError, StoreGroup
@@ -291,8 +292,9 @@ def test_other_code_version_and_format(tmp_path: Path, manifest: Manifest, encod
         raise KeyboardInterrupt
 
     monkeypatch.setattr(StoreGroup, "commit", stop_after_first)
-    with pytest.raises(ExtractError):
+    with pytest.raises(Interrupted) as stopped:
         extract(manifest, encoder, store, options=ExtractOptions(batch_size=2, progress=False, commit_rows=1))
+    assert stopped.value.exit_code == 130 and "re-run the same command" in str(stopped.value)
     monkeypatch.setattr(StoreGroup, "commit", original)
     key = store.keys()[0]
     zarr.open_group(str(tmp_path / "s.zarr"), path=key.path).attrs["fs_version"] = "0.0.1"
@@ -305,25 +307,47 @@ def test_other_code_version_and_format(tmp_path: Path, manifest: Manifest, encod
     assert store.open(done.key).is_complete
 
 
-def test_mismatched_manifest(tmp_path: Path, urdu_root: Path, manifest: Manifest, encoder) -> None:
-    ws = tmp_path / "ws"
-    runner = CliRunner()
-    base = ["--workspace", str(ws)]
-    assert runner.invoke(fs, [*base, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)]).exit_code == 0
-    assert runner.invoke(fs, [*base, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu"]).exit_code == 0
-    assert runner.invoke(fs, [*base, "store", "verify"]).exit_code == 0
-    # the corpus changes under the store: one utterance fewer
+def test_identity_is_audio_not_paths_or_labels(tmp_path: Path, urdu_root: Path, encoder) -> None:
+    """Moving, relabelling or shrinking a corpus keeps its groups valid; changed audio does not."""
+    store = FeatureStore(tmp_path / "s.zarr")
+    options = ExtractOptions(progress=False)
+    first = build_manifest("urdu", "urdu", urdu_root)
+    key = extract(first, encoder, store, options=options).key
+    reference = _arrays(store.open(key))
+    moved = tmp_path / "moved"
+    shutil.copytree(urdu_root, moved)
+    moved_manifest = build_manifest("urdu", "urdu", moved, labels="strict")
+    report = verify_group(store.open(key), moved_manifest)
+    assert report.ok, report.errors
+    assert any("moved" in w for w in report.warnings) and any("relabelled" in w for w in report.warnings)
+    assert extract(moved_manifest, encoder, store, options=options).already_done
+    next(moved.rglob("*.wav")).unlink()  # one utterance fewer: the group still covers the corpus
+    shrunk = build_manifest("urdu", "urdu", moved)
+    report = verify_group(store.open(key), shrunk)
+    assert report.ok and any("not in the current manifest" in w for w in report.warnings)
+    assert extract(shrunk, encoder, store, options=options).already_done
+    _assert_same(_arrays(store.open(key)), reference)
+    victim = sorted(moved.rglob("*.wav"))[0]  # new audio under an old id: values are stale
+    wave, sr = sf.read(victim)
+    sf.write(victim, wave * 0.5, sr)
+    changed = build_manifest("urdu", "urdu", moved)
+    report = verify_group(store.open(key), changed)
+    assert not report.ok and any("audio changed" in e for e in report.errors)
+    with pytest.raises(ExtractError, match="audio of 1 stored utterance"):
+        extract(changed, encoder, store, options=options)
+    assert extract(changed, encoder, store, options=ExtractOptions(progress=False, overwrite=True)).processed
+    assert verify_group(store.open(key), changed).ok
+
+
+def test_audio_changed_after_corpus_add_is_refused(tmp_path: Path, urdu_root: Path, encoder) -> None:
     root = tmp_path / "urdu"
     shutil.copytree(urdu_root, root)
-    next(root.rglob("*.wav")).unlink()
-    assert runner.invoke(fs, [*base, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(root), "--force"]).exit_code == 0
-    res = runner.invoke(fs, [*base, "store", "verify"])
-    assert res.exit_code != 0 and "manifest digest" in res.output
-    res = runner.invoke(fs, [*base, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu"])
-    assert res.exit_code != 0 and "--overwrite" in res.output
-    res = runner.invoke(fs, [*base, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu", "--overwrite"])
-    assert res.exit_code == 0, res.output
-    assert runner.invoke(fs, [*base, "store", "verify"]).exit_code == 0
+    manifest = build_manifest("urdu", "urdu", root)
+    victim = sorted(root.rglob("*.wav"))[0]
+    wave, sr = sf.read(victim)
+    sf.write(victim, wave * 0.5, sr)
+    with pytest.raises(ExtractError, match="changed since `fs corpus add`"):
+        extract(manifest, encoder, FeatureStore(tmp_path / "s.zarr"), options=ExtractOptions(progress=False))
 
 
 def test_cli_errors_unknown_model_and_corpus(tmp_path: Path, urdu_root: Path) -> None:
@@ -344,8 +368,8 @@ def test_store_ls_info_export(tmp_path: Path, urdu_root: Path) -> None:
     base = ["--workspace", str(tmp_path)]
     runner.invoke(fs, [*base, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)])
     assert runner.invoke(fs, [*base, "extract", "--model", "logmel", "--corpus", "urdu", "--frames", "0"]).exit_code == 0
-    listing = runner.invoke(fs, [*base, "store", "ls"]).output
-    key = listing.split()[0]
+    assert runner.invoke(fs, [*base, "store", "ls"]).exit_code == 0
+    key = FeatureStore(tmp_path / "store.zarr").keys()[0].path
     assert key.startswith("urdu/clean/logmel-")
     info = runner.invoke(fs, [*base, "store", "info", key])
     assert info.exit_code == 0 and "weights_hash" in info.output
