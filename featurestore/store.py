@@ -239,7 +239,8 @@ class StoreGroup:
         self._check_readable(allow_incomplete)
         offsets = self.frame_offsets(layer)
         rows = self.stored_rows()
-        values = self._read(f"frames/layer_{layer}/values", slice(0, int(offsets[-1])))
+        end = int(offsets[rows + 1].max()) if rows.size else 0  # a partial group's last offset is still 0
+        values = self._read(f"frames/layer_{layer}/values", slice(0, end))
         if np.isnan(values).any():
             raise StoreError(f"{self.key}: frames of layer {layer} hold NaN (a lost or damaged chunk); run "
                              f"`fs store verify`, then {self.extract_command()} --repair")
