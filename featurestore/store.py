@@ -525,7 +525,7 @@ class FeatureStore:
                 found.append(key)
         return found
 
-    def resolve(self, corpus: str, model: str, condition: str = "clean", **filters: Any) -> StoreKey:
+    def resolve(self, corpus: str, model: str, condition: str | None = "clean", **filters: Any) -> StoreKey:
         """Exactly one group for (corpus, model, condition, settings), or a StoreError that lists the
         candidates and how to tell them apart (or the ``fs extract`` command that makes it)."""
         found = self.find(corpus=corpus, model=model, condition=condition, **filters)
@@ -535,7 +535,10 @@ class FeatureStore:
             others = [k.path for k in self.find(corpus=corpus, model=model)]
             given = {k: v for k, v in filters.items() if v is not None}
             hint = f"; groups of that model and corpus: {others}" if others else ""
-            noise = " --noise DIR --snr SNR" if condition != "clean" else ""
+            noise = ""
+            if condition != "clean":
+                noise = (f" --noise {filters.get('noise') or 'DIR'} --snr {filters.get('snr_db') or 'SNR'}"
+                         f" --noise-seed {filters.get('noise_seed') or 0}")
             raise StoreError(f"no group for corpus {corpus!r}, model {model!r}, condition {condition!r}"
                              f"{' with ' + str(given) if given else ''}{hint}. Make it with: "
                              f"fs extract --model {model} --corpus {corpus}{noise}")
