@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from data_manifests.manifest import Manifest, build_manifest
 from data_manifests.synth import generate_corpus
