@@ -2,7 +2,8 @@
 
 * :class:`featurestore.errors.FsError` (every error a user can cause or fix): ``error: <message>``,
   status :func:`featurestore.errors.exit_code` (1; 130/143 for an interrupted run).
-* Ctrl-C / SIGTERM anywhere: ``interrupted``, status 130 / 143.
+* Ctrl-C / SIGTERM anywhere: ``interrupted`` (or the run's own account of what it kept,
+  :class:`~featurestore.errors.Interrupted`), status 130 / 143.
 * A closed stdout (``fs store ls | head -1``): silent, status 141 (as a shell reports SIGPIPE).
 * OSError (disk full, permissions, a missing file): what the system said about which path.
 * Anything else is a bug: one line naming it; the traceback with ``--debug`` or ``FS_DEBUG=1``.
@@ -17,7 +18,7 @@ import traceback
 
 import click
 
-from featurestore.errors import FsError, exit_code
+from featurestore.errors import FsError, Interrupted, exit_code
 
 SIGPIPE_STATUS = 141
 
@@ -32,6 +33,9 @@ def report(exc: BaseException, *, debug: bool = False) -> int:
         return exit_code(exc)
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, Interrupted):  # a stop the user asked for, not an error
+        _err(str(exc))
+        return exit_code(exc)
     if isinstance(exc, FsError):
         _err(f"error: {exc}")
         return _status(exc)

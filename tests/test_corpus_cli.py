@@ -8,21 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from cli.main import fs
 from data_manifests.manifest import COLUMNS, Manifest, ManifestError, build_manifest
 from data_manifests.synth import generate_corpus
 
 
-def run(ws: Path, *args: str) -> "CliRunner.invoke":
+def run(ws: Path, *args: str) -> Result:
     return CliRunner().invoke(fs, ["--workspace", str(ws), *args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def tiny_corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("synth")
-    return {layout: generate_corpus(layout, root / layout, size="tiny") for layout in ("emodb", "emovo", "urdu", "iemocap")}
+    return {layout: generate_corpus(layout, root / layout, size="tiny")
+            for layout in ("emodb", "emovo", "urdu", "iemocap")}
 
 
 @pytest.mark.parametrize("layout", ["emodb", "emovo", "urdu", "iemocap"])
@@ -117,7 +118,7 @@ def test_zero_length_and_unreadable_audio(tmp_path: Path, tiny_corpora: dict[str
     res = run(tmp_path, "corpus", "add", "u", "--layout", "urdu", "--root", str(root))
     assert res.exit_code != 0 and _no_manifest(tmp_path, "u")
     assert str(empty) in res.output and str(garbage) in res.output
-    res = run(tmp_path, "corpus", "add", "u", "--layout", "urdu", "--root", str(root), "--skip-bad-audio")
+    res = run(tmp_path, "corpus", "add", "u", "--layout", "urdu", "--root", str(root), "--on-bad-audio", "skip")
     assert res.exit_code == 0, res.output
     manifest = Manifest.load(tmp_path / "manifests" / "u.json")
     assert {p for p, _ in manifest.excluded_audio} == {str(empty), str(garbage)}
@@ -155,14 +156,14 @@ def test_user_label_map_file(tmp_path: Path) -> None:
     assert set(m.column("language")) == {"fr"}
 
 
-def test_readd_refused_unless_force(tmp_path: Path, tiny_corpora: dict[str, Path]) -> None:
+def test_readd_refused_unless_overwrite(tmp_path: Path, tiny_corpora: dict[str, Path]) -> None:
     args = ("corpus", "add", "u", "--layout", "urdu", "--root", str(tiny_corpora["urdu"]))
     assert run(tmp_path, *args).exit_code == 0
     before = (tmp_path / "manifests" / "u.json").read_bytes()
     res = run(tmp_path, *args, "--labels", "strict")
-    assert res.exit_code != 0 and "--force" in res.output
+    assert res.exit_code != 0 and "--overwrite" in res.output
     assert (tmp_path / "manifests" / "u.json").read_bytes() == before
-    assert run(tmp_path, *args, "--force").exit_code == 0
+    assert run(tmp_path, *args, "--overwrite").exit_code == 0
 
 
 def test_failed_save_leaves_old_manifest(tmp_path: Path, tiny_corpora: dict[str, Path],
