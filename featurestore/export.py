@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from data_manifests.manifest import Manifest
-from featurestore.store import StoreGroup
+from featurestore.store import StoreError, StoreGroup
 
 MANIFEST_COLUMNS = {"labels": "label", "speakers": "speaker", "gender": "gender", "language": "language"}
 
@@ -34,7 +34,14 @@ def manifest_columns(ids: np.ndarray, manifest: Manifest) -> dict[str, np.ndarra
 
 def export_h5(group: StoreGroup, path: str | Path, manifest: Manifest | None = None) -> Path:
     """Write the group (pooled stats, frames, provenance, noise records and, given the corpus
-    ``manifest``, labels/speakers/gender/language) to ``path`` atomically (temp file + rename)."""
+    ``manifest``, labels/speakers/gender/language) to ``path`` atomically (temp file + rename).
+
+    Refuses (StoreError) a group with a missing chunk under a committed row.
+    """
+    _, problems = group.damage()
+    if problems:
+        raise StoreError(f"{group.key} is damaged ({problems[0]}{' ...' if len(problems) > 1 else ''}); "
+                         f"nothing exported: run `fs store verify`, then {group.extract_command()} --repair")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -62,11 +69,10 @@ def export_h5(group: StoreGroup, path: str | Path, manifest: Manifest | None = N
                 else:
                     h5.create_dataset(f"noise/{name}", data=values)
             for layer in group.frame_layers:
-                node = group.group[f"frames/layer_{layer}"]
-                offsets = np.asarray(node["offsets"][:])
+                offsets = group.frame_offsets(layer)
+                values = np.asarray(group.group[f"frames/layer_{layer}/values"][: int(offsets[-1])])
                 h5.create_dataset(f"frames/layer_{layer}/offsets", data=offsets)
-                h5.create_dataset(f"frames/layer_{layer}/values", data=np.asarray(node["values"][: offsets[-1]]),
-                                  chunks=True, compression="gzip")
+                h5.create_dataset(f"frames/layer_{layer}/values", data=values, chunks=True, compression="gzip")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
