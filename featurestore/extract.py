@@ -34,6 +34,7 @@ from featurestore.audio import AudioError, decode_audio
 from featurestore.encoders.base import Encoder, EncoderInfo
 from featurestore.errors import FsError, Interrupted, Terminated
 from featurestore.noise import NoiseBank, NoiseError, NoiseSpec, condition_key
+from featurestore.pooling import masked_mean_std
 from featurestore.store import ROW_CHUNK, STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreGroup, StoreKey, slug
 from featurestore.verify import identity_changes
 
@@ -179,13 +180,11 @@ def _collate(items: list) -> list:
 
 
 def pool_states(hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over each utterance's real frames: (L,B,T,D) → two (B,L,D) float32 arrays."""
-    steps = torch.arange(hidden.shape[2], device=hidden.device)
-    mask = (steps[None, :] < lengths.to(hidden.device)[:, None]).to(hidden.dtype)[None, :, :, None]
-    count = lengths.to(hidden.device).clamp(min=1).to(hidden.dtype)[None, :, None]
-    mean = (hidden * mask).sum(2) / count
-    var = (((hidden - mean[:, :, None]) * mask) ** 2).sum(2) / count
-    std = var.clamp_min(0).sqrt()
+    """Mean and std over each utterance's real frames: (L,B,T,D) → two (B,L,D) float32 arrays.
+
+    A thin alias of :func:`featurestore.pooling.masked_mean_std` (the one pooling code).
+    """
+    mean, std = masked_mean_std(hidden, lengths)
     return mean.transpose(0, 1).float().cpu().numpy(), std.transpose(0, 1).float().cpu().numpy()
 
 
