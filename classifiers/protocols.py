@@ -1,0 +1,591 @@
+"""The study's protocols on stored features: one configuration in, one result record out.
+
+:func:`run_probe` runs a :class:`ProbeConfig` against the store:
+
+- **cross-language** (``source != target``): train on all of the source, test on all of the target;
+- **within-corpus** (``target == source``): leave-speakers-out folds, predictions pooled → UAR;
+- **few-shot** (``shots > 0``): ``shots`` per class of the target join the training data and never
+  the test set; the target-only baseline (the shots alone, same test set) is reported beside it;
+- **noise**: ``source_noise`` / ``target_noise`` read the noise-mixed groups of the store;
+- **best layer**: chosen per seed on a speaker-independent dev split of the training corpus only
+  (the source; within a corpus, each fold's training speakers), never on test labels.
+
+Every choice that changes a number is in the configuration, and :meth:`ProbeConfig.key` hashes it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from classifiers.metrics import chance_uar, evaluate, uar
+from classifiers.normalise import MODES, normalise
+from classifiers.probes import ClassifierError, classifier_config, classifier_names, make_classifier
+from classifiers.splits import SplitError, few_shot_split, speaker_dev_split, speaker_folds, speaker_label_confound
+from classifiers.views import (
+    Cache,
+    cached_manifest,
+    canonical_layer,
+    get_view,
+    layer_indices,
+    layer_matrix,
+    resolve_group,
+)
+from featurestore import __version__
+from featurestore.errors import FsError
+from featurestore.store import FeatureStore
+from featurestore.view import FeatureView
+from featurestore.workspace import Workspace
+
+STATS: tuple[str, ...] = ("mean", "mean+std")
+NOISE_KEYS: tuple[str, ...] = ("noise", "snr_db", "noise_seed")
+N_FOLDS = 5
+# Classifiers whose fit does not depend on the seed: identical training data is fitted once per run/cache.
+DETERMINISTIC = frozenset({"logreg", "ridge"})
+
+
+class ProtocolError(FsError):
+    """A probe that cannot be run as configured (settings, mismatched data, impossible splits)."""
+
+
+def _noise(value: Any, name: str) -> dict[str, Any] | None:
+    if value in (None, {}, ""):
+        return None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{name} must be a mapping {{noise: DIR, snr_db: 10, noise_seed: 0}}, got {value!r}")
+    unknown = sorted(set(value) - set(NOISE_KEYS))
+    if unknown or not value.get("noise") or value.get("snr_db") is None:
+        raise ProtocolError(f"{name} {value!r}: give noise (the folder used by `fs extract --noise`) and snr_db, "
+                            f"optionally noise_seed; valid keys: {', '.join(NOISE_KEYS)}")
+    try:
+        return {"noise": str(value["noise"]), "snr_db": float(value["snr_db"]),
+                "noise_seed": int(value.get("noise_seed", 0))}
+    except (TypeError, ValueError):
+        raise ProtocolError(f"{name} {value!r}: snr_db must be a number and noise_seed an integer") from None
+
+
+def _int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ProtocolError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Everything that decides a probe's numbers (see the module docstring for the protocols).
+
+    ``layer``: ``"last"`` | ``"best"`` | int | ``"mean"`` | ``"concat:3,6"``; ``stat``: pooled
+    ``"mean"`` or ``"mean+std"``; ``norm``: ``none`` | ``source`` | ``corpus`` | ``speaker``;
+    ``seeds``: n runs with seeds 0..n-1; ``shots``: target utterances per class added to training
+    (0 = none); ``source_noise`` / ``target_noise``: None (clean) or ``{noise, snr_db, noise_seed}``;
+    ``dev_fraction``: share of source speakers held out to choose the ``best`` layer.
+    ``whisper_input`` / ``model_seed`` pick among groups of one model extracted with other settings.
+    """
+
+    source: str
+    target: str
+    model: str
+    whisper_input: str | None = None
+    model_seed: int | None = None
+    layer: str | int = "last"
+    stat: str = "mean"
+    classifier: str = "logreg"
+    classifier_params: dict[str, Any] = field(default_factory=dict)
+    norm: str = "none"
+    seeds: int = 5
+    shots: int = 0
+    shots_speaker_disjoint: bool = False
+    source_noise: dict[str, Any] | None = None
+    target_noise: dict[str, Any] | None = None
+    dev_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        for name in ("source", "target", "model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ProtocolError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
+        if self.whisper_input not in (None, "full", "trim"):
+            raise ProtocolError(f"whisper_input must be full, trim or unset, got {self.whisper_input!r}")
+        if self.model_seed is not None:
+            put("model_seed", _int(self.model_seed, "model_seed", 0))
+        try:
+            put("layer", canonical_layer(self.layer))
+        except FsError as exc:
+            raise ProtocolError(str(exc)) from None
+        if self.stat not in STATS:
+            raise ProtocolError(f"stat must be one of {', '.join(STATS)}, got {self.stat!r}")
+        if self.classifier not in classifier_names():
+            raise ProtocolError(f"unknown classifier {self.classifier!r}; choose one of "
+                                f"{', '.join(classifier_names())}")
+        if not isinstance(self.classifier_params, dict) or not all(isinstance(k, str) for k in self.classifier_params):
+            raise ProtocolError(f"classifier_params must map parameter names to values, got {self.classifier_params!r}")
+        try:
+            put("classifier_params", json.loads(json.dumps(self.classifier_params, sort_keys=True)))
+        except (TypeError, ValueError):
+            raise ProtocolError(f"classifier_params must be plain values (numbers, strings, lists), got "
+                                f"{self.classifier_params!r}") from None
+        if self.norm not in MODES:
+            raise ProtocolError(f"norm must be one of {', '.join(MODES)}, got {self.norm!r}")
+        put("seeds", _int(self.seeds, "seeds (the number of runs)", 1))
+        put("shots", _int(self.shots, "shots (target utterances per class)", 0))
+        if not isinstance(self.shots_speaker_disjoint, (bool, np.bool_)):
+            raise ProtocolError(f"shots_speaker_disjoint must be true or false, got {self.shots_speaker_disjoint!r}")
+        put("shots_speaker_disjoint", bool(self.shots_speaker_disjoint))
+        put("source_noise", _noise(self.source_noise, "source_noise"))
+        put("target_noise", _noise(self.target_noise, "target_noise"))
+        if isinstance(self.dev_fraction, bool) or not isinstance(self.dev_fraction, (int, float)) \
+                or not 0.0 < float(self.dev_fraction) < 1.0:
+            raise ProtocolError(f"dev_fraction must be a number in (0, 1), got {self.dev_fraction!r}")
+        put("dev_fraction", float(self.dev_fraction))
+        if self.within and self.shots:
+            raise ProtocolError(f"shots take target utterances into training, which needs a target other than the "
+                                f"source ({self.source!r}); within a corpus use shots 0 (speaker folds)")
+
+    @property
+    def within(self) -> bool:
+        """Within-corpus: source and target are the same corpus."""
+        return self.source == self.target
+
+    @property
+    def protocol(self) -> str:
+        """``within-corpus``, ``few-shot`` or ``cross-language``."""
+        return "within-corpus" if self.within else "few-shot" if self.shots else "cross-language"
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every setting (the ledger's ``config``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeConfig:
+        """A config from a dict (a study file, the ledger); unknown keys raise :class:`ProtocolError`."""
+        if not isinstance(data, dict):
+            raise ProtocolError(f"a probe configuration must be a mapping, got {type(data).__name__}")
+        valid = [f.name for f in fields(cls)]
+        unknown = [k for k in data if k not in valid]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(str(k), valid, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ProtocolError(f"unknown probe setting(s) {', '.join(hints)}; valid keys: {', '.join(valid)}")
+        missing = [k for k in ("source", "target", "model") if k not in data]
+        if missing:
+            raise ProtocolError(f"probe setting(s) {missing} missing; source, target and model are required")
+        return cls(**data)
+
+    def key(self) -> str:
+        """sha256 (hex) of the canonical JSON of :meth:`to_dict`: equal settings, equal key."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std())
+
+
+@dataclass
+class ProbeResult:
+    """One probe's outcome; :meth:`to_dict` is the JSON record (``fs probe --json``, the ledger).
+
+    ``uar_std`` is the population standard deviation over seeds. ``layer``: the layer used (an
+    int, ``"mean"`` or a list for concat); for ``best`` a list with one entry per seed (within a
+    corpus, each entry lists one layer per fold). ``layer_dev_uar``: for ``best``, the mean dev
+    UAR of each layer (the UAR-per-layer curve). ``baseline``: few-shot target-only scores.
+    """
+
+    config: ProbeConfig
+    uar_per_seed: list[float]
+    layer: Any
+    chance: float
+    metrics: list[dict[str, Any]]
+    provenance: dict[str, Any]
+    n_train: list[int]
+    baseline: dict[str, Any] | None = None
+    shots: list[dict[str, Any]] | None = None
+    layer_dev_uar: dict[str, float] | None = None
+    layer_dev_uar_per_seed: list[dict[str, float]] | None = None
+    normalisation: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def uar_mean(self) -> float:
+        return _mean_std(self.uar_per_seed)[0]
+
+    @property
+    def uar_std(self) -> float:
+        return _mean_std(self.uar_per_seed)[1]
+
+    def per_class_recall(self) -> dict[str, float | None]:
+        """Mean recall of each class over seeds (None for a class never in the test set)."""
+        out: dict[str, float | None] = {}
+        for label in self.metrics[0]["per_class_recall"]:
+            values = [m["per_class_recall"][label] for m in self.metrics if m["per_class_recall"][label] is not None]
+            out[label] = float(np.mean(values)) if values else None
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record: ``config_key``, ``uar_mean``, ``uar_std``, ``uar_per_seed``, ``layer``,
+        ``chance``, ``metrics`` (one :func:`~classifiers.metrics.evaluate` dict per seed), ``config``,
+        ``provenance``, ``baseline``, ``shots``, ``layer_dev_uar``, ``warnings``, ``seconds`` and more."""
+        return {
+            "config_key": self.config.key(), "protocol": self.config.protocol,
+            "uar_mean": self.uar_mean, "uar_std": self.uar_std, "uar_per_seed": list(self.uar_per_seed),
+            "layer": self.layer, "chance": self.chance, "per_class_recall": self.per_class_recall(),
+            "metrics": self.metrics, "n_train": list(self.n_train), "config": self.config.to_dict(),
+            "provenance": self.provenance, "baseline": self.baseline, "shots": self.shots,
+            "layer_dev_uar": self.layer_dev_uar, "layer_dev_uar_per_seed": self.layer_dev_uar_per_seed,
+            "normalisation": self.normalisation, "transductive": bool(self.normalisation.get("transductive")),
+            "warnings": list(self.warnings), "seconds": self.seconds,
+        }
+
+
+# --------------------------------------------------------------------------- data sides
+
+
+@dataclass
+class _Side:
+    """One corpus as read for a probe: its view, speaker groups unique across corpora, and features per
+    layer choice (with corpus-level normalisation applied, computed once)."""
+
+    corpus: str
+    view: FeatureView
+    norm: str
+    _memo: dict[Any, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.labels = self.view.labels
+        self.groups = np.char.add(f"{self.corpus}:", self.view.speakers.astype(str))
+        prov = self.view.provenance
+        self.ident = (prov.get("store_key"), prov.get("label_map_digest"), self.view.stat, self.norm)
+
+    def matrix(self, choice: str | int) -> np.ndarray:
+        """``(n, D')`` float32 features of ``choice``; ``corpus`` / ``speaker`` modes standardise the
+        whole corpus with its own (unlabelled) statistics here, once."""
+        if choice not in self._memo:
+            X = layer_matrix(self.view, choice)
+            if self.norm in ("corpus", "speaker"):
+                # normalise() standardises each of its two sets with that set's own statistics;
+                # only the first is wanted here, the one-row second set is a placeholder.
+                X = normalise(X, X[:1], self.norm, train_groups=self.groups, test_groups=self.groups[:1])[0]
+            self._memo[choice] = np.ascontiguousarray(X, dtype=np.float32)
+        return self._memo[choice]
+
+
+def _load_side(config: ProbeConfig, role: str, store: FeatureStore, workspace: Workspace, cache: Cache) -> _Side:
+    corpus = config.source if role == "source" else config.target
+    noise = config.source_noise if role == "source" else config.target_noise
+    manifest = cached_manifest(workspace, corpus, cache)
+    group = resolve_group(store, corpus, config.model, noise, config.whisper_input, config.model_seed, cache)
+    try:
+        layers = layer_indices(config.layer, group.num_layers)
+    except FsError as exc:
+        raise ProtocolError(f"{group.key}: {exc}") from None
+    view = get_view(store, manifest, group, layers, config.stat, cache)
+    return _Side(corpus, view, config.norm)
+
+
+def _align(a: _Side, b: _Side) -> tuple[_Side, _Side]:
+    """Two views of one corpus (clean and noisy) restricted to their common utterances, in one order."""
+    if a.view is b.view or np.array_equal(a.view.ids, b.view.ids):
+        return a, b
+    common = np.intersect1d(a.view.ids, b.view.ids)
+    pick = lambda v: np.flatnonzero(np.isin(v.ids, common))[np.argsort(v.ids[np.isin(v.ids, common)])]  # noqa: E731
+    return (_Side(a.corpus, a.view.subset(pick(a.view)), a.norm),
+            _Side(b.corpus, b.view.subset(pick(b.view)), b.norm))
+
+
+def _check_compatible(config: ProbeConfig, src: _Side, tgt: _Side, src_classes: list[str], tgt_classes: list[str],
+                      src_map: str, tgt_map: str) -> None:
+    ps, pt = src.view.provenance, tgt.view.provenance
+    where = f"source {config.source!r} ({ps['store_key']}) and target {config.target!r} ({pt['store_key']})"
+    if ps.get("model_id") != pt.get("model_id"):
+        raise ProtocolError(f"{where} come from different models ({ps.get('model_id')} vs {pt.get('model_id')}); "
+                            "extract both corpora with the same --model")
+    if ps.get("weights_hash") != pt.get("weights_hash"):
+        raise ProtocolError(f"{where} were extracted with different weights of {config.model!r} "
+                            f"({str(ps.get('weights_hash'))[:12]} vs {str(pt.get('weights_hash'))[:12]}); re-extract "
+                            f"one with `fs extract --model {config.model} --corpus C --overwrite`")
+    if ps.get("num_layers") != pt.get("num_layers") or src.view.X.shape[-1] != tgt.view.X.shape[-1]:
+        raise ProtocolError(f"{where} differ in layers or width ({ps.get('num_layers')}x{src.view.X.shape[-1]} vs "
+                            f"{pt.get('num_layers')}x{tgt.view.X.shape[-1]}); use groups of one model")
+    for name in ("whisper_input", "seed", "chunk_seconds"):
+        a, b = ps.get("model_settings", {}).get(name), pt.get("model_settings", {}).get(name)
+        if a != b:
+            raise ProtocolError(f"{where} were extracted with different {name} ({a} vs {b}); pass --whisper-input / "
+                                "--model-seed to pick groups with one setting")
+    if set(src_classes) != set(tgt_classes):
+        only_s = sorted(set(src_classes) - set(tgt_classes))
+        only_t = sorted(set(tgt_classes) - set(src_classes))
+        raise ProtocolError(f"source {config.source!r} (label map {src_map!r}: {src_classes}) and target "
+                            f"{config.target!r} (label map {tgt_map!r}: {tgt_classes}) have different classes "
+                            f"(only in source: {only_s}, only in target: {only_t}); re-add one corpus with "
+                            "`fs corpus add ... --labels MAP --overwrite` so both give the same classes")
+    for side, classes in ((src, src_classes), (tgt, tgt_classes)):
+        absent = [c for c in classes if not np.any(side.labels == c)]
+        if absent and side is src:
+            raise ProtocolError(f"source {side.corpus!r} has no utterance of class(es) {absent} in the store group "
+                                f"{side.view.provenance['store_key']}; a probe cannot learn them")
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(b"all" if a is None else np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+class _Runner:
+    """Fits and layer selections of one probe, memoised in the shared cache."""
+
+    def __init__(self, config: ProbeConfig, cache: Cache, classes: list[str]):
+        self.config = config
+        self.cache = cache
+        self.classes = classes
+        self.warnings: list[str] = []
+        self.clf_ident = (config.classifier, json.dumps(config.classifier_params, sort_keys=True))
+        self.deterministic = config.classifier in DETERMINISTIC
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> Any:
+        config = self.config
+        est = make_classifier(config.classifier, seed, **config.classifier_params)
+        try:
+            return est.fit(X, y, groups=groups)
+        except (SplitError, ClassifierError) as exc:
+            if "dev_fraction" not in est.get_params() or np.unique(y).size < 2:
+                raise ProtocolError(f"cannot train {config.classifier} on {X.shape[0]} utterances: {exc}") from None
+            self._warn(f"{config.classifier}: no dev split possible on {X.shape[0]} training utterances ({exc}); "
+                       "trained without one, keeping the last epoch")
+            params = {**config.classifier_params, "dev_fraction": 0.0}
+            return make_classifier(config.classifier, seed, **params).fit(X, y, groups=groups)
+
+    def fit_predict(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
+                    choice: str | int, seed: int, memo: bool = True) -> np.ndarray:
+        """Fit on the rows ``train`` ((side, indices or None for all) parts), predict ``test``: ``(m,)`` labels."""
+        Xs = [side.matrix(choice) if idx is None else side.matrix(choice)[idx] for side, idx in train]
+        X_train = Xs[0] if len(Xs) == 1 else np.concatenate(Xs)
+        side, idx = test
+        X_test = side.matrix(choice) if idx is None else side.matrix(choice)[idx]
+        if self.config.norm == "source":
+            X_train, X_test, _ = normalise(X_train, X_test, "source")
+        key = ("fit", tuple((s.ident, _digest(i)) for s, i in train), choice, self.clf_ident,
+               None if self.deterministic else seed)
+        est = self.cache.get(key) if memo else None
+        if est is None:
+            y = np.concatenate([s.labels if i is None else s.labels[i] for s, i in train])
+            groups = np.concatenate([s.groups if i is None else s.groups[i] for s, i in train])
+            est = self._fit(X_train, y, groups, seed)
+            if memo:
+                self.cache[key] = est
+        return np.asarray(est.predict(X_test))
+
+    def select_layer(self, side: _Side, rows: np.ndarray | None, seed: int) -> tuple[int, dict[int, float]]:
+        """The layer of best dev UAR on a speaker-independent dev split of ``side``'s ``rows`` (labels of
+        no other rows are read), and the dev UAR of every layer."""
+        config = self.config
+        key = ("select", side.ident, _digest(rows), tuple(side.view.layers), self.clf_ident, seed,
+               config.dev_fraction)
+        if key in self.cache:
+            return self.cache[key]
+        rows = np.arange(len(side.labels)) if rows is None else rows
+        try:
+            train, dev = speaker_dev_split(side.groups[rows], side.labels[rows], config.dev_fraction, seed)
+        except SplitError as exc:
+            raise ProtocolError(f"--layer best needs a speaker-independent dev split of {side.corpus!r}: {exc}; "
+                                "or choose a fixed layer (--layer last or a number)") from None
+        scores: dict[int, float] = {}
+        for layer in side.view.layers:
+            pred = self.fit_predict([(side, rows[train])], (side, rows[dev]), layer, seed, memo=False)
+            scores[layer] = uar(side.labels[rows[dev]], pred, labels=self.classes)
+        best = max(scores, key=lambda k: scores[k])  # ties: the lowest layer
+        self.cache[key] = (best, scores)
+        return best, scores
+
+
+def _fixed_choice(layer: str | int, view: FeatureView) -> str | int:
+    if layer == "mean" or (isinstance(layer, str) and layer.startswith("concat:")):
+        return "mean" if layer == "mean" else "concat:" + ",".join(str(k) for k in view.layers)
+    return view.layers[0]
+
+
+def _confound(side: _Side, what: str) -> str | None:
+    found = speaker_label_confound(side.view.speakers, side.labels)
+    if found["confounded"]:
+        return f"{side.corpus} ({what}): {found['message']}"
+    return None
+
+
+def _side_provenance(side: _Side) -> dict[str, Any]:
+    prov = dict(side.view.provenance)
+    prov["utterances"] = len(side.labels)
+    return prov
+
+
+def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
+              views: Cache | None = None) -> ProbeResult:
+    """Run ``config`` on ``store`` (labels from ``workspace``'s manifests) and return its result.
+
+    ``views``: an optional dict-like cache shared across calls (a sweep): manifests, resolved
+    groups and loaded :class:`~featurestore.view.FeatureView` s (keyed by store, group, corpus,
+    label digest, statistic and layers), fitted estimators (keyed by the exact training rows,
+    layer choice, classifier settings and, for seed-dependent classifiers, the seed) and
+    best-layer selections. With it, each group is read once and a source model trained once for
+    every target. Raises :class:`ProtocolError` (or the store's error, naming the ``fs extract``
+    command for a condition not extracted yet).
+    """
+    start = time.perf_counter()
+    cache: Cache = views if views is not None else {}
+    make_classifier(config.classifier, 0, **config.classifier_params)  # bad parameters fail before any read
+    src = _load_side(config, "source", store, workspace, cache)
+    tgt = _load_side(config, "target", store, workspace, cache)
+    if config.within:
+        src, tgt = _align(src, tgt)
+    src_m = cached_manifest(workspace, config.source, cache)
+    tgt_m = cached_manifest(workspace, config.target, cache)
+    _check_compatible(config, src, tgt, src_m.classes, tgt_m.classes, src_m.label_map_name, tgt_m.label_map_name)
+    classes = list(src_m.classes)
+    runner = _Runner(config, cache, classes)
+    best = config.layer == "best"
+    fixed = None if best else _fixed_choice(config.layer, src.view)
+
+    uars: list[float] = []
+    metrics: list[dict[str, Any]] = []
+    n_train: list[int] = []
+    used: list[Any] = []
+    dev_scores: list[dict[str, float]] = []
+    shots: list[dict[str, Any]] | None = [] if config.shots else None
+    base_uars: list[float] = []
+    base_metrics: list[dict[str, Any]] = []
+
+    for seed in config.seed_list():
+        if config.within:
+            try:
+                folds = speaker_folds(src.groups, src.labels, N_FOLDS, seed)
+            except SplitError as exc:
+                raise ProtocolError(f"within-corpus {config.source!r}: {exc}") from None
+            pred = np.empty(len(tgt.labels), dtype=tgt.labels.dtype)
+            fold_layers = []
+            fold_scores: list[dict[int, float]] = []
+            for train, test in folds:
+                choice = fixed
+                if best:
+                    choice, scores = runner.select_layer(src, train, seed)
+                    fold_layers.append(int(choice))
+                    fold_scores.append(scores)
+                pred[test] = runner.fit_predict([(src, train)], (tgt, test), choice, seed)
+            y_true, n_fit = tgt.labels, int(np.mean([tr.size for tr, _ in folds]))
+            if best:
+                used.append(fold_layers)
+                dev_scores.append({str(k): float(np.mean([s[k] for s in fold_scores])) for k in fold_scores[0]})
+        else:
+            choice = fixed
+            if best:
+                choice, scores = runner.select_layer(src, None, seed)
+                used.append(int(choice))
+                dev_scores.append({str(k): float(v) for k, v in scores.items()})
+            if config.shots:
+                try:
+                    split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
+                except SplitError as exc:
+                    raise ProtocolError(f"few-shot on target {config.target!r}: {exc}") from None
+                for label, (asked, took) in split.capped.items():
+                    runner._warn(f"shots: class {label!r} of {config.target!r} has too few utterances for {asked} "
+                                 f"shots; took {took} (at least {split.min_test} kept for testing)")
+                    if took == 0:
+                        runner._warn(f"shots: class {label!r} of {config.target!r} gave no shot; the target-only "
+                                     "baseline never sees it")
+                test = split.test_idx
+                pred = runner.fit_predict([(src, None), (tgt, split.train_idx)], (tgt, test), choice, seed)
+                base = runner.fit_predict([(tgt, split.train_idx)], (tgt, test), choice, seed)
+                base_eval = evaluate(tgt.labels[test], base, labels=classes)
+                base_uars.append(base_eval["uar"])
+                base_metrics.append(base_eval)
+                shots.append({"seed": seed, "ids": tgt.view.ids[split.train_idx].tolist(),
+                              **split.to_dict(indices=False)})
+                y_true, n_fit = tgt.labels[test], len(src.labels) + int(split.train_idx.size)
+            else:
+                pred = runner.fit_predict([(src, None)], (tgt, None), choice, seed)
+                y_true, n_fit = tgt.labels, len(src.labels)
+        result = evaluate(y_true, pred, labels=classes)
+        uars.append(result["uar"])
+        metrics.append(result)
+        n_train.append(n_fit)
+
+    confound = _confound(src, "within-corpus") if config.within else \
+        _confound(tgt, "few-shot target") if config.shots else None
+    if confound:
+        runner._warn(confound)
+    baseline = None
+    if config.shots:
+        mean, std = _mean_std(base_uars)
+        baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars, "metrics": base_metrics,
+                    "beats_source_plus_shots": mean > float(np.mean(uars))}
+        if baseline["beats_source_plus_shots"]:
+            runner._warn(f"the target-only baseline ({config.shots} shots per class alone) scores UAR {mean:.3f}, "
+                         f"above source+shots ({float(np.mean(uars)):.3f}): the source data does not help here")
+    if best:
+        layer: Any = used
+        per_layer = {k: float(np.mean([d[k] for d in dev_scores])) for k in dev_scores[0]}
+    else:
+        layer = fixed if not (isinstance(fixed, str) and fixed.startswith("concat:")) else list(src.view.layers)
+        per_layer = None
+    info = {"mode": config.norm, "transductive": config.norm in ("corpus", "speaker")}
+    if info["transductive"]:
+        info["note"] = ("the target is standardised with statistics of its own unlabelled features"
+                        if config.norm == "corpus" else "every speaker, test speakers included, is standardised "
+                        "with its own statistics")
+    est = make_classifier(config.classifier, 0, **config.classifier_params)
+    provenance = {"source": _side_provenance(src), "target": _side_provenance(tgt),
+                  "model": {"name": config.model, "model_id": src.view.provenance.get("model_id"),
+                            "settings": src.view.provenance.get("model_settings", {})},
+                  "classifier": classifier_config(est), "classes": classes, "fs_version": __version__}
+    return ProbeResult(config=config, uar_per_seed=uars, layer=layer, chance=chance_uar(classes), metrics=metrics,
+                       provenance=provenance, n_train=n_train, baseline=baseline, shots=shots,
+                       layer_dev_uar=per_layer, layer_dev_uar_per_seed=dev_scores or None, normalisation=info,
+                       warnings=runner.warnings, seconds=time.perf_counter() - start)
+
+
+def probe_identity(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
+                   views: Cache | None = None) -> dict[str, Any]:
+    """What a result of ``config`` depends on besides the config, without reading features:
+    ``store_keys`` and ``weights_hashes`` (as :func:`classifiers.ledger.identity_of` finds them in
+    a result's provenance) and ``manifest_digests`` (labels and label map of source and target)."""
+    keys, hashes, digests = set(), set(), {}
+    for role, corpus, noise in (("source", config.source, config.source_noise),
+                                ("target", config.target, config.target_noise)):
+        group = resolve_group(store, corpus, config.model, noise, config.whisper_input, config.model_seed, views)
+        keys.add(group.key.path)
+        weights = group.attrs.get("model", {}).get("weights_hash")
+        if weights:
+            hashes.add(str(weights))
+        digests[role] = cached_manifest(workspace, corpus, views).digest()
+    return {"store_keys": sorted(keys), "weights_hashes": sorted(hashes), "manifest_digests": digests}
+
+
+def result_is_current(result: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """Whether a stored result was computed from the labels ``identity`` names (see :func:`probe_identity`)."""
+    prov = result.get("provenance") or {}
+    return all((prov.get(role) or {}).get("label_map_digest") == digest
+               for role, digest in identity.get("manifest_digests", {}).items())

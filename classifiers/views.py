@@ -1,0 +1,172 @@
+"""Layer choices over stored features, read once and reused: what a probe trains on.
+
+A layer choice (``layer`` in a probe configuration) is one of:
+
+- ``"last"``: the last layer (the study's setting); an ``int`` K: layer K (negative from the end);
+- ``"best"``: every layer is a candidate; the protocol picks one on a source-only dev split;
+- ``"mean"``: the mean over all layers; ``"concat:3,6"``: layers 3 and 6 side by side.
+
+:func:`get_view` wraps :func:`featurestore.view.view_group` (the one join from store to labels)
+with a cache, so that a sweep reads each group, and each manifest, once. :func:`layer_matrix`
+turns a view into the ``(n, D')`` matrix of one choice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from typing import Any
+
+import numpy as np
+
+from data_manifests.manifest import Manifest
+from featurestore.errors import FsError
+from featurestore.store import FeatureStore, StoreGroup, StoreKey
+from featurestore.view import FeatureView, view_group
+from featurestore.workspace import Workspace
+
+LAYER_WORDS: tuple[str, ...] = ("last", "best", "mean")
+Cache = MutableMapping[Any, Any]
+
+
+class ViewError(FsError):
+    """A layer choice or a view request that cannot be served as asked."""
+
+
+def canonical_layer(value: Any) -> str | int:
+    """``value`` as a canonical layer choice: ``"last"``, ``"best"``, ``"mean"``, an int, ``"concat:3,6"``.
+
+    Accepts ints, digit strings (``"4"``, ``"-1"``) and ``"concat:3, 6"``; raises :class:`ViewError`.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise ViewError(f"layer {value!r}: give last, best, mean, a layer number or concat:3,6")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    text = str(value).strip().lower()
+    if text in LAYER_WORDS:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if text.startswith("concat:"):
+        try:
+            layers = [int(x) for x in text.removeprefix("concat:").split(",") if x.strip()]
+        except ValueError:
+            layers = []
+        if len(layers) >= 2 and len(set(layers)) == len(layers):
+            return "concat:" + ",".join(str(x) for x in layers)
+        raise ViewError(f"layer {value!r}: concat needs two or more different layer numbers, e.g. concat:3,6")
+    raise ViewError(f"layer {value!r}: give last, best, mean, a layer number (e.g. 6) or concat:3,6")
+
+
+def layer_indices(layer: str | int, num_layers: int) -> list[int]:
+    """The stored layers (non-negative indices) that a canonical choice reads, given ``num_layers``.
+
+    ``best`` and ``mean`` read every layer. Raises :class:`ViewError` for a layer out of range.
+    """
+    layer = canonical_layer(layer)
+    if layer == "last":
+        return [num_layers - 1]
+    if layer in ("best", "mean"):
+        return list(range(num_layers))
+    wanted = [layer] if isinstance(layer, int) else [int(x) for x in str(layer).split(":")[1].split(",")]
+    bad = [k for k in wanted if not -num_layers <= k < num_layers]
+    if bad:
+        raise ViewError(f"layer {bad[0]} out of range: the model has layers 0..{num_layers - 1} "
+                        f"(0 = input to the first transformer layer, {num_layers - 1} = last); "
+                        "see `fs store info KEY`")
+    return [k % num_layers for k in wanted]
+
+
+def layer_matrix(view: FeatureView, choice: str | int) -> np.ndarray:
+    """The ``(n, D')`` features of ``choice`` from ``view``.
+
+    ``choice``: a layer index (one of ``view.layers``; ``D' = D``), ``"mean"`` (mean over
+    ``view.layers``; ``D' = D``) or ``"concat:a,b"`` (``D' = k·D``). ``D`` is 2× the encoder width
+    for ``mean+std`` views. The result is float32 and may share memory with ``view.X``.
+    """
+    X = view.X if view.X.ndim == 3 else view.X[:, None, :]
+    if isinstance(choice, (int, np.integer)):
+        if int(choice) not in view.layers:
+            raise ViewError(f"layer {choice} is not in this view (layers {view.layers})")
+        return X[:, view.layers.index(int(choice))]
+    if choice == "mean":
+        return X.mean(axis=1, dtype=np.float32)
+    if isinstance(choice, str) and choice.startswith("concat:"):
+        wanted = [int(x) for x in choice.split(":")[1].split(",")]
+        missing = [k for k in wanted if k not in view.layers]
+        if missing:
+            raise ViewError(f"layers {missing} are not in this view (layers {view.layers})")
+        return X[:, [view.layers.index(k) for k in wanted]].reshape(X.shape[0], -1)
+    raise ViewError(f"cannot build features for layer choice {choice!r} (give an index, mean or concat:a,b)")
+
+
+def noise_filters(noise: dict[str, Any] | None, whisper_input: str | None = None,
+                  model_seed: int | None = None) -> tuple[str | None, dict[str, Any]]:
+    """``(condition, filters)`` for :meth:`FeatureStore.resolve`: clean, or the noise-mixed group of
+    ``noise`` ``{noise, snr_db, noise_seed}``, narrowed by the model's recorded settings."""
+    filters: dict[str, Any] = {"whisper_input": whisper_input, "seed": model_seed}
+    if not noise:
+        return "clean", filters
+    filters.update(noise=noise["noise"], snr_db=noise["snr_db"], noise_seed=noise.get("noise_seed", 0))
+    return None, filters
+
+
+def cached_manifest(workspace: Workspace, name: str, cache: Cache | None = None) -> Manifest:
+    """``workspace.load_manifest(name)``, read once per version of the file when ``cache`` is given."""
+    if cache is None:
+        return workspace.load_manifest(name)
+    path = workspace.manifest_path(name)
+    try:
+        st = os.stat(path)
+        stamp: tuple[Any, ...] = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return workspace.load_manifest(name)  # its error names the corpus and how to add it
+    key = ("manifest", str(path), stamp)
+    if key not in cache:
+        cache[key] = workspace.load_manifest(name)
+    return cache[key]
+
+
+def resolve_group(store: FeatureStore, corpus: str, model: str, noise: dict[str, Any] | None = None,
+                  whisper_input: str | None = None, model_seed: int | None = None,
+                  cache: Cache | None = None) -> StoreGroup:
+    """The one store group of (corpus, model, condition, settings), resolved once per cache.
+
+    A missing condition raises the store's error, which prints the ``fs extract`` command that makes it.
+    """
+    condition, filters = noise_filters(noise, whisper_input, model_seed)
+    key = ("group", store.url, corpus, model, condition, tuple(sorted(filters.items())))
+    if cache is not None and key in cache:
+        return cache[key]
+    found: StoreKey = store.resolve(corpus, model, condition, **filters)
+    group = store.open(found)
+    if cache is not None:
+        cache[key] = group
+    return group
+
+
+def get_view(store: FeatureStore, manifest: Manifest, group: StoreGroup, layers: list[int], stat: str = "mean",
+             cache: Cache | None = None) -> FeatureView:
+    """``group``'s pooled features of ``layers`` (``stat``) joined with ``manifest``, read once per cache.
+
+    X is ``(n, D)`` for one layer, ``(n, k, D)`` for several. A request for some layers is served
+    from a cached all-layers view of the same group when there is one (no store read).
+    """
+    layers = [int(k) for k in layers]
+    base = ("view", store.url, group.key.path, manifest.name, manifest.digest(), stat)
+    if cache is None:
+        return view_group(group, manifest, layers=layers, stat=stat)
+    key = (*base, tuple(layers))
+    if key in cache:
+        return cache[key]
+    every = (*base, tuple(range(group.num_layers)))
+    if every in cache and len(layers) < group.num_layers:
+        full: FeatureView = cache[every]
+        X = full.X[:, layers[0]] if len(layers) == 1 else full.X[:, layers]
+        provenance = {**full.provenance, "layers": layers}
+        return FeatureView(full.key, full.ids, X, full.labels, full.speakers, full.genders, full.languages,
+                           full.classes, layers, full.stat, provenance)
+    cache[key] = view_group(group, manifest, layers=layers, stat=stat)
+    return cache[key]
