@@ -1,0 +1,644 @@
+"""Reports from ledger rows: Markdown tables and PNG plots in ``<workspace>/reports/<name>/``.
+
+``report.md`` holds the cross-language table in the study's Table II layout (pairs × models, UAR %
+mean ± std over seeds; optionally the published numbers beside ours), the few-shot table (source
++ shots against the target-only baseline), the clean-vs-noisy table and a list of every
+configuration. Every table row points to a footnote with the configuration keys, weights hashes,
+layers, normalisation and seeds of its cells. Plots (matplotlib, Agg backend): ``heatmap.png``
+(source × target per model), ``layers.png`` (UAR per layer), ``fewshot.png`` (curves with the
+target-only baseline), ``noise.png`` (clean vs noisy bars) and ``embedding.png`` (a 2-D map of one
+layer's pooled features coloured by corpus and by emotion, before and after per-corpus
+normalisation). Every file is written atomically.
+
+    write_report(Ledger.open(ws).rows(study="paper"), ws, name="paper", store=store, paper=True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from data_manifests.atomic import atomic_write_text
+from featurestore.errors import FsError
+from featurestore.workspace import Workspace
+
+# configuration keys that vary within a table; the rest make a table's "setting"
+_CELL_KEYS = ("source", "target", "model", "whisper_input", "model_seed", "shots", "source_noise", "target_noise")
+PAPER_TABLE = "paper_table2.yaml"
+
+
+class ReportError(FsError):
+    """A report that cannot be written as asked (no rows, unwritable folder, unreadable store)."""
+
+
+# --------------------------------------------------------------------------- rows
+def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per ``config_key``: the most recent (ledger rows come oldest first)."""
+    by_key: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_key.pop(row["config_key"], None)
+        by_key[row["config_key"]] = row
+    return list(by_key.values())
+
+
+def _config(row: dict[str, Any]) -> dict[str, Any]:
+    return row.get("config") or {}
+
+
+def setting_of(row: dict[str, Any]) -> str:
+    """Canonical JSON of the settings shared by a table (layer, classifier, norm, stat, seeds, ...)."""
+    return json.dumps({k: v for k, v in sorted(_config(row).items()) if k not in _CELL_KEYS}, sort_keys=True,
+                      default=str)
+
+
+def setting_line(setting: str) -> str:
+    """A compact line describing a setting: ``layer last · mlp · norm none · mean · 5 seeds``."""
+    s = json.loads(setting)
+    seeds = s.get("seeds")
+    parts = [f"layer {s['layer']}"] if "layer" in s else []
+    parts += [str(s.get("classifier")), f"norm {s.get('norm')}", f"stat {s.get('stat')}",
+             f"{len(seeds) if isinstance(seeds, list) else seeds} seeds"]
+    if s.get("classifier_params"):
+        parts.append("params " + json.dumps(s["classifier_params"], sort_keys=True))
+    extra = {k: v for k, v in s.items() if k not in ("layer", "classifier", "norm", "stat", "seeds",
+                                                      "classifier_params") and v not in (None, False, {}, [])}
+    parts += [f"{k} {v}" for k, v in sorted(extra.items())]
+    return " · ".join(parts)
+
+
+def model_label(row: dict[str, Any]) -> str:
+    """The model as a column name: alias, plus the Whisper input mode and model seed when set."""
+    c = _config(row)
+    label = str(c.get("model"))
+    if c.get("whisper_input"):
+        label += f" ({c['whisper_input']})"
+    if c.get("model_seed") is not None:
+        label += f" seed {c['model_seed']}"
+    return label
+
+
+def pct(mean: float | None, std: float | None = None) -> str:
+    """``0.5812, 0.0103`` → ``58.12 ± 1.03`` (UAR %)."""
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def layer_used(row: dict[str, Any]) -> str:
+    """The layer(s) a result used: ``12``, or per seed ``7,8,7`` for best-layer selection."""
+    layer = row.get("layer")
+    if isinstance(layer, list):
+        flat = [str(x) for x in layer]
+        return flat[0] if len(set(flat)) == 1 else ",".join(flat)
+    return str(layer)
+
+
+def is_noisy(row: dict[str, Any]) -> bool:
+    c = _config(row)
+    return bool(c.get("source_noise") or c.get("target_noise"))
+
+
+def shots_of(row: dict[str, Any]) -> int:
+    return int(_config(row).get("shots") or 0)
+
+
+def _identity(row: dict[str, Any]) -> dict[str, list[str]]:
+    from classifiers.ledger import identity_of
+
+    return identity_of(row.get("provenance", {}))
+
+
+def cell_note(row: dict[str, Any], label: str | None = None) -> str:
+    """One cell's configuration for a footnote: model (or ``label``), config key, weights hash, layer
+    (asked → used), norm, seeds."""
+    c = _config(row)
+    hashes = ",".join(h[:12] for h in _identity(row)["weights_hashes"]) or "?"
+    seeds = c.get("seeds")
+    return (f"{label or model_label(row)}: config `{row['config_key'][:12]}`, weights `{hashes}`, layer "
+            f"{c.get('layer')}→{layer_used(row)}, norm {c.get('norm')}, "
+            f"{len(seeds) if isinstance(seeds, list) else seeds} seeds")
+
+
+class _Notes:
+    """Footnotes of one report: ``ref(title, rows, labels)`` gives ``[^n]`` and remembers the text."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def ref(self, title: str, rows: list[dict[str, Any]], labels: list[str] | None = None) -> str:
+        labels = labels or [None] * len(rows)
+        self.items.append(f"{title}: " + "; ".join(cell_note(r, lab) for r, lab in zip(rows, labels)))
+        return f"[^{len(self.items)}]"
+
+    def markdown(self) -> list[str]:
+        return [f"[^{i}]: {text}" for i, text in enumerate(self.items, 1)]
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def _pair(row: dict[str, Any]) -> tuple[str, str]:
+    c = _config(row)
+    return str(c.get("source")), str(c.get("target"))
+
+
+STUDY_CORPORA = ("iemocap", "emodb", "emovo", "urdu")
+
+
+def corpus_rank(name: str) -> tuple[int, str]:
+    """Sort key of a corpus: the study's order (IEMOCAP, EMODB, EMOVO, URDU; demo-* alike), then by name."""
+    base = name.removeprefix("demo-")
+    return (STUDY_CORPORA.index(base) if base in STUDY_CORPORA else len(STUDY_CORPORA), name)
+
+
+def _corpora(values: list[str]) -> list[str]:
+    return sorted(dict.fromkeys(values), key=corpus_rank)
+
+
+def _pair_rank(pair: tuple[str, str]) -> tuple:
+    return (corpus_rank(pair[0]), pair[0] != pair[1], corpus_rank(pair[1]))
+
+
+def layer_sweeps(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, dict[str, Any]]]:
+    """``{(source, target, model label, setting without layer): {layer: row}}`` for groups of clean
+    results at two or more layer choices (a layer sweep)."""
+    groups: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        if shots_of(r) or is_noisy(r):
+            continue
+        rest = json.dumps({k: v for k, v in sorted(_config(r).items()) if k not in _CELL_KEYS and k != "layer"},
+                          sort_keys=True, default=str)
+        groups[(*_pair(r), model_label(r), rest)][str(_config(r).get("layer"))] = r
+    return {k: v for k, v in groups.items() if len(v) >= 2}
+
+
+def _layer_rank(layer: str) -> tuple[int, int, str]:
+    return (0, int(layer), "") if layer.lstrip("-").isdigit() else (1, 0, layer)
+
+
+def load_paper_table() -> dict[str, Any]:
+    """The published Table II: ``{"models": {alias: column}, "table": {"src->tgt": {alias: UAR %}}}``."""
+    path = resources.files("classifiers") / "studies" / PAPER_TABLE
+    return yaml.safe_load(path.read_text())
+
+
+# --------------------------------------------------------------------------- sections
+def cross_language_sections(rows: list[dict[str, Any]], notes: _Notes, paper: bool) -> list[str]:
+    """Table II layout per setting: one row per (source → target), one column per model."""
+    swept = {id(r) for g in layer_sweeps(rows).values() for layer, r in g.items() if layer != "last"}
+    clean = [r for r in rows if shots_of(r) == 0 and not is_noisy(r) and id(r) not in swept]
+    if not clean:
+        return []
+    published = load_paper_table() if paper else None
+    out = ["## Cross-language UAR (Table II layout)", "",
+           "UAR % (mean ± std over seeds); rows are source → target, columns models."]
+    if published:
+        out.append(f"Published numbers ({published['source']}) are shown as *paper* beside ours where the corpus "
+                   "and model names match.")
+    out.append("")
+    by_setting: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in clean:
+        by_setting[setting_of(r)].append(r)
+    for setting, group in by_setting.items():
+        models = list(dict.fromkeys(model_label(r) for r in group))
+        cells = {(_pair(r), model_label(r)): r for r in group}
+        pairs = sorted(dict.fromkeys(_pair(r) for r in group), key=_pair_rank)
+        shown = published if published and any(f"{a}->{b}" in published["table"] for a, b in pairs) else None
+        if published and not shown:
+            out += ["(`--paper`: none of these pairs is in the published table; the study's corpora are named "
+                    "iemocap, emodb, emovo and urdu.)", ""]
+        header = ["source → target"]
+        for m in models:
+            header += [m, f"{m} (paper)"] if shown and m in shown["models"] else [m]
+        if shown and "cnn-lstm" not in models:
+            header.append("CNN-LSTM (paper)")
+        body = []
+        for pair in pairs:
+            present = [cells[(pair, m)] for m in models if (pair, m) in cells]
+            title = f"{pair[0]} → {pair[1]}" + (" (within)" if pair[0] == pair[1] else "")
+            line = [title + " " + notes.ref(title, present)]
+            paper_row = (shown or {}).get("table", {}).get(f"{pair[0]}->{pair[1]}", {})
+            for m in models:
+                r = cells.get((pair, m))
+                line.append(pct(r["uar_mean"], r.get("uar_std")) if r else "–")
+                if shown and m in shown["models"]:
+                    line.append(f"*{paper_row[m]:.2f}*" if m in paper_row else "–")
+            if shown and "cnn-lstm" not in models:
+                line.append(f"*{paper_row['cnn-lstm']:.2f}*" if "cnn-lstm" in paper_row else "–")
+            body.append(line)
+        chance = {round(float(r["chance"]), 4) for r in group if r.get("chance") is not None}
+        out += [f"Setting: {setting_line(setting)}" + (f" · chance {', '.join(pct(c) for c in sorted(chance))}"
+                                                        if chance else ""), ""]
+        out += _table(header, body) + [""]
+    return out
+
+
+def layer_section(rows: list[dict[str, Any]], notes: _Notes) -> list[str]:
+    """UAR per layer choice (columns) for every pair and model swept over layers; ``best`` shows the
+    layer it chose (per seed) on the source's dev split."""
+    sweeps = layer_sweeps(rows)
+    if not sweeps:
+        return []
+    layers = sorted({layer for g in sweeps.values() for layer in g}, key=_layer_rank)
+    body = []
+    several = len({k[3] for k in sweeps}) > 1
+    for (source, target, model, rest), by_layer in sorted(sweeps.items(), key=lambda kv: _pair_rank(kv[0][:2])):
+        title = f"{source} → {target}, {model}" + (f" ({setting_line(rest)})" if several else "")
+        present = [layer for layer in layers if layer in by_layer]
+        line = [f"{title} {notes.ref(title, [by_layer[k] for k in present], [f'layer {k}' for k in present])}"]
+        for layer in layers:
+            r = by_layer.get(layer)
+            cell = pct(r["uar_mean"], r.get("uar_std")) if r else "–"
+            line.append(cell + (f" (→ {layer_used(r)})" if r and layer in ("best", "last") else ""))
+        body.append(line)
+    return ["## UAR per layer", "", "UAR % on the target for each layer choice (`best`: chosen on a speaker-"
+            "independent dev split of the source only; the chosen layer in brackets).", ""] + _table(
+        ["source → target, model", *[f"layer {k}" for k in layers]], body) + [""]
+
+
+def few_shot_groups(rows: list[dict[str, Any]]) -> dict[tuple, dict[int, dict[str, Any]]]:
+    """``{(source, target, model label, setting, noisy): {shots: row}}`` for groups with some shots > 0."""
+    groups: dict[tuple, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        groups[(*_pair(r), model_label(r), setting_of(r), is_noisy(r))][shots_of(r)] = r
+    return {k: v for k, v in groups.items() if any(s > 0 for s in v)}
+
+
+def few_shot_section(rows: list[dict[str, Any]], notes: _Notes) -> list[str]:
+    """Per (pair, model): UAR of source + shots, and of the target-only baseline (the shots alone)."""
+    groups = few_shot_groups(rows)
+    if not groups:
+        return []
+    shots = sorted({s for g in groups.values() for s in g})
+    out = ["## Few-shot adaptation", "",
+           "UAR % with `k` target utterances per class added to the source (*target only*: the same shots "
+           "alone, same test set). Shots are never tested; capped classes are listed under Warnings.", ""]
+    body = []
+    for (source, target, model, setting, noisy), by_shots in groups.items():
+        title = f"{source} → {target}, {model}" + (" (noisy)" if noisy else "")
+        ref = notes.ref(f"{title} ({setting_line(setting)})", [by_shots[s] for s in sorted(by_shots)],
+                        [f"{s} shots" for s in sorted(by_shots)])
+        ours, base = [f"{title} {ref}", "source + shots"], ["", "target only"]
+        for s in shots:
+            r = by_shots.get(s)
+            ours.append(pct(r["uar_mean"], r.get("uar_std")) if r else "–")
+            b = (r or {}).get("baseline") or {}
+            base.append(pct(b.get("uar_mean"), b.get("uar_std")) if b.get("uar_mean") is not None else "–")
+        body += [ours, base]
+    return out + _table(["source → target, model", "training", *[f"{s} shots" for s in shots]], body) + [""]
+
+
+def noise_pairs(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """(noisy row, matching clean row or None) for every noisy result."""
+    clean = {(_pair(r), model_label(r), setting_of(r), shots_of(r)): r for r in rows if not is_noisy(r)}
+    return [(r, clean.get((_pair(r), model_label(r), setting_of(r), shots_of(r)))) for r in rows if is_noisy(r)]
+
+
+def _noise_name(row: dict[str, Any]) -> str:
+    from classifiers.ledger import condition_of
+
+    return condition_of(_config(row))
+
+
+def noise_section(rows: list[dict[str, Any]], notes: _Notes) -> list[str]:
+    """Clean against noisy UAR per (pair, model, condition), with the drop in points."""
+    pairs = noise_pairs(rows)
+    if not pairs:
+        return []
+    out = ["## Noise robustness", "", "UAR % on clean against noise-mixed data (the drop is in UAR points).", ""]
+    body = []
+    for noisy, clean in pairs:
+        title = f"{noisy['config']['source']} → {noisy['config']['target']}, {model_label(noisy)}"
+        ref = notes.ref(f"{title} ({setting_line(setting_of(noisy))})", [r for r in (clean, noisy) if r],
+                        ["clean", "noisy"] if clean else ["noisy"])
+        drop = f"{100 * (clean['uar_mean'] - noisy['uar_mean']):.2f}" if clean else "–"
+        body.append([f"{title} {ref}", _noise_name(noisy), pct(clean["uar_mean"], clean.get("uar_std")) if clean
+                     else "–", pct(noisy["uar_mean"], noisy.get("uar_std")), drop])
+    return out + _table(["source → target, model", "condition", "clean", "noisy", "drop"], body) + [""]
+
+
+def all_rows_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Every result with its full configuration key."""
+    body = []
+    for r in rows:
+        c = _config(r)
+        body.append([f"{c.get('source')} → {c.get('target')}", model_label(r), f"{c.get('layer')}→{layer_used(r)}",
+                     str(c.get("classifier")), str(c.get("norm")), str(c.get("stat")), str(shots_of(r)),
+                     _noise_name(r), pct(r["uar_mean"], r.get("uar_std")), pct(r.get("chance")),
+                     f"`{r['config_key'][:16]}`"])
+    return ["## Every configuration", ""] + _table(
+        ["pair", "model", "layer (asked→used)", "classifier", "norm", "stat", "shots", "condition", "UAR %",
+         "chance", "config"], body) + [""]
+
+
+def warnings_section(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, list[str]] = {}
+    for r in rows:
+        for w in r.get("warnings") or []:
+            seen.setdefault(str(w), []).append(f"{r['config']['source']}→{r['config']['target']}")
+    if not seen:
+        return []
+    out = ["## Warnings", ""]
+    for text, where in seen.items():
+        pairs = sorted(set(where))
+        out.append(f"- {text} ({len(where)} result(s): {', '.join(pairs[:6])}{' …' if len(pairs) > 6 else ''})")
+    return out + [""]
+
+
+# --------------------------------------------------------------------------- plots
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save ``fig`` as PNG atomically (temp file in the same folder, then rename) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        _pyplot().close(fig)
+    return path
+
+
+def plot_heatmap(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Source × target UAR matrix per model (the setting with the most clean results)."""
+    clean = [r for r in rows if shots_of(r) == 0 and not is_noisy(r)]
+    if not clean:
+        return None
+    by_setting: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in clean:
+        by_setting[setting_of(r)].append(r)
+    setting, group = max(by_setting.items(), key=lambda kv: len(kv[1]))
+    models = list(dict.fromkeys(model_label(r) for r in group))
+    corpora = _corpora([c for r in group for c in _pair(r)])
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models) + 2.2, 3.9), squeeze=False,
+                             layout="constrained")
+    for n, (ax, model) in enumerate(zip(axes[0], models)):
+        matrix = np.full((len(corpora), len(corpora)), np.nan)
+        for r in group:
+            if model_label(r) == model:
+                s, t = _pair(r)
+                matrix[corpora.index(s), corpora.index(t)] = 100 * r["uar_mean"]
+        image = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis")
+        for i, j in np.ndindex(matrix.shape):
+            if not np.isnan(matrix[i, j]):
+                ax.text(j, i, f"{matrix[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if matrix[i, j] < 60 else "black")
+        ax.set_xticks(range(len(corpora)), corpora, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(corpora)), corpora if n == 0 else [""] * len(corpora), fontsize=8)
+        ax.set_xlabel("target")
+        if n == 0:
+            ax.set_ylabel("source")
+        ax.set_title(model, fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), label="UAR %", shrink=0.8)
+    fig.suptitle(f"Cross-language UAR ({setting_line(setting)})", fontsize=9)
+    return save_figure(fig, path)
+
+
+def layer_curves(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """UAR per layer: ``{label: {layer: UAR}}`` from ``layer_dev_uar`` (source dev UAR of best-layer
+    runs) and from results at integer layers (test UAR) of one pair, model and other settings."""
+    curves: dict[str, dict[int, float]] = {}
+    for r in rows:
+        dev = r.get("layer_dev_uar") or {}
+        if dev:
+            label = f"{_pair(r)[0]} dev, {model_label(r)}"
+            curves.setdefault(label, {}).update({int(k): float(v) for k, v in dev.items()})
+    fixed: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in rows:
+        layer = _config(r).get("layer")
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            rest = {k: v for k, v in _config(r).items() if k not in ("layer", "source", "target", "model")}
+            key = (*_pair(r), model_label(r), json.dumps(rest, sort_keys=True, default=str))
+            fixed[key][layer] = float(r["uar_mean"])
+    for (source, target, model, _), values in fixed.items():
+        if len(values) >= 2:
+            curves[f"{source}→{target} test, {model}"] = values
+    return curves
+
+
+def plot_layers(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """UAR against layer index (SUPERB-style), one line per curve of :func:`layer_curves`."""
+    curves = layer_curves(rows)
+    if not curves:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for label, values in sorted(curves.items()):
+        layers = sorted(values)
+        ax.plot(layers, [100 * values[k] for k in layers], marker="o", markersize=3, label=label,
+                linestyle="--" if " dev, " in label else "-")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer (0 = input of the first transformer layer; dashed: source dev split, solid: target)")
+    ax.set_ylabel("UAR %")
+    ax.set_title("UAR per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+    return save_figure(fig, path)
+
+
+def plot_few_shot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """UAR against shots per class, one panel per target: source + shots (solid), target only (dashed)."""
+    groups = few_shot_groups(rows)
+    if not groups:
+        return None
+    panels = list(dict.fromkeys((k[0], k[1], k[4]) for k in groups))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (source, target, noisy) in zip(axes[0], panels):
+        keys = [k for k in groups if (k[0], k[1], k[4]) == (source, target, noisy)]
+        for i, key in enumerate(keys):
+            by_shots = groups[key]
+            shots = sorted(by_shots)
+            colour = colours[i % len(colours)]
+            label = key[2] + (f" [{setting_line(key[3])}]" if len({k[3] for k in keys}) > 1 else "")
+            ax.plot(shots, [100 * by_shots[s]["uar_mean"] for s in shots], marker="o", color=colour,
+                    label=f"{label}: source + shots")
+            base = [(s, (by_shots[s].get("baseline") or {}).get("uar_mean")) for s in shots]
+            base = [(s, b) for s, b in base if b is not None]
+            if base:
+                ax.plot([s for s, _ in base], [100 * b for _, b in base], marker="x", linestyle="--", color=colour,
+                        label=f"{label}: target only")
+        ax.set_title(f"{source} → {target}" + (" (noisy)" if noisy else ""), fontsize=9)
+        ax.set_xlabel("target utterances per class")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("UAR %")
+    return save_figure(fig, path)
+
+
+def plot_noise(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Grouped bars: clean and noisy UAR per (pair, model, condition)."""
+    pairs = [(n, c) for n, c in noise_pairs(rows) if c is not None]
+    if not pairs:
+        return None
+    plt = _pyplot()
+    labels = [f"{n['config']['source']}→{n['config']['target']}\n{model_label(n)}\n{_noise_name(n)}" for n, _ in pairs]
+    x = np.arange(len(pairs))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(pairs) + 2), 4))
+    for shift, name, side in ((-0.2, "clean", 1), (0.2, "noisy", 0)):
+        chosen = [pair[side] for pair in pairs]
+        ax.bar(x + shift, [100 * r["uar_mean"] for r in chosen], 0.4, capsize=2, label=name,
+               yerr=[100 * (r.get("uar_std") or 0) for r in chosen])
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("UAR %")
+    ax.set_title("Clean vs noisy")
+    ax.legend()
+    ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, path)
+
+
+def embedding_points(views: list[Any], max_per_corpus: int = 400, method: str = "pca",
+                     seed: int = 0) -> dict[str, Any]:
+    """2-D maps of feature views (one per corpus, same model and layer), raw and per-corpus standardised.
+
+    Returns ``{"raw": (n, 2), "normalised": (n, 2), "corpus": (n,), "label": (n,)}`` for up to
+    ``max_per_corpus`` rows of each view; ``method`` is ``pca`` or ``tsne`` (scikit-learn).
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    from classifiers.normalise import normalise
+
+    if method not in ("pca", "tsne"):
+        raise ReportError(f"unknown embedding method {method!r}; use pca or tsne")
+    rng = np.random.default_rng(seed)
+    raw, norm, corpora, labels = [], [], [], []
+    for view in views:
+        idx = np.sort(rng.permutation(len(view))[:max_per_corpus])
+        X = np.asarray(view.X[idx], dtype=np.float64).reshape(len(idx), -1)
+        raw.append(X)
+        norm.append(normalise(X, X, "corpus")[0])
+        corpora += [view.key.corpus] * len(idx)
+        labels += view.labels[idx].tolist()
+    out: dict[str, Any] = {"corpus": np.array(corpora), "label": np.array(labels)}
+    for name, parts in (("raw", raw), ("normalised", norm)):
+        X = np.concatenate(parts)
+        if method == "pca":
+            out[name] = PCA(n_components=2, random_state=seed).fit_transform(X)
+        else:
+            X50 = PCA(n_components=min(50, *X.shape), random_state=seed).fit_transform(X)
+            out[name] = TSNE(n_components=2, perplexity=float(min(30, max(5, len(X) // 4))), init="pca",
+                             random_state=seed).fit_transform(X50)
+    return out
+
+
+def plot_embedding(points: dict[str, Any], path: Path, title: str) -> Path:
+    """2 × 2 scatter: raw and normalised maps, coloured by corpus and by emotion."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(9, 8))
+    for row, name in enumerate(("raw", "normalised")):
+        for col, colour_by in enumerate(("corpus", "label")):
+            ax = axes[row][col]
+            values = points[colour_by]
+            for value in sorted(set(values.tolist())):
+                mask = values == value
+                ax.scatter(points[name][mask, 0], points[name][mask, 1], s=6, alpha=0.6, label=value)
+            ax.set_title(f"{'before' if name == 'raw' else 'after'} per-corpus normalisation, by "
+                         f"{'corpus' if colour_by == 'corpus' else 'emotion'}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.legend(fontsize=7, markerscale=2)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def embedding_views(rows: list[dict[str, Any]], store: Any, workspace: Workspace, model: str | None = None,
+                    layer: int | str = "last") -> tuple[list[Any], str]:
+    """Clean views (one per corpus in ``rows``) of ``model`` (default: the most frequent) at ``layer``."""
+    from featurestore.view import load_view
+
+    counts: dict[str, int] = defaultdict(int)
+    for r in rows:
+        counts[str(_config(r).get("model"))] += 1
+    model = model or max(counts, key=lambda m: counts[m])
+    example = next((_config(r) for r in rows if _config(r).get("model") == model), {})
+    corpora = _corpora([c for r in rows for c in _pair(r)])
+    views = []
+    for corpus in corpora:
+        manifest = workspace.load_manifest(corpus)
+        views.append(load_view(store, manifest, model, layers=layer, stat="mean", condition="clean",
+                               whisper_input=example.get("whisper_input"), seed=example.get("model_seed")))
+    return views, model
+
+
+# --------------------------------------------------------------------------- the report
+def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "report", *, store: Any = None,
+                 paper: bool = False, out: str | Path | None = None, title: str | None = None,
+                 embedding: str = "pca", map_model: str | None = None, map_layer: int | str = "last",
+                 echo: Callable[[str], None] | None = None) -> Path:
+    """Write ``report.md`` and the PNG plots for ``rows`` (ledger results) into
+    ``out`` or ``<workspace>/reports/<name>/``; returns the folder.
+
+    ``store`` (a FeatureStore) enables the embedding map (``embedding`` pca|tsne|none, of
+    ``map_model`` at ``map_layer``); ``paper`` adds the published Table II beside ours.
+    """
+    rows = latest_rows([r for r in rows if "error" not in r])
+    if not rows:
+        raise ReportError("no results to report; run `fs sweep STUDY` or `fs probe` first, or loosen the filters "
+                          "(see `fs results`)")
+    folder = Path(out) if out else workspace.root / "reports" / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"cannot create the report folder {folder} ({exc.strerror}); pass --out DIR") from None
+    notes = _Notes()
+    body: list[str] = []
+    body += cross_language_sections(rows, notes, paper)
+    body += layer_section(rows, notes)
+    body += few_shot_section(rows, notes)
+    body += noise_section(rows, notes)
+    plots: dict[str, Path | None] = {
+        "Cross-language heatmap": plot_heatmap(rows, folder / "heatmap.png"),
+        "UAR per layer": plot_layers(rows, folder / "layers.png"),
+        "Few-shot curves": plot_few_shot(rows, folder / "fewshot.png"),
+        "Clean vs noisy": plot_noise(rows, folder / "noise.png"),
+    }
+    if store is not None and embedding != "none":
+        try:
+            views, model = embedding_views(rows, store, workspace, map_model, map_layer)
+            points = embedding_points(views, method=embedding)
+            plots["Embedding map"] = plot_embedding(
+                points, folder / "embedding.png",
+                f"{model}, layer {views[0].layers[0]} ({embedding.upper()}): corpus and emotion")
+        except FsError as exc:
+            plots["Embedding map"] = None
+            body += ["## Embedding map", "", f"Not drawn: {exc}", ""]
+    figures = ["## Figures", ""] + [f"![{label}]({path.name})" for label, path in plots.items() if path] + [""]
+    studies = sorted({s for r in rows for s in r.get("_studies", [])})
+    head = [f"# {title or 'fs report: ' + name}", "",
+            f"{len(rows)} result(s)" + (f" of study {', '.join(studies)}" if studies else "") +
+            f"; workspace `{workspace.root}`. UAR = unweighted average recall (mean of per-class recall).", ""]
+    text = "\n".join(head + body + figures + all_rows_section(rows) + warnings_section(rows)
+                     + ["## Configurations", ""] + notes.markdown() + [""])
+    atomic_write_text(folder / "report.md", text)
+    if echo:
+        echo(f"report: {folder / 'report.md'} ({sum(p is not None for p in plots.values())} figures)")
+    return folder
+

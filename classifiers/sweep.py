@@ -1,0 +1,597 @@
+"""Studies: a YAML file of experiments → probe configurations → results in the ledger, in parallel.
+
+A study file (``fs sweep STUDY.yaml``; shipped ones by name: ``paper``, ``demo``)::
+
+    name: my-study
+    noise: {dir: ../shared/noise, snr_db: 10, noise_seed: 0}   # for conditions other than clean
+    defaults: {classifier: mlp, layers: last, seeds: 5}        # any experiment setting
+    experiments:
+      - name: cross-language
+        all_pairs: [iemocap, emodb, emovo, urdu]               # every ordered pair (or pairs: [a->b, ...])
+        models: [wav2vec2, xlsr, whisper, mms]
+      - name: few-shot
+        pairs: [iemocap->emodb, iemocap->urdu]
+        models: [whisper]
+        shots: [0, 50, 100]
+
+List-valued settings (``models layers classifiers norms stats shots conditions``) take one value
+or a list; the study is their product. A setting left out takes :class:`ProbeConfig`'s default.
+Every key and value is checked before anything runs (an unknown key gets a did-you-mean), and
+every store group the study needs is resolved first: what is missing is listed as the ``fs
+extract`` commands that make it. Configurations already in the ledger (same configuration, same
+store groups and weights) are answered from it; the rest run in joblib worker processes, each
+keeping the feature views it loaded for the cells that follow, and the driver writes each result
+to the ledger as it arrives.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import re
+import shlex
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from featurestore.errors import FsError
+from featurestore.store import FeatureStore, StoreError, StoreKey
+from featurestore.workspace import Workspace
+
+STUDY_KEYS = ("name", "description", "note", "noise", "defaults", "experiments")
+NOISE_KEYS = ("dir", "snr_db", "noise_seed")
+LIST_KEYS = {"models": "model", "layers": "layer", "classifiers": "classifier", "norms": "norm",
+             "stats": "stat", "shots": "shots", "conditions": "condition"}
+SCALAR_KEYS = ("seeds", "classifier_params", "whisper_input", "model_seed", "dev_fraction",
+               "shots_speaker_disjoint")
+SETTING_KEYS = tuple(LIST_KEYS) + SCALAR_KEYS
+EXPERIMENT_KEYS = ("name", "note", "pairs", "all_pairs") + SETTING_KEYS
+CONDITIONS = ("clean", "target", "source", "both")  # which side is mixed with the study's noise
+LAYER_WORDS = ("last", "best", "mean")
+STATS = ("mean", "mean+std")
+WHISPER_INPUTS = ("full", "trim")
+VIEW_CACHE_MB = int(os.environ.get("FS_VIEW_CACHE_MB", "3000"))
+
+
+class StudyError(FsError):
+    """A study file that cannot be run as written (unknown key, bad value, nothing to run)."""
+
+
+class SweepError(FsError):
+    """A sweep that cannot start (missing corpora or store groups) or whose cells failed."""
+
+
+# --------------------------------------------------------------------------- study files
+@dataclass(frozen=True)
+class Experiment:
+    """One block of a study: corpus pairs × settings (each setting a tuple of values)."""
+
+    name: str
+    pairs: tuple[tuple[str, str], ...]
+    settings: dict[str, Any]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file."""
+
+    name: str
+    experiments: tuple[Experiment, ...]
+    noise: dict[str, Any] | None = None
+    description: str = ""
+    note: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One configuration to run and the experiments of the study that asked for it."""
+
+    config: Any  # ProbeConfig
+    experiments: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return self.config.key()
+
+
+def _suggest(word: str, valid: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(str(word), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_keys(where: str, data: dict[str, Any], valid: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in valid:
+            raise StudyError(f"{where}: unknown key {key!r}{_suggest(key, valid)}; valid keys: {', '.join(valid)}")
+
+
+def study_path(name_or_path: str | Path) -> Path:
+    """A study file: an existing path, or the name of a shipped study (``paper``, ``demo``)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_studies()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    raise StudyError(f"no study file {str(name_or_path)!r}{_suggest(str(name_or_path), list(shipped))}; give a "
+                     f"YAML path or a shipped study: {', '.join(shipped)}")
+
+
+def shipped_studies() -> dict[str, Path]:
+    """Study files shipped with fs, by name."""
+    folder = resources.files("classifiers") / "studies"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")
+            and not p.name.startswith("paper_table")}
+
+
+def load_study(name_or_path: str | Path) -> Study:
+    """Read and validate a study file (path or shipped name); :class:`StudyError` says what is wrong."""
+    path = study_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{path}: not valid YAML ({exc})") from None
+    return parse_study(data, name=path.stem, path=str(path))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_value(where: str, key: str, value: Any, classifiers: tuple[str, ...], norms: tuple[str, ...]) -> None:
+    def bad(valid: str, options: tuple[str, ...] = ()) -> StudyError:
+        hint = _suggest(str(value), options) if options else ""
+        return StudyError(f"{where}: {key} {value!r} is not valid{hint}; use {valid}")
+
+    if key == "models":
+        if not isinstance(value, str) or not value.strip():
+            raise bad("a model name as given to `fs extract --model`")
+    elif key == "layers":
+        ok = (_is_int(value) or value in LAYER_WORDS
+              or (isinstance(value, str) and re.fullmatch(r"concat:-?\d+(,-?\d+)*", value)))
+        if not ok:
+            raise bad("last, best, mean, a layer index, or concat:3,6", LAYER_WORDS)
+    elif key == "classifiers":
+        if value not in classifiers:
+            raise bad(", ".join(classifiers), classifiers)
+    elif key == "norms":
+        if value not in norms:
+            raise bad(", ".join(norms), norms)
+    elif key == "stats":
+        if value not in STATS:
+            raise bad(", ".join(STATS), STATS)
+    elif key == "shots":
+        if not _is_int(value) or value < 0:
+            raise bad("whole numbers of utterances per class >= 0 (0 = no shots)")
+    elif key == "conditions":
+        if value not in CONDITIONS:
+            raise bad(", ".join(CONDITIONS) + " (the side mixed with the study's noise)", CONDITIONS)
+    elif key == "seeds":
+        if not _is_int(value) or value < 1:
+            raise bad("a number of seeds >= 1 (seeds 0..n-1)")
+    elif key == "classifier_params":
+        if not isinstance(value, dict):
+            raise bad("a mapping of parameter: value, e.g. {C: 0.1}")
+    elif key == "whisper_input":
+        if value not in WHISPER_INPUTS:
+            raise bad(", ".join(WHISPER_INPUTS), WHISPER_INPUTS)
+    elif key == "model_seed":
+        if not _is_int(value):
+            raise bad("an integer (the seed of a randomly initialised model)")
+    elif key == "dev_fraction":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise bad("a fraction between 0 and 1")
+    elif key == "shots_speaker_disjoint":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+
+
+def _settings(where: str, data: dict[str, Any], classifiers: tuple[str, ...],
+              norms: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in SETTING_KEYS:
+        if key not in data:
+            continue
+        values = _as_list(data[key]) if key in LIST_KEYS else [data[key]]
+        if not values:
+            raise StudyError(f"{where}: {key} is an empty list; give at least one value or leave the key out")
+        for value in values:
+            _check_value(where, key, value, classifiers, norms)
+        out[key] = tuple(values) if key in LIST_KEYS else values[0]
+    return out
+
+
+def _pairs(where: str, data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    if ("pairs" in data) == ("all_pairs" in data):
+        raise StudyError(f"{where}: give exactly one of pairs (e.g. [iemocap->emodb, [urdu, emovo]]) or all_pairs "
+                         "(corpora: every ordered pair of two different ones)")
+    if "all_pairs" in data:
+        corpora = _as_list(data["all_pairs"])
+        if len(corpora) < 2 or not all(isinstance(c, str) and c for c in corpora) or len(set(corpora)) != len(corpora):
+            raise StudyError(f"{where}: all_pairs needs a list of at least two different corpus names, got "
+                             f"{data['all_pairs']!r}")
+        return tuple((a, b) for a, b in itertools.permutations(corpora, 2))
+    pairs = []
+    for item in _as_list(data["pairs"]):
+        if isinstance(item, str) and "->" in item:
+            item = [p.strip() for p in item.split("->")]
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(c, str) and c for c in item)):
+            raise StudyError(f"{where}: pair {item!r} is not valid; write SOURCE->TARGET or [SOURCE, TARGET]")
+        pairs.append((item[0], item[1]))
+    if not pairs:
+        raise StudyError(f"{where}: pairs is empty; list at least one SOURCE->TARGET")
+    return tuple(dict.fromkeys(pairs))
+
+
+def parse_study(data: Any, name: str = "study", path: str = "") -> Study:
+    """Validate a study's parsed YAML (see the module docstring) into a :class:`Study`."""
+    from classifiers.normalise import MODES
+    from classifiers.probes import classifier_names
+
+    classifiers, norms = tuple(classifier_names()), tuple(MODES)
+    where = path or name
+    if not isinstance(data, dict):
+        raise StudyError(f"{where}: a study is a mapping with keys {', '.join(STUDY_KEYS)}")
+    _check_keys(where, data, STUDY_KEYS)
+    noise = data.get("noise")
+    if noise is not None:
+        if not isinstance(noise, dict):
+            raise StudyError(f"{where}: noise must be a mapping like {{dir: NOISE_DIR, snr_db: 10, noise_seed: 0}}")
+        _check_keys(f"{where}: noise", noise, NOISE_KEYS)
+        if not isinstance(noise.get("dir"), str) or not isinstance(noise.get("snr_db"), (int, float)) \
+                or isinstance(noise.get("snr_db"), bool) or not _is_int(noise.get("noise_seed", 0)):
+            raise StudyError(f"{where}: noise needs dir (a folder of recordings), snr_db (a number) and optionally "
+                             f"noise_seed (an integer); got {noise!r}")
+        noise = {"noise": os.path.expandvars(os.path.expanduser(noise["dir"])), "snr_db": float(noise["snr_db"]),
+                 "noise_seed": int(noise.get("noise_seed", 0))}
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise StudyError(f"{where}: defaults must be a mapping of settings ({', '.join(SETTING_KEYS)})")
+    _check_keys(f"{where}: defaults", defaults, SETTING_KEYS)
+    base = _settings(f"{where}: defaults", defaults, classifiers, norms)
+    blocks = data.get("experiments")
+    if not isinstance(blocks, list) or not blocks:
+        raise StudyError(f"{where}: experiments must be a non-empty list of experiment blocks")
+    experiments = []
+    for i, block in enumerate(blocks):
+        label = f"{where}: experiment {i + 1}"
+        if not isinstance(block, dict):
+            raise StudyError(f"{label}: an experiment is a mapping with keys {', '.join(EXPERIMENT_KEYS)}")
+        if isinstance(block.get("name"), str):
+            label = f"{where}: experiment {block['name']!r}"
+        _check_keys(label, block, EXPERIMENT_KEYS)
+        settings = {**base, **_settings(label, block, classifiers, norms)}
+        if "models" not in settings:
+            raise StudyError(f"{label}: models is missing; list the models to probe (as given to `fs extract`)")
+        noisy = [c for c in settings.get("conditions", ()) if c != "clean"]
+        if noisy and noise is None:
+            raise StudyError(f"{label}: conditions {noisy} need the study's noise; add a top-level "
+                             "noise: {dir: NOISE_DIR, snr_db: 10, noise_seed: 0}")
+        experiments.append(Experiment(name=str(block.get("name", f"experiment-{i + 1}")), pairs=_pairs(label, block),
+                                      settings=settings, note=str(block.get("note", ""))))
+    names = [e.name for e in experiments]
+    if len(set(names)) != len(names):
+        raise StudyError(f"{where}: experiment names must differ, got {names}")
+    study_name = data.get("name", name)
+    if not isinstance(study_name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", study_name):
+        raise StudyError(f"{where}: name {study_name!r} must be letters, digits, '.', '_' or '-'")
+    return Study(name=study_name, experiments=tuple(experiments), noise=noise,
+                 description=str(data.get("description", "")), note=str(data.get("note", "")), path=path)
+
+
+def expand_study(study: Study) -> list[Cell]:
+    """Every configuration of ``study`` (product of its settings per experiment), each once, in study order."""
+    from classifiers.protocols import ProbeConfig
+
+    cells: dict[str, tuple[Any, list[str]]] = {}
+    for exp in study.experiments:
+        lists = {k: v for k, v in exp.settings.items() if k in LIST_KEYS}
+        scalars = {k: v for k, v in exp.settings.items() if k not in LIST_KEYS}
+        names = list(lists)
+        for (source, target), values in itertools.product(exp.pairs, itertools.product(*lists.values())):
+            chosen = dict(zip(names, values))
+            condition = chosen.pop("conditions", "clean")
+            config = {"source": source, "target": target, **scalars,
+                      **{LIST_KEYS[k]: v for k, v in chosen.items()}}
+            if condition in ("source", "both"):
+                config["source_noise"] = dict(study.noise)
+            if condition in ("target", "both"):
+                config["target_noise"] = dict(study.noise)
+            try:
+                probe = ProbeConfig.from_dict(config)
+            except FsError as exc:
+                raise StudyError(f"{study.path or study.name}: experiment {exp.name!r}: {exc}") from None
+            key = probe.key()
+            if key in cells:
+                cells[key][1].append(exp.name)
+            else:
+                cells[key] = (probe, [exp.name])
+    return [Cell(config=c, experiments=tuple(dict.fromkeys(e))) for c, e in cells.values()]
+
+
+# --------------------------------------------------------------------------- planning
+def _group_query(config: Any, side: str) -> tuple[str, str, str | None, tuple[tuple[str, Any], ...]]:
+    """(corpus, model, condition, filters) of the store group that ``config`` reads for ``side``
+    (resolved as the protocol resolves it: :func:`classifiers.views.noise_filters`)."""
+    from classifiers.views import noise_filters
+
+    condition, filters = noise_filters(getattr(config, f"{side}_noise"), config.whisper_input, config.model_seed)
+    return getattr(config, side), config.model, condition, tuple(sorted(filters.items()))
+
+
+def extract_command(corpora: list[str], model: str, filters: dict[str, Any]) -> str:
+    """The ``fs extract`` command that makes the groups of ``model`` for ``corpora`` under ``filters``."""
+    args = ["fs", "extract", "--model", model]
+    for corpus in corpora:
+        args += ["--corpus", corpus]
+    if filters.get("whisper_input"):
+        args += ["--whisper-input", str(filters["whisper_input"])]
+    if filters.get("seed") is not None:
+        args += ["--seed", str(filters["seed"])]
+    if filters.get("snr_db") is not None:
+        args += ["--noise", str(filters.get("noise") or "NOISE_DIR"), "--snr", f"{float(filters['snr_db']):g}",
+                 "--noise-seed", str(filters.get("noise_seed") or 0)]
+    return shlex.join(args)
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep needs: per configuration key the store groups and the data identity
+    (:func:`classifiers.protocols.probe_identity`: store keys, weights hashes, manifest digests)."""
+
+    identities: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    groups: dict[str, list[StoreKey]] = field(default_factory=dict)
+
+
+def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> SweepPlan:
+    """Resolve every corpus and store group the cells read, or raise one :class:`SweepError` listing
+    all that is missing (the ``fs corpus add`` / ``fs extract`` commands that make it)."""
+    corpora = sorted({c for cell in cells for c in (cell.config.source, cell.config.target)})
+    missing_corpora = [c for c in corpora if not workspace.manifest_path(c).exists()]
+    resolved: dict[tuple, StoreKey | None] = {}
+    problems: dict[tuple, str] = {}
+    for cell in cells:
+        for side in ("source", "target"):
+            query = _group_query(cell.config, side)
+            if query in resolved or query[0] in missing_corpora:
+                continue
+            corpus, model, condition, filters = query
+            try:
+                resolved[query] = store.resolve(corpus, model, condition, **dict(filters))
+            except StoreError as exc:
+                resolved[query] = None
+                problems[query] = str(exc)
+    if missing_corpora or problems:
+        lines = []
+        if missing_corpora:
+            known = ", ".join(workspace.corpus_names()) or "none"
+            lines.append(f"corpora not added in {workspace.root} (added: {known}):")
+            lines += [f"  fs corpus add {c} --layout LAYOUT --root PATH" for c in missing_corpora]
+        ambiguous = {q: msg for q, msg in problems.items() if "groups match" in msg}
+        absent = [q for q in problems if q not in ambiguous]
+        if absent:
+            lines.append("store groups not extracted yet; make them with:")
+            by_model: dict[tuple, list[str]] = {}
+            for corpus, model, _, filters in absent:
+                by_model.setdefault((model, filters), []).append(corpus)
+            lines += [f"  {extract_command(sorted(set(cs)), m, dict(f))}" for (m, f), cs in by_model.items()]
+        lines += [f"  {msg}" for msg in ambiguous.values()]
+        raise SweepError("the study cannot run, nothing was run:\n" + "\n".join(lines))
+    from classifiers.protocols import probe_identity
+
+    plan = SweepPlan()
+    cache: dict[Any, Any] = {}
+    for cell in cells:
+        plan.groups[cell.key] = sorted({resolved[_group_query(cell.config, s)] for s in ("source", "target")},
+                                       key=lambda k: k.path)
+        plan.identities[cell.key] = probe_identity(cell.config, store, workspace, cache)
+    return plan
+
+
+# --------------------------------------------------------------------------- running
+class ViewCache(MutableMapping):
+    """A least-recently-used mapping of loaded feature views, bounded in bytes of their arrays."""
+
+    def __init__(self, max_bytes: int = VIEW_CACHE_MB * 2**20):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._sizes: dict[Any, int] = {}
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _size(value: Any) -> int:
+        return int(sum(getattr(v, "nbytes", 0) for v in vars(value).values())) if hasattr(value, "__dict__") else 0
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            value = self._items[key]
+        except KeyError:
+            self.misses += 1
+            raise
+        self.hits += 1
+        self._items.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        self._sizes[key] = self._size(value)
+        while len(self._items) > 1 and sum(self._sizes.values()) > self.max_bytes:
+            old, _ = self._items.popitem(last=False)
+            self._sizes.pop(old, None)
+
+    def __delitem__(self, key: Any) -> None:
+        del self._items[key]
+        self._sizes.pop(key, None)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+
+_WORKER_CACHE: dict[str, ViewCache] = {}
+
+
+def _worker_views(token: str) -> ViewCache:
+    """This process's view cache for sweep ``token`` (caches of earlier sweeps are dropped)."""
+    if token not in _WORKER_CACHE:
+        _WORKER_CACHE.clear()
+        _WORKER_CACHE[token] = ViewCache()
+    return _WORKER_CACHE[token]
+
+
+def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str,
+              token: str = "") -> list[dict[str, Any]]:
+    """Run probe configurations (dicts) in this process, reusing loaded views across them.
+
+    Returns one dict per configuration: the result, or ``{"config_key", "error"}`` for an fs error.
+    """
+    from classifiers.protocols import ProbeConfig, run_probe
+
+    store = FeatureStore(store_url)
+    workspace = Workspace.open(workspace_root, store_url)
+    views = _worker_views(token or uuid.uuid4().hex)
+    out = []
+    for data in configs:
+        config = ProbeConfig.from_dict(data)
+        try:
+            out.append(run_probe(config, store, workspace, views=views).to_dict())
+        except FsError as exc:
+            out.append({"config_key": config.key(), "error": str(exc), "config": config.to_dict()})
+    return out
+
+
+def _tasks(cells: list[Cell], n_jobs: int) -> list[list[Cell]]:
+    """Cells grouped so that a worker reuses what it loaded and fitted: by (model, source), so one source
+    model serves every target, or by (model, source, target) when that leaves too few tasks for the
+    workers. Tasks of one model come together (a worker keeps its views for the tasks that follow)."""
+    def grouped(with_target: bool) -> list[list[Cell]]:
+        groups: dict[tuple, list[Cell]] = {}
+        for cell in cells:
+            c = cell.config
+            key = (c.model, str(c.whisper_input), str(c.model_seed), c.source, str(c.source_noise))
+            groups.setdefault(key + ((c.target,) if with_target else ()), []).append(cell)
+        return [groups[k] for k in sorted(groups)]
+
+    tasks = grouped(False)
+    return tasks if len(tasks) >= 2 * n_jobs else grouped(True)
+
+
+def default_jobs() -> int:
+    """Worker processes by default: the CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspace, n_jobs: int | None = None,
+              progress: bool = True, rerun: bool = False) -> list[dict[str, Any]]:
+    """Run every configuration of ``study``; results in study order, each also in the ledger.
+
+    Answers configurations already in the ledger (same store groups and weights) from it unless
+    ``rerun``; runs the rest in ``n_jobs`` processes (default: the cores; 1 = in this process).
+    Each returned dict is a ``ProbeResult.to_dict()`` plus ``from_ledger`` (bool) and
+    ``experiments`` (names). Raises :class:`SweepError` before running anything when corpora or
+    groups are missing, and after running the rest when some cells failed (their errors listed).
+    """
+    from classifiers.ledger import Ledger
+    from classifiers.protocols import result_is_current
+
+    study = study if isinstance(study, Study) else load_study(study)
+    cells = expand_study(study)
+    plan = plan_sweep(cells, store, workspace)
+    ledger = Ledger.open(workspace)
+    results: dict[str, dict[str, Any]] = {}
+    known_rows = []
+    for cell in cells:
+        identity = plan.identities[cell.key]
+        found = None if rerun else ledger.get(cell.key, identity)
+        if found is not None and result_is_current(found, identity):
+            results[cell.key] = {**found, "from_ledger": True}
+            known_rows.append(ledger.row_key(cell.key, identity))
+    if known_rows:
+        ledger.tag(known_rows, study.name)
+    pending = [cell for cell in cells if cell.key not in results]
+    failures: dict[str, str] = {}
+    for batch in _execute(pending, store, workspace, n_jobs, progress):
+        done = [r for r in batch if "error" not in r]
+        failures.update({r["config_key"]: r["error"] for r in batch if "error" in r})
+        if done:
+            ledger.put_many(done, study=study.name)
+        results.update({r["config_key"]: {**r, "from_ledger": False} for r in done})
+    if failures:
+        shown = "\n".join(f"  {_describe(next(c.config for c in cells if c.key == k))}: {msg}"
+                          for k, msg in list(failures.items())[:20])
+        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        raise SweepError(f"{len(failures)} of {len(cells)} configurations failed (the other results are in the "
+                         f"ledger; fix these and run the sweep again, finished ones are not rerun):\n{shown}{more}")
+    experiments = {cell.key: list(cell.experiments) for cell in cells}
+    return [{**results[cell.key], "experiments": experiments[cell.key]} for cell in cells]
+
+
+def _describe(config: Any) -> str:
+    extra = f", {config.shots} shots" if config.shots else ""
+    noise = " (noisy)" if config.source_noise or config.target_noise else ""
+    return f"{config.source}->{config.target} {config.model} layer {config.layer} {config.classifier}{extra}{noise}"
+
+
+def _execute(cells: list[Cell], store: FeatureStore, workspace: Workspace, n_jobs: int | None,
+             progress: bool) -> Iterator[list[dict[str, Any]]]:
+    """Run ``cells`` and yield result batches as they finish (with a progress bar over cells)."""
+    from tqdm.auto import tqdm
+
+    if not cells:
+        return
+    n_jobs = n_jobs or default_jobs()
+    tasks = _tasks(cells, n_jobs)
+    n_jobs = min(n_jobs, len(tasks))
+    token = uuid.uuid4().hex
+    args = [([c.config.to_dict() for c in task], store.url, str(workspace.root), token) for task in tasks]
+    with tqdm(total=len(cells), unit="cell", desc="sweep", disable=not progress, dynamic_ncols=True) as bar:
+        if n_jobs <= 1:
+            batches: Any = (run_cells(*a) for a in args)
+        else:
+            from joblib import Parallel, delayed
+
+            batches = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered", batch_size=1)(
+                delayed(run_cells)(*a) for a in args)
+        for batch in batches:
+            bar.update(len(batch))
+            yield batch
+
+
+# --------------------------------------------------------------------------- the demo
+def run_demo_study(ws: Workspace, echo: Callable[[str], None] = print, n_jobs: int = 1) -> Path:
+    """Run the shipped ``demo`` study on the demo corpora and write its report; returns the report folder."""
+    from classifiers.ledger import Ledger
+    from classifiers.report import write_report
+
+    store = FeatureStore(ws.store_url)
+    study = load_study("demo")
+    results = run_sweep(study, store, ws, n_jobs=n_jobs, progress=False)
+    cached = sum(r["from_ledger"] for r in results)
+    echo(f"sweep {study.name}: {len(results)} configurations ({cached} answered from the ledger)")
+    rows = Ledger.open(ws).rows(study=study.name)
+    folder = write_report(rows, ws, name=study.name, store=store, title=f"fs demo study ({study.name})")
+    echo(f"report: {folder / 'report.md'}")
+    return folder

@@ -1,0 +1,144 @@
+"""``fs sweep``, ``fs results``, ``fs report``: studies, the results ledger and reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli._output import echo_json, echo_table
+from featurestore.workspace import Workspace
+
+
+def _filter_options(func: Any) -> Any:
+    """The ledger filters shared by ``fs results`` and ``fs report``."""
+    options = [
+        click.option("--study", default=None, help="Rows of this study (the name in its file, e.g. paper)."),
+        click.option("--source", default=None, help="Training corpus."),
+        click.option("--target", default=None, help="Test corpus."),
+        click.option("--model", default=None, help="Model as given to the probe (e.g. whisper)."),
+        click.option("--layer", default=None, help="Layer choice as asked (last, best, 6, mean, concat:3,6)."),
+        click.option("--classifier", default=None, help="logreg, svm, ridge, lgbm or mlp."),
+        click.option("--norm", default=None, help="none, source, corpus or speaker."),
+        click.option("--shots", default=None, type=int, help="Target utterances per class in training."),
+        click.option("--condition", default=None, help="clean, target@10dB, source@10dB, ..."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _filters(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+@click.command()
+@click.argument("study")
+@click.option("--jobs", "-j", "n_jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: the CPU cores].")
+@click.option("--rerun", is_flag=True, help="Run every configuration again, even those in the ledger.")
+@click.option("--report/--no-report", "make_report", default=False, show_default=True,
+              help="Write the study's report when the sweep ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (a list of objects).")
+@click.pass_obj
+def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, make_report: bool, as_json: bool) -> None:
+    """Run every configuration of STUDY (a YAML file, or a shipped study: paper, demo).
+
+    Results go to the workspace's ledger; configurations already there are answered from it.
+    """
+    from classifiers.sweep import load_study, run_sweep
+    from featurestore.store import FeatureStore
+
+    spec = load_study(study)
+    store = FeatureStore(ws.store_url)
+    results = run_sweep(spec, store, ws, n_jobs=n_jobs, progress=not as_json, rerun=rerun)
+    if make_report:
+        from classifiers.report import write_report
+
+        folder = write_report(results, ws, name=spec.name, store=store)
+    if as_json:
+        echo_json(results)
+        return
+    cached = sum(bool(r.get("from_ledger")) for r in results)
+    _print_rows(results)
+    click.echo(f"{len(results)} configurations of study {spec.name!r}: {len(results) - cached} run, {cached} "
+               f"answered from the ledger ({ws.results_dir / 'ledger.sqlite'})")
+    click.echo(f"report: {folder / 'report.md'}" if make_report else f"report: fs report --study {spec.name}")
+
+
+def _print_rows(results: list[dict[str, Any]]) -> None:
+    from classifiers.ledger import flat_row
+
+    table = []
+    for r in results:
+        f = flat_row(r)
+        uar = f"{100 * f['uar_mean']:.2f} ± {100 * (f['uar_std'] or 0):.2f}" if f["uar_mean"] is not None else "-"
+        table.append((f["source"], f["target"], f["model"], f"{f['layer']}→{_layer(f['layer_used'])}",
+                      f["classifier"], f["norm"], f["shots"], f["condition"], uar,
+                      f"{100 * f['chance']:.1f}" if f["chance"] else None, str(f["config_key"])[:12]))
+    echo_table(("SOURCE", "TARGET", "MODEL", "LAYER", "CLASSIFIER", "NORM", "SHOTS", "CONDITION", "UAR %", "CHANCE",
+                "CONFIG"), table, right=("SHOTS", "UAR %", "CHANCE"))
+
+
+def _layer(value: Any) -> str:
+    if isinstance(value, list):
+        return value[0] if len(set(map(str, value))) == 1 else ",".join(map(str, value))
+    return str(value)
+
+
+@click.command()
+@_filter_options
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the matching rows to this CSV file (atomically).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
+@click.pass_obj
+def results(ws: Workspace, csv_path: str | None, as_json: bool, **filters: Any) -> None:
+    """List, filter and export the results ledger of the workspace."""
+    from classifiers.ledger import Ledger
+
+    ledger = Ledger.open(ws)
+    chosen = _filters(**filters)
+    rows = ledger.rows(**chosen)
+    if csv_path:
+        path = ledger.export_csv(csv_path, **chosen)
+        if not as_json:
+            click.echo(f"{len(rows)} row(s) written to {path}")
+    if as_json:
+        echo_json(rows)
+        return
+    if csv_path:
+        return
+    if not rows:
+        studies = ledger.studies()
+        click.echo("no results match" + (f" (studies: {', '.join(studies)})" if studies else
+                                          "; run `fs sweep STUDY` or `fs probe` first"))
+        return
+    _print_rows(rows)
+
+
+@click.command()
+@_filter_options
+@click.option("--name", default=None, help="Report folder name [default: the study, else 'report'].")
+@click.option("--paper", is_flag=True, help="Put the study's published Table II numbers beside ours.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write into this folder [default: WORKSPACE/reports/NAME].")
+@click.option("--embedding", type=click.Choice(["pca", "tsne", "none"]), default="pca", show_default=True,
+              help="2-D map of one layer's features (coloured by corpus and emotion).")
+@click.option("--map-model", default=None, help="Model of the embedding map [default: the most frequent].")
+@click.option("--map-layer", default="last", show_default=True, help="Layer of the embedding map (last or K).")
+@click.pass_obj
+def report(ws: Workspace, name: str | None, paper: bool, out: str | None, embedding: str, map_model: str | None,
+           map_layer: str, **filters: Any) -> None:
+    """Markdown tables and PNG plots from the ledger (a study, or filtered rows)."""
+    from classifiers.ledger import Ledger
+    from classifiers.report import write_report
+    from featurestore.store import FeatureStore
+
+    chosen = _filters(**filters)
+    rows = Ledger.open(ws).rows(**chosen)
+    layer: int | str = int(map_layer) if map_layer.lstrip("-").isdigit() else map_layer
+    folder = write_report(rows, ws, name=name or chosen.get("study") or "report", store=FeatureStore(ws.store_url),
+                          paper=paper, out=out, embedding=embedding, map_model=map_model, map_layer=layer)
+    click.echo(f"report: {folder / 'report.md'}")
+    for path in sorted(folder.glob("*.png")):
+        click.echo(f"figure: {path}")
