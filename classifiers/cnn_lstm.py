@@ -5,8 +5,9 @@ batch norm -> ReLU -> 2x2 max pooling over time and frequency), a bidirectional 
 over the pooled time steps (packed sequences: padding never enters it), a dense layer of 128 and a
 softmax over the classes, trained with cross-entropy by :func:`classifiers.training.train`.
 
-Variable lengths: padded frames are zeroed after every block, so a padded utterance sees exactly
-the zeros it would see alone at its edges, and predictions do not depend on the batch.
+Variable lengths: frames past an utterance's (pooled) length are zeroed before the first block and
+after every block, so a padded utterance sees exactly the zeros it would see alone at its edges,
+and predictions do not depend on the batch.
 
 Per-corpus normalisation (``normalise="corpus"``): every mel bin is standardised with the mean and
 variance over all frames of its corpus. Training frames use the training corpus's statistics;
@@ -67,12 +68,12 @@ class CNNLSTM(nn.Module):
         return POOL ** len(self.blocks)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        h = x[:, None]  # (B, 1, T, F)
         lengths = lengths.to(x.device)
+        h = (x * frame_mask(lengths, x.shape[1])[:, :, None].to(x.dtype))[:, None]  # (B, 1, T, F)
         for block in self.blocks:
-            h = block(h) * frame_mask(lengths, h.shape[2])[:, None, :, None].to(h.dtype)
-            h = self.pool(h)
+            h = self.pool(block(h))
             lengths = lengths // POOL
+            h = h * frame_mask(lengths, h.shape[2])[:, None, :, None].to(h.dtype)
         steps = h.permute(0, 2, 1, 3).flatten(2)  # (B, T', C * F')
         packed = nn.utils.rnn.pack_padded_sequence(steps, lengths.clamp(min=1).cpu(), batch_first=True,
                                                    enforce_sorted=False)
@@ -95,7 +96,8 @@ class CNNLSTMClassifier:
     fit(frames: list of (T_i, n_mels) arrays, y: (n,), groups: (n,) speaker ids or None);
     predict / predict_proba(frames). After fit: ``classes_``, ``history_`` (per epoch),
     ``best_epoch_``, ``dev_split_`` ("speaker", "utterance" or "none"), ``model_``.
-    ``max_frames`` keeps the first ``max_frames`` frames of longer utterances (train and predict).
+    ``max_frames`` keeps the first ``max_frames`` frames of longer utterances (train and predict);
+    corpus statistics are taken over the kept frames.
     """
 
     def __init__(self, epochs: int = 5, batch_size: int = 16, lr: float = 1e-4, dev_fraction: float = 0.2,
@@ -118,24 +120,30 @@ class CNNLSTMClassifier:
                             weight_decay=self.weight_decay, dev_fraction=self.dev_fraction, seed=self.seed,
                             device=self.device)
 
-    def _prepare(self, frames: Sequence[np.ndarray], stats: tuple[np.ndarray, np.ndarray] | None,
-                 n_mels: int | None) -> list[torch.Tensor]:
-        """Check, crop, normalise: list of (T_i, n_mels) float32 tensors."""
+    def _checked(self, frames: Sequence[np.ndarray], n_mels: int | None) -> list[np.ndarray]:
+        """(T_i, n_mels) float32 arrays, cropped to ``max_frames``; TrainingError names a bad one."""
         if len(frames) == 0:
             raise TrainingError("no utterances given")
+        n_mels = n_mels or int(np.asarray(frames[0]).shape[-1])
         out = []
         for i, f in enumerate(frames):
             f = np.asarray(f, dtype=np.float32)
-            if f.ndim != 2 or f.shape[0] == 0 or (n_mels is not None and f.shape[1] != n_mels):
-                want = f"(T, {n_mels})" if n_mels is not None else "(T, n_mels)"
-                raise TrainingError(f"utterance {i}: expected {want} log-mel frames, got shape {f.shape}")
+            if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] != n_mels:
+                raise TrainingError(f"utterance {i}: expected (T, {n_mels}) log-mel frames, got shape {f.shape}")
             if not np.all(np.isfinite(f)):
                 raise TrainingError(f"utterance {i}: frames contain NaN or infinite values")
             out.append(f[:self.max_frames] if self.max_frames else f)
-        if stats is not None:
-            mean, std = stats
-            out = [(f - mean) / std for f in out]
-        return [torch.from_numpy(np.ascontiguousarray(f)) for f in out]
+        return out
+
+    def _prepare(self, frames: Sequence[np.ndarray], n_mels: int | None,
+                 stats: tuple[np.ndarray, np.ndarray] | None = None) -> list[torch.Tensor]:
+        """Checked, cropped and normalised (T_i, n_mels) float32 tensors. With ``normalise="corpus"``,
+        ``stats`` (mean, std) or else the statistics of ``frames`` themselves."""
+        arrays = self._checked(frames, n_mels)
+        if self.normalise == "corpus":
+            mean, std = stats if stats is not None else corpus_stats(arrays)
+            arrays = [(f - mean) / std for f in arrays]
+        return [torch.from_numpy(np.ascontiguousarray(f)) for f in arrays]
 
     def _batch_logits(self, data: list[torch.Tensor]) -> BatchLogits:
         model, minimum, device = self.model_, self.model_.min_frames, self.device
@@ -155,15 +163,15 @@ class CNNLSTMClassifier:
         classes, codes = encode_labels(y)
         if len(frames) != codes.size:
             raise TrainingError(f"{len(frames)} utterances but {codes.size} labels")
-        n_mels = int(np.asarray(frames[0]).shape[-1])
-        self.n_mels_ = n_mels
-        self.train_stats_ = corpus_stats(frames) if self.normalise == "corpus" else None
-        data = self._prepare(frames, self.train_stats_, n_mels)
+        arrays = self._checked(frames, None)
+        self.n_mels_ = arrays[0].shape[1]
+        self.train_stats_ = corpus_stats(arrays) if self.normalise == "corpus" else None
+        data = self._prepare(arrays, self.n_mels_, self.train_stats_)
         options = self._options()
         options.check()
         train_idx, dev_idx, kind = dev_split(codes, groups, self.dev_fraction, self.seed)
         with seeded(self.seed):
-            self.model_ = CNNLSTM(n_mels, classes.size, self.channels, self.first_kernel, self.lstm_units,
+            self.model_ = CNNLSTM(self.n_mels_, classes.size, self.channels, self.first_kernel, self.lstm_units,
                                   self.dense_units, self.dropout).to(self.device)
         self.classes_ = classes
         lengths = np.array([d.shape[0] for d in data])
@@ -176,8 +184,7 @@ class CNNLSTMClassifier:
         """(n, C) class probabilities, columns in ``classes_`` order."""
         if not hasattr(self, "model_"):
             raise TrainingError("this CNNLSTMClassifier is not fitted yet; call fit() first")
-        stats = corpus_stats(frames) if self.normalise == "corpus" else None
-        data = self._prepare(frames, stats, self.n_mels_)
+        data = self._prepare(frames, self.n_mels_)
         lengths = np.array([d.shape[0] for d in data])
         logits = predict_logits(self.model_, self._batch_logits(data), np.arange(len(data)), self.batch_size,
                                 lengths, device=self.device)
@@ -185,7 +192,8 @@ class CNNLSTMClassifier:
 
     def predict(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """(n,) predicted labels."""
-        return self.classes_[self.predict_proba(frames).argmax(axis=1)]
+        proba = self.predict_proba(frames)
+        return self.classes_[proba.argmax(axis=1)]
 
     def score(self, frames: Sequence[np.ndarray], y: Sequence) -> float:
         """UAR of ``predict(frames)`` against ``y``."""

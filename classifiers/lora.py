@@ -284,7 +284,8 @@ class _LoRABase:
 
     def predict(self, data: Any, **kwargs: Any) -> np.ndarray:
         """(n,) predicted labels."""
-        return self.classes_[self.predict_proba(data, **kwargs).argmax(axis=1)]
+        proba = self.predict_proba(data, **kwargs)
+        return self.classes_[proba.argmax(axis=1)]
 
     def predict_proba(self, data: Any, **kwargs: Any) -> np.ndarray:  # pragma: no cover - overridden
         raise NotImplementedError
