@@ -94,18 +94,18 @@ def test_without_speakers_the_dev_split_is_by_utterance() -> None:
 
 
 def test_bad_input() -> None:
-    frames, y, groups = corpus(12, 7)
+    frames, y, groups = corpus(24, 7)
     with pytest.raises(TrainingError, match="normalise"):
         CNNLSTMClassifier(normalise="utterance")
     with pytest.raises(TrainingError, match="labels"):
         small().fit(frames, y[:-1])
     with pytest.raises(TrainingError, match="2 classes"):
-        small().fit(frames, np.array(["ang"] * 12))
+        small().fit(frames, np.array(["ang"] * 24))
     bad = frames[:-1] + [np.zeros((10, N_MELS + 1), np.float32)]
-    with pytest.raises(TrainingError, match="utterance 11"):
+    with pytest.raises(TrainingError, match="utterance 23"):
         small().fit(bad, y, groups)
     with pytest.raises(TrainingError, match="not fitted"):
         small().predict(frames)
     clf = small(epochs=1).fit(frames, y, groups)
     with pytest.raises(TrainingError, match="not seen in training"):
-        clf.score(frames, np.array(["neu"] * 12))
+        clf.score(frames, np.array(["neu"] * 24))
