@@ -373,7 +373,7 @@ class _Runner:
         est = make_classifier(config.classifier, seed, **config.classifier_params)
         try:
             return est.fit(X, y, groups=groups)
-        except (SplitError, ClassifierError) as exc:
+        except (SplitError, ClassifierError, ValueError) as exc:  # ValueError: sklearn's fold checks on tiny sets
             if "dev_fraction" not in est.get_params() or np.unique(y).size < 2:
                 raise ProtocolError(f"cannot train {config.classifier} on {X.shape[0]} utterances: {exc}") from None
             self._warn(f"{config.classifier}: no dev split possible on {X.shape[0]} training utterances ({exc}); "

@@ -1,0 +1,200 @@
+"""``fs probe``: train a probe on one corpus's stored features and test it on another (or the same)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from cli._output import echo_json
+from featurestore.workspace import Workspace
+
+CLASSIFIERS = ("logreg", "svm", "ridge", "lgbm", "mlp")
+NORMS = ("none", "source", "corpus", "speaker")
+
+
+def _shots(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
+    """``--shots 0,50,100`` -> (0, 50, 100)."""
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v < 0 for v in values):
+        raise click.BadParameter(f"{text!r}: give shots per class as numbers >= 0, e.g. 0,50,100")
+    return tuple(dict.fromkeys(values))
+
+
+def _params(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, Any]:
+    """``--param C=0.5 --param class_weight=balanced`` -> {"C": 0.5, "class_weight": "balanced"}."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r}: give NAME=VALUE, e.g. C=0.5")
+        try:
+            out[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[name.strip()] = value
+    return out
+
+
+def _noise(directory: str | None, snr: float | None, seed: int) -> dict[str, Any] | None:
+    return None if directory is None else {"noise": directory, "snr_db": 10.0 if snr is None else snr,
+                                           "noise_seed": seed}
+
+
+@click.command()
+@click.option("--source", required=True, help="Corpus to train on (a name from `fs corpus ls`).")
+@click.option("--target", required=True, help="Corpus to test on; the source itself for speaker-independent folds.")
+@click.option("--model", required=True, help="The model as given to `fs extract --model` (alias, id or folder).")
+@click.option("--whisper-input", type=click.Choice(["full", "trim"]), default=None,
+              help="Whisper groups: the input mode they were extracted with [default: the only one stored].")
+@click.option("--model-seed", type=click.IntRange(min=0), default=None,
+              help="Randomly initialised models: the seed they were extracted with.")
+@click.option("--layer", default="last", show_default=True,
+              help="last, best (chosen on a source-only dev split), a layer number, mean, or concat:3,6.")
+@click.option("--stat", type=click.Choice(["mean", "mean+std"]), default="mean", show_default=True,
+              help="Pooled statistic: mean over frames, or mean and std side by side.")
+@click.option("--classifier", type=click.Choice(CLASSIFIERS), default="logreg", show_default=True,
+              help="Probe: logistic regression, linear SVM, ridge, LightGBM, or the study's MLP head.")
+@click.option("--param", "params", multiple=True, callback=_params,
+              help="Classifier parameter NAME=VALUE (repeatable), e.g. --param C=0.1.")
+@click.option("--norm", type=click.Choice(NORMS), default="none", show_default=True,
+              help="Feature normalisation; corpus and speaker are transductive (the result says so).")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Runs with seeds 0..N-1; UAR is reported as mean ± std.")
+@click.option("--shots", default="0", show_default=True, callback=_shots,
+              help="Target utterances per class added to training, e.g. 0,50,100 (one result each).")
+@click.option("--shots-speaker-disjoint", is_flag=True,
+              help="Test only on target speakers who gave no shot.")
+@click.option("--dev-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Share of source utterances (whole speakers) held out to pick --layer best.")
+@click.option("--target-noise", type=click.Path(), default=None,
+              help="Test on the target mixed with this noise (the folder given to `fs extract --noise`).")
+@click.option("--source-noise", type=click.Path(), default=None, help="Train on the source mixed with this noise.")
+@click.option("--snr", type=float, default=None, help="SNR in dB of the noisy groups [default: 10].")
+@click.option("--noise-seed", type=int, default=0, show_default=True, help="Noise seed of the noisy groups.")
+@click.option("--rerun", is_flag=True, help="Compute again even if the results ledger holds this configuration.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result object (a list for several --shots).")
+@click.pass_context
+def probe(ctx: click.Context, source: str, target: str, model: str, whisper_input: str | None,
+          model_seed: int | None, layer: str, stat: str, classifier: str, params: dict[str, Any], norm: str,
+          seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, dev_fraction: float,
+          target_noise: str | None, source_noise: str | None, snr: float | None, noise_seed: int, rerun: bool,
+          as_json: bool) -> None:
+    """Train a probe on SOURCE's stored features and report UAR on TARGET (mean ± std over seeds).
+
+    Results go to the workspace's results ledger; an identical configuration on the same store
+    groups is answered from it (--rerun computes again).
+    """
+    if target_noise is None and source_noise is None:
+        for name, flag in (("snr", "--snr"), ("noise_seed", "--noise-seed")):
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+                raise click.UsageError(f"{flag} needs --target-noise DIR or --source-noise DIR")
+    if source == target and any(shots):
+        raise click.UsageError("--shots needs a target other than the source (within a corpus, folds are used)")
+    ws: Workspace = ctx.obj
+
+    from classifiers.protocols import ProbeConfig, probe_identity, result_is_current, run_probe
+    from featurestore.store import FeatureStore
+
+    store = FeatureStore(ws.store_url)
+    configs = [ProbeConfig(source=source, target=target, model=model, whisper_input=whisper_input,
+                           model_seed=model_seed, layer=layer, stat=stat, classifier=classifier,
+                           classifier_params=params, norm=norm, seeds=seeds, shots=n,
+                           shots_speaker_disjoint=shots_speaker_disjoint,
+                           source_noise=_noise(source_noise, snr, noise_seed),
+                           target_noise=_noise(target_noise, snr, noise_seed), dev_fraction=dev_fraction)
+               for n in shots]
+    ledger = _ledger(ws)
+    cache: dict[Any, Any] = {}
+    results = []
+    for config in configs:
+        identity = probe_identity(config, store, ws, cache)
+        found = None if rerun or ledger is None else ledger.get(config.key(), identity)
+        if found is not None and result_is_current(found, identity):
+            found["from_ledger"] = True
+            results.append(found)
+            continue
+        result = run_probe(config, store, ws, views=cache).to_dict()
+        if ledger is not None:
+            ledger.put(result)
+        result["from_ledger"] = False
+        results.append(result)
+    if as_json:
+        echo_json(results[0] if len(results) == 1 else results)
+        return
+    for i, result in enumerate(results):
+        if i:
+            click.echo("")
+        click.echo(describe(result))
+    if ledger is None:
+        click.echo("\n(results ledger unavailable in this build: results were not recorded)", err=True)
+
+
+def _ledger(ws: Workspace) -> Any:
+    try:
+        from classifiers.ledger import Ledger
+    except ImportError:  # the ledger module is optional in a partial checkout
+        return None
+    return Ledger.open(ws)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _layer_text(result: dict[str, Any]) -> str:
+    asked, used = result["config"]["layer"], result["layer"]
+    if asked == "best":
+        flat = [k for entry in used for k in (entry if isinstance(entry, list) else [entry])]
+        counts = {k: flat.count(k) for k in sorted(set(flat))}
+        chosen = ", ".join(f"{k} ({n}x)" for k, n in counts.items())
+        return f"best on a source-only dev split: {chosen}"
+    if asked == "last":
+        return f"{used} (last)"
+    if isinstance(used, list):
+        return "concat " + ",".join(str(k) for k in used)
+    return str(used)
+
+
+def describe(result: dict[str, Any]) -> str:
+    """A human-readable account of one probe result (``ProbeResult.to_dict()``)."""
+    c = result["config"]
+    noise = []
+    for side in ("source", "target"):
+        if c.get(f"{side}_noise"):
+            n = c[f"{side}_noise"]
+            noise.append(f"{side} + {n['noise']} @ {n['snr_db']:g} dB (seed {n['noise_seed']})")
+    lines = [
+        f"{c['source']} -> {c['target']}  [{result['protocol']}]  model {c['model']}  {c['classifier']}  "
+        f"norm {c['norm']}  {c['stat']}  {c['seeds']} seed(s)" + ("  (from the ledger)" if result.get("from_ledger")
+                                                                 else f"  {result['seconds']:.1f} s"),
+        f"  UAR {_pct(result['uar_mean'])} ± {_pct(result['uar_std'])} %   (chance {_pct(result['chance'])} %)   "
+        f"per seed: {' '.join(_pct(u) for u in result['uar_per_seed'])}",
+        "  per-class recall: " + "  ".join(f"{k} {_pct(v)}" for k, v in result["per_class_recall"].items()),
+        f"  layer: {_layer_text(result)}",
+    ]
+    if result.get("layer_dev_uar"):
+        per_layer = sorted(result["layer_dev_uar"].items(), key=lambda kv: int(kv[0]))
+        curve = "  ".join(f"{k}:{_pct(v)}" for k, v in per_layer)
+        lines.append(f"  dev UAR per layer: {curve}")
+    if noise:
+        lines.append("  noise: " + "; ".join(noise))
+    if result.get("transductive"):
+        lines.append(f"  normalisation {c['norm']} is transductive: {result['normalisation'].get('note', '')}")
+    if result.get("baseline"):
+        b = result["baseline"]
+        capped = sorted({k for s in result.get("shots") or [] for k in s.get("capped", {})})
+        lines.append(f"  shots: {c['shots']} per class from {c['target']}"
+                     + (f" (capped for {', '.join(capped)})" if capped else "")
+                     + f"; tested on {result['metrics'][0]['n']} other utterances")
+        verdict = "  <- beats source+shots" if b.get("beats_source_plus_shots") else ""
+        lines.append(f"  target-only baseline (shots alone): UAR {_pct(b['uar_mean'])} ± {_pct(b['uar_std'])} %"
+                     + verdict)
+    for warning in result.get("warnings", []):
+        lines.append(f"  warning: {warning}")
+    return "\n".join(lines)
