@@ -128,8 +128,9 @@ class _LoRABase:
                  grad_checkpointing: bool | str, bf16: bool | str):
         if isinstance(encoder, str):
             encoder = load_encoder(encoder, device=device, whisper_input=whisper_input)
-        if not hasattr(encoder, "top_layers"):
-            raise LoRAError(f"{encoder.info.name}: this encoder cannot be fine-tuned (no layer stack)")
+        if not hasattr(encoder, "top_layers") or encoder.info.num_layers < 2:
+            raise LoRAError(f"{encoder.info.name}: a {encoder.info.family} encoder has no transformer layers to "
+                            "fine-tune; train the CNN-LSTM on its frames instead")
         if rank < 1 or not alpha > 0:
             raise LoRAError(f"rank must be >= 1 and alpha > 0, got rank={rank}, alpha={alpha}")
         self.encoder = encoder
