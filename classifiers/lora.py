@@ -196,8 +196,12 @@ class _LoRABase:
         options.check()
         train_idx, dev_idx, kind = dev_split(codes, groups, self.dev_fraction, self.seed)
         self.setup(classes)
-        result = train(self.model_, lambda idx: self.model_.head(batch_pooled(idx)), codes, train_idx, dev_idx,
-                       options, dev_kind=kind, lengths=lengths)
+        try:
+            result = train(self.model_, lambda idx: self.model_.head(batch_pooled(idx)), codes, train_idx,
+                           dev_idx, options, dev_kind=kind, lengths=lengths)
+        except BaseException:
+            del self.model_  # a failed fit leaves the estimator unfitted, not half-trained
+            raise
         self.history_, self.best_epoch_, self.dev_split_ = result.history, result.best_epoch, result.dev_split
         return self
 
