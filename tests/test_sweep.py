@@ -1,0 +1,199 @@
+"""Studies: strict validation, expansion, planning (missing groups), sweeps equal to run_probe, ledger reuse."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from classifiers.ledger import Ledger
+from classifiers.protocols import ProbeConfig, run_probe
+from classifiers.sweep import (
+    StudyError,
+    SweepError,
+    ViewCache,
+    expand_study,
+    load_study,
+    parse_study,
+    run_sweep,
+    shipped_studies,
+)
+from featurestore.store import FeatureStore
+from featurestore.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+NOISE = {"noise": "/synthetic/noise", "snr_db": 10, "noise_seed": 0}
+
+
+def bench_module() -> Any:
+    """bench/bench_sweep.py, which writes synthetic stores (also used by the benchmark)."""
+    if "bench_sweep" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_sweep", ROOT / "bench" / "bench_sweep.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_sweep"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_sweep"]
+
+
+def tiny_workspace(root: Path) -> Workspace:
+    """Corpora aa (48) and bb (40) with model m1 (3 layers x 8), clean and noisy (10 dB)."""
+    return bench_module().synthetic_workspace(root, corpora={"aa": 48, "bb": 40}, models={"m1": (3, 8)},
+                                              speakers={"aa": 6, "bb": 5}, noise=NOISE, separation=1.0)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return tiny_workspace(tmp_path_factory.mktemp("sweep"))
+
+
+def study_dict(**experiment: Any) -> dict[str, Any]:
+    exp = {"name": "x", "pairs": ["aa->bb"], "models": "m1", **experiment}
+    return {"name": "t", "noise": {"dir": NOISE["noise"], "snr_db": 10}, "defaults": {"classifiers": "logreg",
+            "seeds": 2}, "experiments": [exp]}
+
+
+def write_study(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("data, message", [
+    ({"name": "t", "experiment": []}, r"unknown key 'experiment' \(did you mean 'experiments'\?\); valid keys"),
+    (study_dict(model="m1"), r"experiment 'x': unknown key 'model' \(did you mean 'models'\?\)"),
+    (study_dict(classifiers=["logreg", "logrge"]), r"classifiers 'logrge' is not valid \(did you mean 'logreg'\?\)"),
+    (study_dict(norms="corpse"), r"norms 'corpse' is not valid \(did you mean 'corpus'\?\)"),
+    (study_dict(shots=[0, -5]), r"shots -5 is not valid"),
+    (study_dict(layers="middle"), r"layers 'middle' is not valid"),
+    (study_dict(seeds=0), r"seeds 0 is not valid"),
+    (study_dict(conditions=["clean", "targte"]), r"did you mean 'target'"),
+    (study_dict(all_pairs=["aa", "bb"]), r"exactly one of pairs .* or all_pairs"),
+    (study_dict(pairs=["aa"]), r"pair 'aa' is not valid; write SOURCE->TARGET"),
+    ({"name": "t", "defaults": {"seed": 3}, "experiments": [{"pairs": ["aa->bb"], "models": "m1"}]},
+     r"defaults: unknown key 'seed' \(did you mean 'seeds'\?\)"),
+    ({"name": "t", "experiments": [{"pairs": ["aa->bb"], "models": "m1", "conditions": "target"}]},
+     r"need the study's noise; add a top-level noise"),
+    ({"name": "t", "noise": {"dir": "n", "snr": 10}, "experiments": []}, r"noise: unknown key 'snr'"),
+    ({"name": "t", "experiments": [{"pairs": ["aa->bb"]}]}, r"models is missing"),
+])
+def test_study_errors_name_the_key_and_leave_the_ledger_untouched(ws: Workspace, tmp_path: Path,
+                                                                 data: dict[str, Any], message: str) -> None:
+    with pytest.raises(StudyError, match=message):
+        parse_study(data)
+    path = write_study(tmp_path / "bad.yaml", data)
+    before = len(Ledger.open(ws))
+    with pytest.raises(StudyError, match=message):
+        run_sweep(path, FeatureStore(ws.store_url), ws, n_jobs=1, progress=False)
+    assert len(Ledger.open(ws)) == before
+
+
+def test_probe_config_errors_become_study_errors() -> None:
+    study = parse_study(study_dict(classifier_params={"C": 1.0}, dev_fraction=0.5, layers=["concat:0,0"]))
+    with pytest.raises(StudyError, match="experiment 'x'.*concat"):
+        expand_study(study)
+
+
+def test_unknown_study_name_suggests_a_shipped_one() -> None:
+    with pytest.raises(StudyError, match="did you mean 'paper'"):
+        load_study("papr")
+
+
+# --------------------------------------------------------------------------- expansion
+def test_paper_study_expands_to_the_three_experiments() -> None:
+    assert {"paper", "demo"} <= set(shipped_studies())
+    study = load_study("paper")
+    assert [e.name for e in study.experiments] == ["table2", "few-shot", "noise"]
+    cells = expand_study(study)
+    table2 = [c for c in cells if "table2" in c.experiments]
+    assert len(table2) == 48 and {(c.config.source, c.config.target) for c in table2} == {
+        (a, b) for a in ("iemocap", "emodb", "emovo", "urdu") for b in ("iemocap", "emodb", "emovo", "urdu") if a != b}
+    assert all(c.config.classifier == "mlp" and c.config.layer == "last" and c.config.seeds == 5 for c in cells)
+    few = [c for c in cells if "few-shot" in c.experiments]
+    assert sorted({c.config.shots for c in few}) == [0, 50, 100, 150, 200] and len(few) == 60
+    noisy = [c for c in cells if c.config.target_noise]
+    assert len(noisy) == 12 and all(c.config.target_noise["snr_db"] == 10.0 for c in noisy)
+    # the clean / 0-shot cells of few-shot and noise are table II's: each configuration once
+    assert len(cells) == 48 + 48 + 12 == len({c.key for c in cells})
+    shared = next(c for c in cells if c.config.source == "iemocap" and c.config.target == "urdu"
+                  and c.config.model == "whisper" and not c.config.shots and not c.config.target_noise)
+    assert shared.experiments == ("table2", "few-shot", "noise")
+
+
+def test_demo_study_is_valid() -> None:
+    cells = expand_study(load_study("demo"))
+    assert all(c.config.source.startswith("demo-") for c in cells) and len(cells) > 20
+
+
+# --------------------------------------------------------------------------- planning
+def test_missing_groups_are_listed_before_anything_runs(ws: Workspace, tmp_path: Path) -> None:
+    data = study_dict(models=["m1", "m9"], pairs=["aa->bb", "aa->zz"], conditions=["clean", "target"])
+    data["noise"]["snr_db"] = 5
+    before = len(Ledger.open(ws))
+    with pytest.raises(SweepError) as err:
+        run_sweep(parse_study(data), FeatureStore(ws.store_url), ws, n_jobs=1, progress=False)
+    text = str(err.value)
+    assert "nothing was run" in text and "fs corpus add zz" in text
+    assert "fs extract --model m9 --corpus aa --corpus bb" in text
+    assert "fs extract --model m1 --corpus bb --noise /synthetic/noise --snr 5 --noise-seed 0" in text
+    assert len(Ledger.open(ws)) == before
+
+
+# --------------------------------------------------------------------------- running
+def test_sweep_equals_run_probe_per_cell_and_is_answered_from_the_ledger(tmp_path: Path) -> None:
+    ws = tiny_workspace(tmp_path)
+    store = FeatureStore(ws.store_url)
+    study = parse_study(study_dict(layers=["last", "best"], shots=[0, 3], conditions=["clean", "target"]))
+    results = run_sweep(study, store, ws, n_jobs=1, progress=False)
+    assert len(results) == 8 and not any(r["from_ledger"] for r in results)
+    for result in results:
+        alone = run_probe(ProbeConfig.from_dict(result["config"]), store, ws).to_dict()
+        assert result["config_key"] == alone["config_key"]
+        assert result["uar_per_seed"] == alone["uar_per_seed"] and result["layer"] == alone["layer"]
+        assert result["baseline"] == alone["baseline"]
+    ledger = Ledger.open(ws)
+    assert len(ledger) == 8 and ledger.studies() == {"t": 8}
+    again = run_sweep(study, store, ws, n_jobs=1, progress=False)
+    assert all(r["from_ledger"] for r in again) and len(ledger) == 8
+    assert [r["uar_per_seed"] for r in again] == [r["uar_per_seed"] for r in results]
+    rerun = run_sweep(study, store, ws, n_jobs=1, progress=False, rerun=True)
+    assert not any(r["from_ledger"] for r in rerun) and len(ledger) == 8
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_results(tmp_path: Path) -> None:
+    ws = tiny_workspace(tmp_path)
+    store = FeatureStore(ws.store_url)
+    study = parse_study(study_dict(pairs=["aa->bb", "bb->aa"]))
+    parallel = run_sweep(study, store, ws, n_jobs=2, progress=False)
+    serial = run_sweep(study, store, ws, n_jobs=1, progress=False, rerun=True)
+    assert [r["uar_per_seed"] for r in parallel] == [r["uar_per_seed"] for r in serial]
+    assert len(Ledger.open(ws)) == 2
+
+
+def test_failed_cells_are_listed_and_the_others_kept(tmp_path: Path) -> None:
+    ws = tiny_workspace(tmp_path)
+    study = parse_study(study_dict(layers=["last", 7]))
+    with pytest.raises(SweepError, match=r"(?s)1 of 2 configurations failed.*aa->bb m1 layer 7 .*out of range"):
+        run_sweep(study, FeatureStore(ws.store_url), ws, n_jobs=1, progress=False)
+    rows = Ledger.open(ws).rows(study="t")
+    assert [r["config"]["layer"] for r in rows] == ["last"]
+
+
+def test_view_cache_is_bounded() -> None:
+    class Box:
+        def __init__(self, n: int) -> None:
+            import numpy as np
+
+            self.X = np.zeros(n, dtype=np.uint8)
+
+    cache = ViewCache(max_bytes=100)
+    cache["a"], cache["b"] = Box(60), Box(30)
+    assert cache["a"].X.size == 60  # a is now the most recent
+    cache["c"] = Box(30)
+    assert "b" not in cache and set(cache) == {"a", "c"}
+    cache["big"] = Box(500)
+    assert list(cache) == ["big"]
