@@ -19,9 +19,10 @@ import resource
 import shlex
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -148,8 +149,31 @@ def extract_command(manifest: Manifest, info: EncoderInfo, noise: NoiseSpec | No
     return shlex.join(args)
 
 
+Decoded = tuple[int, "np.ndarray | None", str, dict[str, Any]]  # (row, wave or None, error, mix + "sha256")
+
+
+def decode_row(index: int, row: dict[str, Any], sample_rate: int, noise: NoiseBank | None) -> Decoded:
+    """Read, hash, decode, downmix, resample and (optionally) noise-mix one manifest row.
+
+    Returns ``(index, wave (S,) float32 or None, error, mix details + "sha256" of the bytes read)``.
+    """
+    try:
+        raw = Path(row["path"]).read_bytes()
+    except OSError as exc:
+        return index, None, f"{row['path']}: cannot read ({exc.strerror or exc})", {"sha256": ""}
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        wave, _ = decode_audio(raw, row["path"], sample_rate)
+        mix: dict[str, Any] = {}
+        if noise is not None:
+            wave, mix = noise.mix(wave, row["utt_id"])
+        return index, wave, "", {**mix, "sha256": digest}
+    except (AudioError, NoiseError) as exc:
+        return index, None, str(exc), {"sha256": digest}
+
+
 class _UtteranceAudio(Dataset):
-    """Decode, downmix, resample and (optionally) mix noise; runs in DataLoader workers."""
+    """:func:`decode_row` over the plan's rows; runs in DataLoader workers."""
 
     def __init__(self, rows: list[dict[str, Any]], sample_rate: int, noise: NoiseBank | None):
         self.rows, self.sample_rate, self.noise = rows, sample_rate, noise
@@ -157,22 +181,8 @@ class _UtteranceAudio(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str, dict[str, Any]]:
-        """(row, wave or None, error, mix details + the sha256 of the bytes read under "sha256")."""
-        row = self.rows[i]
-        try:
-            raw = Path(row["path"]).read_bytes()
-        except OSError as exc:
-            return i, None, f"{row['path']}: cannot read ({exc.strerror or exc})", {"sha256": ""}
-        digest = hashlib.sha256(raw).hexdigest()
-        try:
-            wave, _ = decode_audio(raw, row["path"], self.sample_rate)
-            mix: dict[str, Any] = {}
-            if self.noise is not None:
-                wave, mix = self.noise.mix(wave, row["utt_id"])
-            return i, wave, "", {**mix, "sha256": digest}
-        except (AudioError, NoiseError) as exc:
-            return i, None, str(exc), {"sha256": digest}
+    def __getitem__(self, i: int) -> Decoded:
+        return decode_row(i, self.rows[i], self.sample_rate, self.noise)
 
 
 def _collate(items: list) -> list:
@@ -299,44 +309,15 @@ def _skipped_to_retry(group: StoreGroup, manifest: Manifest, options: ExtractOpt
     return np.asarray(retry, dtype=np.int64)
 
 
-def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise: NoiseSpec | None = None,
-            options: ExtractOptions = ExtractOptions()) -> ExtractResult:
-    """Extract ``manifest`` with ``encoder`` (optionally noise-mixed) into ``store``.
-
-    Idempotent: a complete, undamaged group is left as it is. Resumable: a partial group continues
-    at its first uncommitted batch; missing chunks (and, with ``repair``, corrupt ones) are
-    recomputed; skipped rows whose file changed are retried. Ctrl-C / SIGTERM commit the finished
-    rows and raise :class:`~featurestore.errors.Interrupted`. Raises ExtractError with the fix when
-    it cannot go on.
-    """
-    info = encoder.info
-    bad = [layer for layer in options.frame_layers if not 0 <= layer < info.num_layers]
-    if bad:
-        raise ExtractError(f"--frames {bad}: {info.name} has layers 0..{info.num_layers - 1}")
-    if options.on_bad_audio not in ("fail", "skip"):
-        raise ExtractError(f"on_bad_audio must be 'fail' or 'skip', not {options.on_bad_audio!r}")
-    if options.batch_size < 1 or options.commit_rows < 1 or not options.batch_seconds > 0:
-        raise ExtractError("batch size, batch seconds and commit rows must be positive")
-    if any("audio_sha256" not in r for r in manifest.rows[:1]):
-        raise ExtractError(f"manifest {manifest.name!r} has no audio hashes (made by an older fs); re-add it with "
-                           "`fs corpus add ... --overwrite`")
-    bank = NoiseBank(noise, info.sample_rate) if noise is not None else None
-    key = StoreKey(manifest.name, bank.key if bank is not None else condition_key(None), model_key(info))
-    result = ExtractResult(key=key)
-    device = str(getattr(encoder, "device", "cpu"))
-    command = extract_command(manifest, info, noise, tuple(options.frame_layers))
-    with store.lock(key):
-        store.remove_partial_writes(key)
-        group = _open_group(store, key, manifest, info, bank, options, device, command, result)
-        if result.already_done:
-            return result
-        _run(group, manifest, encoder, bank, options, result)
-    return result
-
-
 @dataclass
-class _Rows:
-    """Pooled results of consecutive plan batches, waiting to be committed together."""
+class Block:
+    """Results of consecutive plan batches, rows ``start:start+n`` of a group, ready for :func:`commit_block`.
+
+    mean, std: (n, L, D) float32; n_frames: (n,) int32; status: (n,) int8 (stored or skipped);
+    frames: layer -> n arrays (T_i, D) float16; skipped: utt_id -> reason; noise: the mix records
+    (recording, offset, snr_db), (n,) each, of a noisy condition; failed_hashes: row -> sha256 of
+    the bytes that failed to decode; audio_seconds: audio embedded.
+    """
 
     batches: range
     start: int
@@ -348,95 +329,37 @@ class _Rows:
     skipped: dict[str, str]
     noise: dict[str, np.ndarray] | None = None
     frame_bytes: int = 0
-    failed_hashes: dict[int, str] = field(default_factory=dict)  # row -> sha256 of bytes that failed
+    failed_hashes: dict[int, str] = field(default_factory=dict)
+    audio_seconds: float = 0.0
 
-    def extend(self, other: _Rows) -> _Rows:
+    def __len__(self) -> int:
+        return len(self.status)
+
+    @property
+    def stored(self) -> int:
+        return int((self.status == STATUS_STORED).sum())
+
+    def extend(self, other: Block) -> Block:
+        """This block followed by ``other`` (the next batches of the plan)."""
         noise = None if self.noise is None else {k: np.concatenate([v, other.noise[k]]) for k, v in self.noise.items()}
-        return _Rows(range(self.batches.start, other.batches.stop), self.start,
+        return Block(range(self.batches.start, other.batches.stop), self.start,
                      np.concatenate([self.mean, other.mean]), np.concatenate([self.std, other.std]),
                      np.concatenate([self.n_frames, other.n_frames]), np.concatenate([self.status, other.status]),
                      {k: v + other.frames[k] for k, v in self.frames.items()}, {**self.skipped, **other.skipped},
-                     noise, self.frame_bytes + other.frame_bytes, {**self.failed_hashes, **other.failed_hashes})
+                     noise, self.frame_bytes + other.frame_bytes, {**self.failed_hashes, **other.failed_hashes},
+                     self.audio_seconds + other.audio_seconds)
 
 
-def _commit(group: StoreGroup, rows: _Rows | None, result: ExtractResult) -> None:
-    if rows is None:
-        return
-    try:
-        if rows.failed_hashes:  # a skipped row remembers the bytes that failed: retried once they change
-            group.set_audio_hashes(np.array(list(rows.failed_hashes)), list(rows.failed_hashes.values()))
-        group.commit(rows.batches, rows.start, rows.mean, rows.std, rows.n_frames, rows.status, rows.frames,
-                     rows.skipped, rows.noise)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise ExtractError(f"disk full while writing {group.key}; free space and re-run the same command: "
-                               "it resumes from the last committed batch") from None
-        raise
-    result.processed += int((rows.status == STATUS_STORED).sum())
-    result.skipped.update(rows.skipped)
+def compute_block(batch_index: int, start: int, items: list[Decoded], rows: Sequence[dict[str, Any]] | Mapping,
+                  encoder: Encoder, *, frame_layers: tuple[int, ...] = (), on_bad_audio: str = "fail",
+                  noisy: bool = False) -> Block:
+    """Embed and pool one plan batch (a pure function of the decoded audio: no store access).
 
-
-def _run(group: StoreGroup, manifest: Manifest, encoder: Encoder, bank: NoiseBank | None,
-         options: ExtractOptions, result: ExtractResult) -> None:
-    by_id = {row["utt_id"]: row for row in manifest.rows}
-    ids = group.utt_ids()
-    rows = [by_id.get(u, {"utt_id": u, "path": "", "audio_sha256": ""}) for u in ids]
-    bounds = group.batch_bounds()
-    done = group.batches_done()
-    todo = [b for b in range(len(done)) if not done[b]]
-    batches = [list(range(int(bounds[b]), int(bounds[b + 1]))) for b in todo]
-    loader = DataLoader(_UtteranceAudio(rows, encoder.info.sample_rate, bank), batch_sampler=batches,
-                        num_workers=options.num_workers, collate_fn=_collate)
-    cuda = torch.cuda.is_available() and str(encoder.device).startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    bar = tqdm(total=sum(len(b) for b in batches), unit="utt", disable=not options.progress,
-               desc=f"{group.key.corpus}/{group.key.condition} {Path(encoder.info.name).name}", dynamic_ncols=True)
-    pending: _Rows | None = None
-    try:
-        for batch_index, items in zip(todo, loader):
-            if pending is not None and pending.batches.stop != batch_index:
-                ready, pending = pending, None  # never buffer across a gap in the plan
-                _commit(group, ready, result)
-            batch = _process_batch(batch_index, int(bounds[batch_index]), items, rows, encoder, options, result,
-                                   noisy=bank is not None)
-            pending = batch if pending is None else pending.extend(batch)
-            if len(pending.mean) >= options.commit_rows or pending.frame_bytes >= MAX_PENDING_FRAME_BYTES:
-                ready, pending = pending, None
-                _commit(group, ready, result)
-            bar.update(len(items))
-            result.wall_seconds = time.perf_counter() - started
-            bar.set_postfix(utt_s=f"{(result.processed + _stored(pending)) / result.wall_seconds:.1f}",
-                            rtf=f"{result.real_time_factor:.3f}")
-        ready, pending = pending, None
-        _commit(group, ready, result)
-    except KeyboardInterrupt as exc:
-        _commit(group, pending, result)  # keep the batches finished before the stop
-        signal = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
-        kept = int((group.status() == STATUS_STORED).sum())
-        raise Interrupted(f"{signal}: stopped {group.key} with {kept} of {len(rows)} rows committed; re-run the "
-                          "same command to resume", terminated=isinstance(exc, Terminated)) from None
-    except ExtractError as exc:
-        if pending is not None and "disk full" not in str(exc):
-            _commit(group, pending, result)
-        raise
-    finally:
-        bar.close()
-    result.wall_seconds = time.perf_counter() - started
-    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if cuda:
-        result.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
-    if bool(group.batches_done().all()):
-        group.mark_complete()
-
-
-def _stored(rows: _Rows | None) -> int:
-    return 0 if rows is None else int((rows.status == STATUS_STORED).sum())
-
-
-def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[str, Any]], encoder: Encoder,
-                   options: ExtractOptions, result: ExtractResult, noisy: bool) -> _Rows:
+    ``items`` are :func:`decode_row` results whose indices are group rows (``rows[i]`` is the
+    manifest row of group row i); the block holds rows ``start:start+len(items)``. Raises
+    ExtractError for bad audio with ``on_bad_audio="fail"`` and for audio changed since
+    ``fs corpus add``.
+    """
     n = len(items)
     dim, layers = encoder.info.dim, encoder.info.num_layers
     mean = np.zeros((n, layers, dim), np.float32)
@@ -444,7 +367,7 @@ def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[st
     n_frames = np.zeros(n, np.int32)
     status = np.full(n, STATUS_SKIPPED, np.int8)
     empty = np.zeros((0, dim), np.float16)
-    frames: dict[int, list[np.ndarray]] = {layer: [empty] * n for layer in options.frame_layers}
+    frames: dict[int, list[np.ndarray]] = {layer: [empty] * n for layer in frame_layers}
     skipped: dict[str, str] = {}
     noise = {"recording": np.full(n, "", dtype=object), "offset": np.full(n, -1, np.int64),
              "snr_db": np.full(n, np.nan)} if noisy else None
@@ -459,7 +382,7 @@ def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[st
                                f"`fs corpus add`; re-add corpus {rows[i].get('corpus', '')!r} with "
                                "`fs corpus add ... --overwrite`, then extract again")
         if error:
-            if options.on_bad_audio == "fail":
+            if on_bad_audio == "fail":
                 raise ExtractError(f"{error}\nutterance {rows[i]['utt_id']} cannot be extracted; fix or remove it, "
                                    "or re-run with --on-bad-audio skip to record it as skipped")
             skipped[rows[i]["utt_id"]] = error
@@ -467,15 +390,164 @@ def _process_batch(batch_index: int, start: int, items: list, rows: list[dict[st
             continue
         good.append((j, wave))
     frame_bytes = 0
+    audio_seconds = 0.0
     if good:
         states = encoder.embed([w for _, w in good])
         m, s = pool_states(states.hidden, states.lengths)
         lengths = states.lengths.cpu().numpy()
         for k, (j, wave) in enumerate(good):
             mean[j], std[j], n_frames[j], status[j] = m[k], s[k], lengths[k], STATUS_STORED
-            result.audio_seconds += len(wave) / encoder.info.sample_rate
-            for layer in options.frame_layers:
+            audio_seconds += len(wave) / encoder.info.sample_rate
+            for layer in frame_layers:
                 frames[layer][j] = states.hidden[layer, k, : lengths[k]].to(torch.float16).cpu().numpy()
                 frame_bytes += frames[layer][j].nbytes
-    return _Rows(range(batch_index, batch_index + 1), start, mean, std, n_frames, status, frames, skipped,
-                 noise, frame_bytes, failed_hashes)
+    return Block(range(batch_index, batch_index + 1), start, mean, std, n_frames, status, frames, skipped,
+                 noise, frame_bytes, failed_hashes, audio_seconds)
+
+
+def commit_block(group: StoreGroup, block: Block | None, result: ExtractResult) -> None:
+    """Write ``block`` into ``group`` (data first, then its batches' commit markers); count it in ``result``."""
+    if block is None:
+        return
+    try:
+        if block.failed_hashes:  # a skipped row remembers the bytes that failed: retried once they change
+            group.set_audio_hashes(np.array(list(block.failed_hashes)), list(block.failed_hashes.values()))
+        group.commit(block.batches, block.start, block.mean, block.std, block.n_frames, block.status, block.frames,
+                     block.skipped, block.noise)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ExtractError(f"disk full while writing {group.key}; free space and re-run the same command: "
+                               "it resumes from the last committed batch") from None
+        raise
+    result.processed += block.stored
+    result.skipped.update(block.skipped)
+
+
+PlanEntry = tuple[int, int, int]  # (batch index, first row, end row) of one plan batch
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Where blocks are computed: this process (:class:`LocalRunner`) or a cluster (``distributed.RayRunner``)."""
+
+    info: EncoderInfo
+    device: str
+
+    def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], noise: NoiseBank | None,
+               options: ExtractOptions) -> Iterator[Block]:
+        """One :class:`Block` per plan entry, yielded in the order of ``plan``; ``rows[i]`` is group row i."""
+        ...
+
+
+class LocalRunner:
+    """Blocks computed in this process; DataLoader workers decode and resample ahead of the encoder."""
+
+    def __init__(self, encoder: Encoder):
+        self.encoder = encoder
+        self.info = encoder.info
+        self.device = str(getattr(encoder, "device", "cpu"))
+
+    def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], noise: NoiseBank | None,
+               options: ExtractOptions) -> Iterator[Block]:
+        loader = DataLoader(_UtteranceAudio(rows, self.info.sample_rate, noise),
+                            batch_sampler=[list(range(a, b)) for _, a, b in plan],
+                            num_workers=options.num_workers, collate_fn=_collate)
+        for (index, start, _), items in zip(plan, loader):
+            yield compute_block(index, start, items, rows, self.encoder, frame_layers=tuple(options.frame_layers),
+                                on_bad_audio=options.on_bad_audio, noisy=noise is not None)
+
+
+def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise: NoiseSpec | None = None,
+            options: ExtractOptions = ExtractOptions()) -> ExtractResult:
+    """Extract ``manifest`` with ``encoder`` (optionally noise-mixed) into ``store``, in this process.
+
+    Idempotent: a complete, undamaged group is left as it is. Resumable: a partial group continues
+    at its first uncommitted batch; missing chunks (and, with ``repair``, corrupt ones) are
+    recomputed; skipped rows whose file changed are retried. Ctrl-C / SIGTERM commit the finished
+    rows and raise :class:`~featurestore.errors.Interrupted`. Raises ExtractError with the fix when
+    it cannot go on.
+    """
+    return run_extraction(manifest, LocalRunner(encoder), store, noise=noise, options=options)
+
+
+def run_extraction(manifest: Manifest, runner: Runner, store: FeatureStore, *, noise: NoiseSpec | None = None,
+                   options: ExtractOptions = ExtractOptions()) -> ExtractResult:
+    """:func:`extract` with blocks computed by ``runner``; this process alone writes the store, in plan order."""
+    info = runner.info
+    bad = [layer for layer in options.frame_layers if not 0 <= layer < info.num_layers]
+    if bad:
+        raise ExtractError(f"--frames {bad}: {info.name} has layers 0..{info.num_layers - 1}")
+    if options.on_bad_audio not in ("fail", "skip"):
+        raise ExtractError(f"on_bad_audio must be 'fail' or 'skip', not {options.on_bad_audio!r}")
+    if options.batch_size < 1 or options.commit_rows < 1 or not options.batch_seconds > 0:
+        raise ExtractError("batch size, batch seconds and commit rows must be positive")
+    if any("audio_sha256" not in r for r in manifest.rows[:1]):
+        raise ExtractError(f"manifest {manifest.name!r} has no audio hashes (made by an older fs); re-add it with "
+                           "`fs corpus add ... --overwrite`")
+    bank = NoiseBank(noise, info.sample_rate) if noise is not None else None
+    key = StoreKey(manifest.name, bank.key if bank is not None else condition_key(None), model_key(info))
+    result = ExtractResult(key=key)
+    command = extract_command(manifest, info, noise, tuple(options.frame_layers))
+    with store.lock(key):
+        store.remove_partial_writes(key)
+        group = _open_group(store, key, manifest, info, bank, options, runner.device, command, result)
+        if result.already_done:
+            return result
+        _run(group, manifest, runner, bank, options, result)
+    return result
+
+
+def _run(group: StoreGroup, manifest: Manifest, runner: Runner, bank: NoiseBank | None,
+         options: ExtractOptions, result: ExtractResult) -> None:
+    by_id = {row["utt_id"]: row for row in manifest.rows}
+    ids = group.utt_ids()
+    rows = [by_id.get(u, {"utt_id": u, "path": "", "audio_sha256": ""}) for u in ids]
+    bounds = group.batch_bounds()
+    done = group.batches_done()
+    plan = [(b, int(bounds[b]), int(bounds[b + 1])) for b in range(len(done)) if not done[b]]
+    cuda = (isinstance(runner, LocalRunner) and torch.cuda.is_available()
+            and str(runner.device).startswith("cuda"))
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    bar = tqdm(total=sum(b - a for _, a, b in plan), unit="utt", disable=not options.progress,
+               desc=f"{group.key.corpus}/{group.key.condition} {Path(runner.info.name).name}", dynamic_ncols=True)
+    blocks = runner.blocks(rows, plan, bank, options)
+    pending: Block | None = None
+    try:
+        for block in blocks:
+            if pending is not None and pending.batches.stop != block.batches.start:
+                ready, pending = pending, None  # never buffer across a gap in the plan
+                commit_block(group, ready, result)
+            pending = block if pending is None else pending.extend(block)
+            result.audio_seconds += block.audio_seconds
+            if len(pending) >= options.commit_rows or pending.frame_bytes >= MAX_PENDING_FRAME_BYTES:
+                ready, pending = pending, None
+                commit_block(group, ready, result)
+            bar.update(len(block))
+            result.wall_seconds = time.perf_counter() - started
+            embedded = result.processed + (pending.stored if pending else 0)
+            bar.set_postfix(utt_s=f"{embedded / result.wall_seconds:.1f}", rtf=f"{result.real_time_factor:.3f}")
+        ready, pending = pending, None
+        commit_block(group, ready, result)
+    except KeyboardInterrupt as exc:
+        commit_block(group, pending, result)  # keep the batches finished before the stop
+        signal = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        kept = int((group.status() == STATUS_STORED).sum())
+        raise Interrupted(f"{signal}: stopped {group.key} with {kept} of {len(rows)} rows committed; re-run the "
+                          "same command to resume", terminated=isinstance(exc, Terminated)) from None
+    except FsError as exc:
+        if pending is not None and "disk full" not in str(exc):
+            commit_block(group, pending, result)
+        raise
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
+        bar.close()
+    result.wall_seconds = time.perf_counter() - started
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        result.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+    if bool(group.batches_done().all()):
+        group.mark_complete()
