@@ -47,7 +47,7 @@ WEIGHTS_FILE = "adapters+head.safetensors"
 DEFAULT_TARGETS = ("q_proj", "v_proj")
 AUTO_TARGETS = {"wavlm": ("intermediate_dense", "output_dense")}
 _WAVLM_BYPASSED = {"q_proj", "k_proj", "v_proj", "out_proj"}
-FrameRows = Callable[[np.ndarray], list[np.ndarray]]
+Rows = Callable[[np.ndarray], list[np.ndarray]]  # indices -> one array per utterance
 
 
 class LoRAError(FsError):
@@ -223,6 +223,18 @@ class _LoRABase:
         if not hasattr(self, "model_"):
             raise TrainingError(f"this {type(self).__name__} is not fitted yet; call fit() (or load())")
 
+    @staticmethod
+    def _source(data: Sequence[np.ndarray] | Rows, n: int | None,
+                lengths: Sequence[int] | None = None) -> tuple[Rows, int, np.ndarray | None]:
+        """(rows(indices) -> arrays, n, lengths or None) for a list of arrays or a callable source."""
+        if callable(data):
+            if n is None:
+                raise TrainingError("with a callable source, give the number of utterances (n=)")
+            return data, int(n), None if lengths is None else np.asarray(lengths)
+        if lengths is None:
+            lengths = [len(a) for a in data]
+        return (lambda idx: [data[i] for i in idx]), len(data), np.asarray(lengths)
+
     # --- checkpoints ---------------------------------------------------------------------------
 
     def config(self, targets: Sequence[str] | None = None) -> dict[str, Any]:
@@ -299,8 +311,10 @@ class _LoRABase:
 class LoRAFineTuner(_LoRABase):
     """LoRA + head trained end to end from waveforms.
 
-    fit(waves: list of mono float32 arrays at the encoder's rate, y: (n,), groups: (n,) or None);
-    predict / predict_proba(waves); transform(waves) -> (n, D) the pooled layer the head reads.
+    fit(waves, y: (n,), groups: (n,) or None, lengths=None): ``waves`` is a list of mono float32
+    arrays at the encoder's rate or a callable ``rows(indices) -> list of arrays`` that loads them
+    (then ``len(y)`` utterances; ``lengths`` in samples, if known, group similar lengths).
+    predict / predict_proba(waves, n=None); transform(waves) -> (n, D) the pooled layer the head reads.
     ``lora_layers``: hidden-state numbers (1..layer) of the layers that get adapters (None: all
     up to the head's layer); layers above the lowest adapted one are the only ones back-propagated.
     After fit: ``classes_``, ``history_``, ``best_epoch_``, ``dev_split_``, ``targets_``.
@@ -311,7 +325,7 @@ class LoRAFineTuner(_LoRABase):
     def __init__(self, encoder: str | Encoder, rank: int = 8, alpha: float = 16,
                  target_modules: Sequence[str] | None = None, head_hidden: int = 256, layer: int | str = "last",
                  epochs: int = 5, batch_size: int = 16, lr: float = 1e-4, seed: int = 0, *,
-                 lora_layers: Sequence[int] | None = None, lora_dropout: float = 0.0, head_dropout: float = 0.1,
+                 lora_layers: Sequence[int] | None = None, lora_dropout: float = 0.0, head_dropout: float = 0.2,
                  dev_fraction: float = 0.2, device: str = "cpu", whisper_input: str = "full",
                  grad_checkpointing: bool | str = "auto", bf16: bool | str = "auto"):
         super().__init__(encoder, from_layer=0, rank=rank, alpha=alpha, target_modules=target_modules,
@@ -331,26 +345,30 @@ class LoRAFineTuner(_LoRABase):
     def config(self, targets: Sequence[str] | None = None) -> dict[str, Any]:
         return {**super().config(targets), "lora_layers": self.lora_layers}
 
-    def _batch_pooled(self, waves: Sequence[np.ndarray]) -> Callable[[np.ndarray], torch.Tensor]:
+    def _batch_pooled(self, rows: Rows) -> Callable[[np.ndarray], torch.Tensor]:
         def pooled(idx: np.ndarray) -> torch.Tensor:
-            front = self.encoder.front([waves[i] for i in idx])
+            front = self.encoder.front(rows(np.asarray(idx)))
             last = self.model_.stack(front.states.to(self.device), front.lengths)[-1]
             joined = front.join(last)
             return self.model_.pool(joined.hidden[0], joined.lengths.to(self.device))
         return pooled
 
-    def fit(self, waves: Sequence[np.ndarray], y: Sequence, groups: Sequence | None = None) -> LoRAFineTuner:
+    def fit(self, waves: Sequence[np.ndarray] | Rows, y: Sequence, groups: Sequence | None = None,
+            lengths: Sequence[int] | None = None) -> LoRAFineTuner:
         """Train adapters + head on ``waves`` with labels ``y``; keep the best dev epoch."""
-        lengths = np.array([len(w) for w in waves])
-        return self._fit(self._batch_pooled(waves), y, groups, len(waves), lengths)
+        rows, n, lengths = self._source(waves, len(y), lengths)
+        return self._fit(self._batch_pooled(rows), y, groups, n, lengths)
 
-    def predict_proba(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+    def predict_proba(self, waves: Sequence[np.ndarray] | Rows, n: int | None = None,
+                      lengths: Sequence[int] | None = None) -> np.ndarray:
         """(n, C) class probabilities, columns in ``classes_`` order."""
-        return self._proba(self._batch_pooled(waves), len(waves), np.array([len(w) for w in waves]))
+        rows, n, lengths = self._source(waves, n, lengths)
+        return self._proba(self._batch_pooled(rows), n, lengths)
 
-    def transform(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+    def transform(self, waves: Sequence[np.ndarray] | Rows, n: int | None = None) -> np.ndarray:
         """(n, D) mean over real frames of the head's layer, through the adapted layers."""
-        return self._pooled(self._batch_pooled(waves), len(waves))
+        rows, n, _ = self._source(waves, n)
+        return self._pooled(self._batch_pooled(rows), n)
 
 
 class TopLayerLoRA(_LoRABase):
@@ -368,7 +386,7 @@ class TopLayerLoRA(_LoRABase):
     def __init__(self, encoder: str | Encoder, from_layer: int, rank: int = 8, alpha: float = 16,
                  target_modules: Sequence[str] | None = None, head_hidden: int = 256, layer: int | str = "last",
                  epochs: int = 5, batch_size: int = 16, lr: float = 1e-4, seed: int = 0, *,
-                 lora_dropout: float = 0.0, head_dropout: float = 0.1, dev_fraction: float = 0.2,
+                 lora_dropout: float = 0.0, head_dropout: float = 0.2, dev_fraction: float = 0.2,
                  device: str = "cpu", whisper_input: str = "trim", grad_checkpointing: bool | str = "auto",
                  bf16: bool | str = "auto"):
         super().__init__(encoder, from_layer=int(from_layer), rank=rank, alpha=alpha,
@@ -378,14 +396,7 @@ class TopLayerLoRA(_LoRABase):
                          grad_checkpointing=grad_checkpointing, bf16=bf16)
         self._stack()  # refuse now (e.g. Whisper 'full') rather than after loading data
 
-    def _source(self, frames: Sequence[np.ndarray] | FrameRows, n: int | None) -> tuple[FrameRows, int]:
-        if callable(frames):
-            if n is None:
-                raise TrainingError("with a callable frame source, give the number of utterances (n=)")
-            return frames, int(n)
-        return (lambda idx: [frames[i] for i in idx]), len(frames)
-
-    def _batch_pooled(self, rows: FrameRows) -> Callable[[np.ndarray], torch.Tensor]:
+    def _batch_pooled(self, rows: Rows) -> Callable[[np.ndarray], torch.Tensor]:
         dim = self.encoder.info.dim
 
         def pooled(idx: np.ndarray) -> torch.Tensor:
@@ -401,28 +412,24 @@ class TopLayerLoRA(_LoRABase):
             return self.model_.pooled(states, lengths.to(self.device))
         return pooled
 
-    def fit(self, frames: Sequence[np.ndarray] | FrameRows, y: Sequence, groups: Sequence | None = None,
+    def fit(self, frames: Sequence[np.ndarray] | Rows, y: Sequence, groups: Sequence | None = None,
             lengths: Sequence[int] | None = None) -> TopLayerLoRA:
         """Train adapters + head from cached frames; keep the best dev epoch."""
-        rows, n = self._source(frames, len(y))
-        if lengths is None and not callable(frames):
-            lengths = [len(f) for f in frames]
-        return self._fit(self._batch_pooled(rows), y, groups, n, None if lengths is None else np.asarray(lengths))
+        rows, n, lengths = self._source(frames, len(y), lengths)
+        return self._fit(self._batch_pooled(rows), y, groups, n, lengths)
 
-    def predict_proba(self, frames: Sequence[np.ndarray] | FrameRows, n: int | None = None,
+    def predict_proba(self, frames: Sequence[np.ndarray] | Rows, n: int | None = None,
                       lengths: Sequence[int] | None = None) -> np.ndarray:
         """(n, C) class probabilities, columns in ``classes_`` order."""
-        rows, n = self._source(frames, n)
-        if lengths is None and not callable(frames):
-            lengths = [len(f) for f in frames]
-        return self._proba(self._batch_pooled(rows), n, None if lengths is None else np.asarray(lengths))
+        rows, n, lengths = self._source(frames, n, lengths)
+        return self._proba(self._batch_pooled(rows), n, lengths)
 
-    def transform(self, frames: Sequence[np.ndarray] | FrameRows, n: int | None = None) -> np.ndarray:
+    def transform(self, frames: Sequence[np.ndarray] | Rows, n: int | None = None) -> np.ndarray:
         """(n, D) mean over real frames of the head's layer, through the adapted top layers."""
-        rows, n = self._source(frames, n)
+        rows, n, _ = self._source(frames, n)
         return self._pooled(self._batch_pooled(rows), n)
 
-    def score(self, frames: Sequence[np.ndarray] | FrameRows, y: Sequence) -> float:
+    def score(self, frames: Sequence[np.ndarray] | Rows, y: Sequence) -> float:
         """UAR of the predictions against ``y``."""
         from classifiers.metrics import uar
 

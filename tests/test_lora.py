@@ -109,7 +109,9 @@ def test_full_lora_trains_only_the_chosen_layers() -> None:
     est.fit(waves, y, groups)
     assert est.targets_ == ["layers.1.attention.v_proj", "layers.1.attention.q_proj"]
     assert est.history_[-1]["train_loss"] < est.history_[0]["train_loss"]
-    assert est.predict(waves).shape == (12,)
+    labels = est.predict(waves)
+    assert labels.shape == (12,)
+    assert np.array_equal(est.predict(lambda idx: [waves[i] for i in idx], n=12), labels)  # streamed audio
     with pytest.raises(LoRAError, match="lora_layers"):
         LoRAFineTuner(enc, lora_layers=[3])
 
