@@ -372,7 +372,7 @@ def save_figure(fig: Any, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
+            fig.savefig(fh, format="png", dpi=100)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -469,7 +469,8 @@ def plot_few_shot(rows: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     panels = list(dict.fromkeys((k[0], k[1], k[4]) for k in groups))
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (source, target, noisy) in zip(axes[0], panels):
         keys = [k for k in groups if (k[0], k[1], k[4]) == (source, target, noisy)]
@@ -501,7 +502,7 @@ def plot_noise(rows: list[dict[str, Any]], path: Path) -> Path | None:
     plt = _pyplot()
     labels = [f"{n['config']['source']}→{n['config']['target']}\n{model_label(n)}\n{_noise_name(n)}" for n, _ in pairs]
     x = np.arange(len(pairs))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(pairs) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(pairs) + 2), 4), layout="constrained")
     for shift, name, side in ((-0.2, "clean", 1), (0.2, "noisy", 0)):
         chosen = [pair[side] for pair in pairs]
         ax.bar(x + shift, [100 * r["uar_mean"] for r in chosen], 0.4, capsize=2, label=name,
@@ -552,7 +553,7 @@ def embedding_points(views: list[Any], max_per_corpus: int = 400, method: str = 
 def plot_embedding(points: dict[str, Any], path: Path, title: str) -> Path:
     """2 × 2 scatter: raw and normalised maps, coloured by corpus and by emotion."""
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(9, 8))
+    fig, axes = plt.subplots(2, 2, figsize=(9, 8), layout="constrained")
     for row, name in enumerate(("raw", "normalised")):
         for col, colour_by in enumerate(("corpus", "label")):
             ax = axes[row][col]

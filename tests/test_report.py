@@ -1,0 +1,122 @@
+"""Reports: files written atomically, tables holding the ledger's numbers with their configurations, the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from classifiers.ledger import Ledger
+from classifiers.report import ReportError, load_paper_table, pct, write_report
+from classifiers.sweep import parse_study, run_sweep
+from cli.main import fs
+from featurestore.store import FeatureStore
+from featurestore.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+NOISE = {"noise": "/synthetic/noise", "snr_db": 10, "noise_seed": 0}
+
+
+def bench_module() -> Any:
+    """bench/bench_sweep.py, which writes synthetic stores (also used by the benchmark)."""
+    if "bench_sweep" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_sweep", ROOT / "bench" / "bench_sweep.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_sweep"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_sweep"]
+
+STUDY = {"name": "small", "noise": {"dir": NOISE["noise"], "snr_db": 10},
+         "defaults": {"classifiers": "logreg", "seeds": 2, "models": "whisper"},
+         "experiments": [{"name": "cross", "all_pairs": ["emodb", "urdu"], "layers": ["last", 0, 1, "best"]},
+                         {"name": "few", "pairs": ["emodb->urdu"], "shots": [0, 3, 6]},
+                         {"name": "noise", "pairs": ["emodb->urdu"], "conditions": ["clean", "target"]}]}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """Corpora named like the study's (emodb, urdu) and a model named whisper, with the small study run."""
+    root = tmp_path_factory.mktemp("report")
+    ws = bench_module().synthetic_workspace(root, corpora={"emodb": 48, "urdu": 40}, models={"whisper": (3, 8)},
+                                            speakers={"emodb": 6, "urdu": 5}, noise=NOISE, separation=1.0)
+    run_sweep(parse_study(STUDY), FeatureStore(ws.store_url), ws, n_jobs=1, progress=False)
+    return ws
+
+
+def test_report_files_and_numbers_from_the_ledger(swept: Workspace) -> None:
+    rows = Ledger.open(swept).rows(study="small")
+    assert len(rows) == 8 + 2 + 1  # 2 pairs x 4 layers, 2 more shots, 1 noisy target (others shared)
+    folder = write_report(rows, swept, name="small", store=FeatureStore(swept.store_url), paper=True)
+    assert folder == swept.root / "reports" / "small"
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"report.md", "heatmap.png", "layers.png", "fewshot.png", "noise.png", "embedding.png"}
+    assert all((folder / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names if n.endswith(".png"))
+    text = (folder / "report.md").read_text()
+    for section in ("## Cross-language UAR (Table II layout)", "## UAR per layer", "## Few-shot adaptation",
+                    "## Noise robustness", "## Every configuration", "## Configurations"):
+        assert section in text
+    for row in rows:
+        assert pct(row["uar_mean"], row["uar_std"]) in text  # every number of the ledger is in the report
+        assert row["config_key"][:12] in text
+    few = next(r for r in rows if r["config"]["shots"] == 3)
+    assert pct(few["baseline"]["uar_mean"], few["baseline"]["uar_std"]) in text
+    published = load_paper_table()["table"]
+    for pair in ("emodb->urdu", "urdu->emodb"):
+        assert f"*{published[pair]['whisper']:.2f}*" in text
+    weights = rows[0]["provenance"]["source"]["weights_hash"][:12]
+    assert f"weights `{weights}`" in text and "Setting: layer last · logreg · norm none" in text
+
+
+def test_report_without_store_or_rows(swept: Workspace, tmp_path: Path) -> None:
+    rows = Ledger.open(swept).rows(study="small", shots=0, layer="last")
+    folder = write_report(rows, swept, out=tmp_path / "plain")
+    assert {p.name for p in folder.iterdir()} == {"report.md", "heatmap.png", "noise.png"}
+    assert "*59.52*" not in (folder / "report.md").read_text()
+    with pytest.raises(ReportError, match="no results to report"):
+        write_report([], swept)
+
+
+def test_cli_results_and_report(swept: Workspace, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["--workspace", str(swept.root)]
+    out = runner.invoke(fs, [*base, "results", "--study", "small", "--target", "urdu", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)
+    assert rows and all(r["config"]["target"] == "urdu" for r in rows)
+    out = runner.invoke(fs, [*base, "results", "--study", "small", "--csv", str(tmp_path / "r.csv")])
+    assert out.exit_code == 0 and (tmp_path / "r.csv").read_text().count("\n") == 1 + 11
+    out = runner.invoke(fs, [*base, "results", "--shots", "3"])
+    assert out.exit_code == 0 and "emodb" in out.output and "UAR %" in out.output
+    out = runner.invoke(fs, [*base, "report", "--study", "small", "--paper", "--embedding", "none",
+                             "--out", str(tmp_path / "rep")])
+    assert out.exit_code == 0, out.output
+    assert "report.md" in out.output and (tmp_path / "rep" / "heatmap.png").exists()
+    out = runner.invoke(fs, [*base, "report", "--study", "nope"])
+    assert out.exit_code == 1 and "no results to report" in out.output and "Traceback" not in out.output
+
+
+def test_cli_sweep(swept: Workspace, tmp_path: Path) -> None:
+    runner = CliRunner()
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({**STUDY, "experiments": STUDY["experiments"][:1]}))
+    out = runner.invoke(fs, ["--workspace", str(swept.root), "sweep", str(study), "--jobs", "1"])
+    assert out.exit_code == 0, out.output
+    assert "8 configurations of study 'small': 0 run, 8 answered from the ledger" in out.output
+    out = runner.invoke(fs, ["--workspace", str(swept.root), "sweep", str(study), "--json"])
+    assert out.exit_code == 0 and len(json.loads(out.output)) == 8
+    study.write_text(yaml.safe_dump({**STUDY, "experimnets": []}))
+    out = runner.invoke(fs, ["--workspace", str(swept.root), "sweep", str(study)])
+    assert out.exit_code == 1 and "did you mean 'experiments'" in out.output and "Traceback" not in out.output
+
+
+def test_cli_module_imports_no_torch_or_matplotlib() -> None:
+    code = ("import sys, cli.sweep, cli.main; "
+            "assert not {'torch', 'matplotlib', 'sklearn'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
