@@ -15,6 +15,7 @@ Every choice that changes a number is in the configuration, and :meth:`ProbeConf
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -31,6 +32,7 @@ from classifiers.probes import ClassifierError, classifier_config, classifier_na
 from classifiers.splits import SplitError, few_shot_split, speaker_dev_split, speaker_folds, speaker_label_confound
 from classifiers.views import (
     Cache,
+    cached_digest,
     cached_manifest,
     canonical_layer,
     get_view,
@@ -295,7 +297,7 @@ def _load_side(config: ProbeConfig, role: str, store: FeatureStore, workspace: W
         layers = layer_indices(config.layer, group.num_layers)
     except FsError as exc:
         raise ProtocolError(f"{group.key}: {exc}") from None
-    view = get_view(store, manifest, group, layers, config.stat, cache)
+    view = get_view(store, manifest, group, layers, config.stat, cache, cached_digest(workspace, corpus, cache))
     return _Side(corpus, view, config.norm)
 
 
@@ -353,6 +355,11 @@ def _digest(*arrays: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
+def _array_digest(a: np.ndarray) -> str:
+    a = np.ascontiguousarray(a)
+    return hashlib.sha1(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()
+
+
 class _Runner:
     """Fits and layer selections of one probe, memoised in the shared cache."""
 
@@ -363,6 +370,16 @@ class _Runner:
         self.warnings: list[str] = []
         self.clf_ident = (config.classifier, json.dumps(config.classifier_params, sort_keys=True))
         self.deterministic = config.classifier in DETERMINISTIC
+        self._evaluated: dict[Any, dict[str, Any]] = {}
+        self._predicted: dict[Any, np.ndarray] = {}
+
+    def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+        """:func:`~classifiers.metrics.evaluate` over ``classes``, computed once per distinct
+        (truth, prediction) pair: seeds of a deterministic classifier repeat the same predictions."""
+        key = ("evaluate", _array_digest(y_true), _array_digest(y_pred))
+        if key not in self._evaluated:
+            self._evaluated[key] = evaluate(y_true, y_pred, labels=self.classes)
+        return copy.deepcopy(self._evaluated[key])
 
     def _warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -383,15 +400,23 @@ class _Runner:
 
     def fit_predict(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
                     choice: str | int, seed: int, memo: bool = True) -> np.ndarray:
-        """Fit on the rows ``train`` ((side, indices or None for all) parts), predict ``test``: ``(m,)`` labels."""
-        Xs = [side.matrix(choice) if idx is None else side.matrix(choice)[idx] for side, idx in train]
-        X_train = Xs[0] if len(Xs) == 1 else np.concatenate(Xs)
+        """Fit on the rows ``train`` ((side, indices or None for all) parts), predict ``test``: ``(m,)`` labels.
+
+        With ``memo`` the fitted estimator is kept in the shared cache (keyed by the exact training
+        rows, layer choice, classifier settings and, unless deterministic, the seed) and predictions
+        for this run; the dev fits of :meth:`select_layer` pass ``memo=False``.
+        """
         side, idx = test
+        key = ("fit", tuple((s.ident, _digest(i)) for s, i in train), choice, self.clf_ident,
+               None if self.deterministic else seed)
+        predicted = (key, side.ident, _digest(idx))
+        if memo and predicted in self._predicted:
+            return self._predicted[predicted]
+        Xs = [s.matrix(choice) if i is None else s.matrix(choice)[i] for s, i in train]
+        X_train = Xs[0] if len(Xs) == 1 else np.concatenate(Xs)
         X_test = side.matrix(choice) if idx is None else side.matrix(choice)[idx]
         if self.config.norm == "source":
             X_train, X_test, _ = normalise(X_train, X_test, "source")
-        key = ("fit", tuple((s.ident, _digest(i)) for s, i in train), choice, self.clf_ident,
-               None if self.deterministic else seed)
         est = self.cache.get(key) if memo else None
         if est is None:
             y = np.concatenate([s.labels if i is None else s.labels[i] for s, i in train])
@@ -399,7 +424,10 @@ class _Runner:
             est = self._fit(X_train, y, groups, seed)
             if memo:
                 self.cache[key] = est
-        return np.asarray(est.predict(X_test))
+        pred = np.asarray(est.predict(X_test))
+        if memo:
+            self._predicted[predicted] = pred
+        return pred
 
     def select_layer(self, side: _Side, rows: np.ndarray | None, seed: int) -> tuple[int, dict[int, float]]:
         """The layer of best dev UAR on a speaker-independent dev split of ``side``'s ``rows`` (labels of
@@ -519,7 +547,7 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
                 test = split.test_idx
                 pred = runner.fit_predict([(src, None), (tgt, split.train_idx)], (tgt, test), choice, seed)
                 base = runner.fit_predict([(tgt, split.train_idx)], (tgt, test), choice, seed)
-                base_eval = evaluate(tgt.labels[test], base, labels=classes)
+                base_eval = runner.evaluate(tgt.labels[test], base)
                 base_uars.append(base_eval["uar"])
                 base_metrics.append(base_eval)
                 shots.append({"seed": seed, "ids": tgt.view.ids[split.train_idx].tolist(),
@@ -528,7 +556,7 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
             else:
                 pred = runner.fit_predict([(src, None)], (tgt, None), choice, seed)
                 y_true, n_fit = tgt.labels, len(src.labels)
-        result = evaluate(y_true, pred, labels=classes)
+        result = runner.evaluate(y_true, pred)
         uars.append(result["uar"])
         metrics.append(result)
         n_train.append(n_fit)
@@ -580,7 +608,7 @@ def probe_identity(config: ProbeConfig, store: FeatureStore, workspace: Workspac
         weights = group.attrs.get("model", {}).get("weights_hash")
         if weights:
             hashes.add(str(weights))
-        digests[role] = cached_manifest(workspace, corpus, views).digest()
+        digests[role] = cached_digest(workspace, corpus, views)
     return {"store_keys": sorted(keys), "weights_hashes": sorted(hashes), "manifest_digests": digests}
 
 

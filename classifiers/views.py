@@ -113,19 +113,36 @@ def noise_filters(noise: dict[str, Any] | None, whisper_input: str | None = None
     return None, filters
 
 
-def cached_manifest(workspace: Workspace, name: str, cache: Cache | None = None) -> Manifest:
-    """``workspace.load_manifest(name)``, read once per version of the file when ``cache`` is given."""
-    if cache is None:
-        return workspace.load_manifest(name)
+def manifest_token(workspace: Workspace, name: str) -> tuple[Any, ...] | None:
+    """A cheap identity of corpus ``name``'s manifest file as it is now (path, mtime, size); None if absent."""
     path = workspace.manifest_path(name)
     try:
         st = os.stat(path)
-        stamp: tuple[Any, ...] = (st.st_mtime_ns, st.st_size)
     except OSError:
-        return workspace.load_manifest(name)  # its error names the corpus and how to add it
-    key = ("manifest", str(path), stamp)
+        return None
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def cached_manifest(workspace: Workspace, name: str, cache: Cache | None = None) -> Manifest:
+    """``workspace.load_manifest(name)``, read once per version of the file when ``cache`` is given."""
+    token = manifest_token(workspace, name)
+    if cache is None or token is None:  # a missing manifest: load_manifest's error says how to add it
+        return workspace.load_manifest(name)
+    key = ("manifest", token)
     if key not in cache:
         cache[key] = workspace.load_manifest(name)
+    return cache[key]
+
+
+def cached_digest(workspace: Workspace, name: str, cache: Cache | None = None) -> str:
+    """:meth:`Manifest.digest` of corpus ``name`` (labels, speakers, label map), once per file version."""
+    token = manifest_token(workspace, name)
+    key = ("digest", token)
+    if cache is None or token is None or key not in (cache or {}):
+        digest = cached_manifest(workspace, name, cache).digest()
+        if cache is None or token is None:
+            return digest
+        cache[key] = digest
     return cache[key]
 
 
@@ -148,14 +165,15 @@ def resolve_group(store: FeatureStore, corpus: str, model: str, noise: dict[str,
 
 
 def get_view(store: FeatureStore, manifest: Manifest, group: StoreGroup, layers: list[int], stat: str = "mean",
-             cache: Cache | None = None) -> FeatureView:
+             cache: Cache | None = None, manifest_id: str | None = None) -> FeatureView:
     """``group``'s pooled features of ``layers`` (``stat``) joined with ``manifest``, read once per cache.
 
     X is ``(n, D)`` for one layer, ``(n, k, D)`` for several. A request for some layers is served
     from a cached all-layers view of the same group when there is one (no store read).
+    ``manifest_id`` identifies the manifest's labels in the cache key (default: its digest).
     """
     layers = [int(k) for k in layers]
-    base = ("view", store.url, group.key.path, manifest.name, manifest.digest(), stat)
+    base = ("view", store.url, group.key.path, manifest.name, manifest_id or manifest.digest(), stat)
     if cache is None:
         return view_group(group, manifest, layers=layers, stat=stat)
     key = (*base, tuple(layers))
