@@ -136,6 +136,16 @@ def test_few_shot_shots_never_tested_and_baseline(setup) -> None:
     assert result["n_train"][0] == 15 + 4
 
 
+def test_few_shot_speaker_disjoint_tests_other_speakers(setup) -> None:
+    ws, store, _ = setup
+    result = run_probe(config(shots=1, seeds=1, shots_speaker_disjoint=True), store, ws).to_dict()
+    shot = result["shots"][0]
+    assert shot["speaker_disjoint"] and shot["excluded_speakers"] >= 1
+    speakers = {r["utt_id"]: r["speaker"] for r in ws.load_manifest("urdu").rows}
+    shot_speakers = {speakers[u] for u in shot["ids"]}
+    assert result["metrics"][0]["n"] == sum(1 for s in speakers.values() if s not in shot_speakers)
+
+
 def test_few_shot_cap_is_reported(setup) -> None:
     ws, store, _ = setup
     result = run_probe(config(shots=5, seeds=1), store, ws).to_dict()  # 3 per class: 2 shots, 1 test each
@@ -191,6 +201,7 @@ def test_deterministic_per_seed_and_cache_reuse(setup) -> None:
     b = run_probe(cfg, store, ws, views=cache).to_dict()
     assert a["uar_per_seed"] == b["uar_per_seed"] and a["metrics"] == b["metrics"] and a["shots"] == b["shots"]
     assert a["transductive"] and a["normalisation"]["mode"] == "speaker"
+    assert any("no dev split possible on 4 training utterances" in w for w in a["warnings"])  # baseline: 4 shots
     views = [k for k in cache if k[0] == "view"]
     c = run_probe(cfg, store, ws, views=cache).to_dict()  # answered from the cache: no new view, same numbers
     assert [k for k in cache if k[0] == "view"] == views and c["uar_per_seed"] == a["uar_per_seed"]
