@@ -276,8 +276,11 @@ class _Side:
         self.ident = (prov.get("store_key"), prov.get("label_map_digest"), self.view.stat, self.norm)
 
     def matrix(self, choice: str | int) -> np.ndarray:
-        """``(n, D')`` float32 features of ``choice``; ``corpus`` / ``speaker`` modes standardise the
-        whole corpus with its own (unlabelled) statistics here, once."""
+        """``(n, D')`` float32 features of ``choice`` (possibly a strided view of the stored array);
+        ``corpus`` / ``speaker`` modes standardise the whole corpus with its own (unlabelled)
+        statistics here, once per choice."""
+        if self.norm not in ("corpus", "speaker") and isinstance(choice, (int, np.integer)):
+            return layer_matrix(self.view, choice)  # a slice: no copy of every layer of a best-layer search
         if choice not in self._memo:
             X = layer_matrix(self.view, choice)
             if self.norm in ("corpus", "speaker"):
