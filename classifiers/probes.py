@@ -232,7 +232,9 @@ class RidgeProbe(_Probe):
 class LGBMProbe(_Probe):
     """Gradient-boosted trees (LightGBM), small by default, one thread; its own probabilities.
 
-    Trees need no standardisation, so ``standardise`` defaults to off.
+    Trees need no standardisation, so ``standardise`` defaults to off. ``max_bin=63`` and 30 %
+    of the features per tree keep a fit on 400 x 1024 features near 2.5 CPU s (100 rounds x 4
+    classes); more bins did not score better on Whisper-base URDU/EMODB features.
     """
 
     def __init__(
@@ -243,6 +245,7 @@ class LGBMProbe(_Probe):
         min_child_samples: int = 10,
         subsample: float = 0.8,
         colsample_bytree: float = 0.3,
+        max_bin: int = 63,
         class_weight: str | None = None,
         n_jobs: int = 1,
         standardise: bool = False,
@@ -254,6 +257,7 @@ class LGBMProbe(_Probe):
         self.min_child_samples = min_child_samples
         self.subsample = subsample
         self.colsample_bytree = colsample_bytree
+        self.max_bin = max_bin
         self.class_weight = class_weight
         self.n_jobs = n_jobs
         self.standardise = standardise
@@ -271,6 +275,7 @@ class LGBMProbe(_Probe):
                 subsample=self.subsample,
                 subsample_freq=1 if self.subsample < 1.0 else 0,
                 colsample_bytree=self.colsample_bytree,
+                max_bin=self.max_bin,
                 class_weight=self.class_weight,
                 n_jobs=self.n_jobs,
                 random_state=self.random_state,
@@ -303,7 +308,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     ),
     "lgbm": (
         "classifiers.probes:LGBMProbe",
-        "LightGBM gradient-boosted trees (100 trees, 15 leaves, 1 thread)",
+        "LightGBM gradient-boosted trees (100 rounds, 15 leaves, 63 bins, 1 thread)",
     ),
     "mlp": (
         "classifiers.heads:MLPHead",
