@@ -167,7 +167,7 @@ def verify(ws: Workspace, keys: tuple[str, ...], as_json: bool) -> None:
                 click.echo(f"     error: {err}")
             for warn in r.warnings:
                 click.echo(f"     warning: {warn}")
-        click.echo(f"{len(reports) - len(failed)} of {len(reports)} group(s) OK")
+        click.echo(f"{len(reports)} group(s) verified, {len(failed)} failed")
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(reports)} group(s) failed verification")
 
