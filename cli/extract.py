@@ -85,7 +85,16 @@ def _resolve_device(device: str | None) -> str:
               help="Unreadable audio: stop, or skip it with a recorded reason.")
 @click.option("--retry-skipped", is_flag=True, help="Try skipped utterances again (e.g. after fixing their files).")
 @click.option("--workers", default=None, type=click.IntRange(min=0),
-              help="DataLoader workers decoding and resampling [default: 0 on CPU, up to 4 on CUDA].")
+              help="DataLoader workers decoding and resampling [default: 0 on CPU, up to 4 on CUDA]; with "
+                   "--backend ray: Ray workers, each loading the model once [default: 2].")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where to compute: this process, or Ray workers (pip install 'fs-ser[ray]'); the store is "
+                   "written by this process either way, with the same bytes.")
+@click.option("--address", default=None,
+              help="With --backend ray: 'auto' (the cluster `ray start` runs here) or HOST:PORT of a Ray head "
+                   "[default: a Ray runtime on this machine].")
+@click.option("--gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --backend ray: GPUs per Ray worker (0.5: two workers share a GPU; 0: CPU workers).")
 @click.option("--commit-rows", default=256, show_default=True, type=click.IntRange(min=1),
               help="Rows buffered per store commit (a killed run redoes at most this many).")
 @click.option("--progress/--no-progress", default=None,
@@ -98,7 +107,8 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
             snrs: tuple[float, ...], noise_seed: int, noise_env: str, device: str | None,
             batch_seconds: float | None, batch_size: int | None, chunk_seconds: float | None,
             frames: tuple[int, ...], whisper_input: str, seed: int, on_bad_audio: str, retry_skipped: bool,
-            workers: int | None, commit_rows: int, progress: bool | None, repair: bool, overwrite: bool) -> None:
+            workers: int | None, backend: str, address: str | None, gpus_per_worker: float, commit_rows: int,
+            progress: bool | None, repair: bool, overwrite: bool) -> None:
     """Extract layer-wise embeddings of MODEL over CORPUS into the store (idempotent, resumable).
 
     Ctrl-C or SIGTERM keeps the finished rows (exit 130 / 143); the same command resumes.
@@ -107,6 +117,10 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
         for name, flag in _NOISE_ONLY:
             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
                 raise click.UsageError(f"{flag} needs --noise DIR (a noise folder, file or DEMAND root)")
+    if backend != "ray":
+        for name, flag in (("address", "--address"), ("gpus_per_worker", "--gpus-per-worker")):
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+                raise click.UsageError(f"{flag} needs --backend ray")
     ws: Workspace = ctx.obj
     manifests = [ws.load_manifest(name) for name in corpora]  # before loading a model: fail fast
 
@@ -119,6 +133,11 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
     envs = tuple(e for e in noise_env.split(",") if e)
     specs = ([NoiseSpec(source=noise, snr_db=snr, seed=noise_seed, environments=envs) for snr in snrs or (10.0,)]
              if noise else [None])
+    if backend == "ray":
+        _extract_ray(ws, manifests, specs, model_name, seed, whisper_input, chunk_seconds, device, workers,
+                     address, gpus_per_worker, frames, on_bad_audio, commit_rows, overwrite, retry_skipped, repair,
+                     progress, batch_size, batch_seconds)
+        return
     device = _resolve_device(device)
     if workers is None:
         workers = min(4, max((os.cpu_count() or 1) - 1, 0)) if device.startswith("cuda") else 0
@@ -133,6 +152,33 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
     for manifest, spec in [(m, s) for s in specs for m in manifests]:
         result = run_extract(manifest, encoder, fstore, noise=spec, options=options)
         _report(result)
+
+
+def _extract_ray(ws: Workspace, manifests: list, specs: list, model_name: str, seed: int, whisper_input: str,
+                 chunk_seconds: float | None, device: str | None, workers: int | None, address: str | None,
+                 gpus_per_worker: float, frames: tuple[int, ...], on_bad_audio: str, commit_rows: int,
+                 overwrite: bool, retry_skipped: bool, repair: bool, progress: bool | None,
+                 batch_size: int | None, batch_seconds: float | None) -> None:
+    """``fs extract --backend ray``: Ray workers compute, this process writes (see featurestore.distributed)."""
+    from featurestore.distributed import EncoderSpec, RayOptions, RayRunner
+    from featurestore.extract import ExtractOptions, run_extraction
+    from featurestore.store import FeatureStore
+
+    worker_device = "cuda" if gpus_per_worker > 0 else "cpu"
+    if device is not None and device.split(":")[0] != worker_device:
+        raise click.UsageError(f"--device {device} with --backend ray: workers use {worker_device} "
+                               f"({'--gpus-per-worker > 0' if gpus_per_worker else 'no --gpus-per-worker'}); "
+                               "drop --device or set --gpus-per-worker")
+    limits = {k: v for k, v in (("batch_size", batch_size), ("batch_seconds", batch_seconds)) if v is not None}
+    options = ExtractOptions(frame_layers=frames, on_bad_audio=on_bad_audio, commit_rows=commit_rows,
+                             overwrite=overwrite, retry_skipped=retry_skipped, repair=repair,
+                             progress=sys.stderr.isatty() if progress is None else progress, **limits)
+    spec = EncoderSpec(model_name, seed=seed, whisper_input=whisper_input, chunk_seconds=chunk_seconds,
+                       device=worker_device)
+    fstore = FeatureStore(ws.store_url)
+    with RayRunner(spec, RayOptions(address=address, workers=workers or 2, gpus_per_worker=gpus_per_worker)) as runner:
+        for manifest, noise in [(m, s) for s in specs for m in manifests]:
+            _report(run_extraction(manifest, runner, fstore, noise=noise, options=options))
 
 
 def _report(result) -> None:

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ import zarr
 import zarr.codecs
 from zarr.core.sync import sync
 
-from featurestore import __version__
+from featurestore import __version__, remote
 from featurestore.errors import FsError
 
 FORMAT_VERSION = 3  # 3: checksummed chunks, audio identity, batch boundaries
@@ -440,13 +439,37 @@ class FeatureStore:
 
     def __init__(self, url: str | Path):
         self.url = str(url)
-        self._local = "://" not in self.url or self.url.startswith("file://")
+        self._local = remote.is_local(self.url)
 
     def _root(self, mode: str = "a") -> zarr.Group:
         try:
             return zarr.open_group(self.url, mode=mode)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if not self._local and "bucket" in str(exc).lower():
+                raise StoreError(str(remote.access_error(self.url, exc, "cannot open"))) from None
             raise StoreError(f"no feature store at {self.url}; run `fs extract` first") from None
+        except (PermissionError, OSError, remote.RemoteStoreError) as exc:
+            if self._local:
+                raise
+            raise StoreError(str(remote.access_error(self.url, exc, "cannot open"))) from None
+
+    def _children(self, prefix: str) -> list[str]:
+        """Names directly under ``prefix`` (\"\" or ending in /) of the store, through the zarr store API."""
+        store = self._root("r").store
+
+        async def listing() -> list[str]:
+            return [k async for k in store.list_dir(prefix)]
+
+        return sorted(sync(listing()))
+
+    def _folder(self, key: StoreKey) -> bool:
+        """Whether anything is stored under the group's path (its metadata may be lost)."""
+        if self._local:
+            return self._local_path(key).is_dir()
+        try:
+            return bool(self._children(key.path + "/"))
+        except (StoreError, FileNotFoundError):
+            return False
 
     def exists(self) -> bool:
         if self._local:
@@ -467,13 +490,16 @@ class FeatureStore:
                      if p.is_dir() and not p.name.startswith(".")
                      and ((p / "zarr.json").exists() or any(p.glob("*/zarr.json")))}
             return sorted(found, key=lambda k: k.path)
-        root = self._root("r")
-        found_remote = []
-        with warnings.catch_warnings():  # a live writer's temp files are not hierarchy members
-            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-            for corpus, cgroup in root.groups():
-                for condition, dgroup in cgroup.groups():
-                    for model, _ in dgroup.groups():
+        found_remote = []  # the same walk through the store's listing: groups whose metadata is lost count too
+        for corpus in self._children(""):
+            if corpus == "zarr.json" or corpus.startswith("."):
+                continue
+            for condition in self._children(f"{corpus}/"):
+                for model in self._children(f"{corpus}/{condition}/"):
+                    path = f"{corpus}/{condition}/{model}/"
+                    names = self._children(path)
+                    if "zarr.json" in names or any("zarr.json" in self._children(f"{path}{n}/")
+                                                   for n in names if n != "zarr.json"):
                         found_remote.append(StoreKey(corpus, condition, model))
         return sorted(found_remote, key=lambda k: k.path)
 
@@ -482,7 +508,7 @@ class FeatureStore:
         try:
             group = zarr.open_group(self.url, mode="r" if mode == "r" else "r+", path=key.path)
         except (FileNotFoundError, KeyError):
-            if self._local and self._local_path(key).is_dir():
+            if self._folder(key):
                 raise StoreError(f"{key}: the group's metadata (zarr.json) is missing; it cannot be repaired: "
                                  "remove it with `fs store rm` and extract it again") from None
             raise StoreError(f"no group {key} in store {self.url}; see `fs store ls`") from None
@@ -552,7 +578,12 @@ class FeatureStore:
                          ". Narrow it down (whisper_input / seed / snr / noise_seed) or give the model key")
 
     def has(self, key: StoreKey) -> bool:
-        return key in self.keys() if not self._local else (self._local_path(key) / "zarr.json").exists()
+        """Whether the group's metadata exists."""
+        if self._local:
+            return (self._local_path(key) / "zarr.json").exists()
+        if not self.exists():
+            return False
+        return bool(sync(self._root("r").store.exists(f"{key.path}/zarr.json")))
 
     def _local_path(self, key: StoreKey | None = None) -> Path:
         root = Path(self.url.removeprefix("file://"))
@@ -616,9 +647,15 @@ class FeatureStore:
 
     @contextmanager
     def lock(self, key: StoreKey) -> Iterator[None]:
-        """Exclusive writer lock for one group (local stores; remote stores rely on distinct keys)."""
+        """Exclusive writer lock for one group: an flock beside a local store, a renewed lease object
+        beside a remote one (see :mod:`featurestore.remote`). Its first write also proves the store
+        writable: a missing bucket or denied access fails here, before anything is written."""
         if not self._local:
-            yield
+            try:
+                with remote.lease(self.url, slug(key.path.replace("/", "__")), str(key)):
+                    yield
+            except remote.RemoteStoreError as exc:
+                raise StoreError(str(exc)) from None
             return
         lock_dir = self._local_path().with_name(self._local_path().name + ".locks")
         lock_dir.mkdir(parents=True, exist_ok=True)
@@ -640,7 +677,10 @@ class FeatureStore:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def remove_partial_writes(self, key: StoreKey) -> int:
-        """Delete temp files that a killed writer left in group ``key`` (call while holding its lock)."""
+        """Delete temp files that a killed writer left in group ``key`` (call while holding its lock).
+
+        Object stores write every chunk with one atomic PUT, so a remote store has none (0).
+        """
         if not self._local:
             return 0
         leftovers = list(self._local_path(key).rglob("*.partial"))
@@ -649,5 +689,10 @@ class FeatureStore:
         return len(leftovers)
 
     def disk_bytes(self, key: StoreKey | None = None) -> int:
-        """Bytes on disk of the store or one group (local stores only)."""
+        """Bytes stored of the store or one group (local: files on disk; remote: objects under its prefix)."""
+        if not self._local:
+            try:
+                return remote.du(self.url, key.path if key is not None else "")
+            except remote.RemoteStoreError as exc:
+                raise StoreError(str(exc)) from None
         return sum(p.stat().st_size for p in self._local_path(key).rglob("*") if p.is_file())
