@@ -164,6 +164,35 @@ def _naive_cells(configs: list[dict[str, Any]], store_url: str, root: str) -> in
     return len(configs)
 
 
+class CpuClock:
+    """CPU seconds of this process and of the joblib (loky) workers, for a machine shared with other work:
+    CPU seconds / workers is about the wall time on idle cores."""
+
+    def __init__(self) -> None:
+        self.start = self._now()
+
+    @staticmethod
+    def _workers() -> dict[int, float]:
+        import psutil
+
+        out = {}
+        for child in psutil.Process().children(recursive=True):
+            try:
+                t = child.cpu_times()
+                out[child.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+        return out
+
+    def _now(self) -> tuple[float, dict[int, float]]:
+        return time.process_time(), self._workers()
+
+    def seconds(self) -> float:
+        own, workers = self._now()
+        before = self.start[1]
+        return own - self.start[0] + sum(t - before.get(pid, 0.0) for pid, t in workers.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=None, help="workspace folder [a temp folder]")
@@ -186,25 +215,26 @@ def main() -> None:
         size = sum(p.stat().st_size for p in Path(ws.store_url).rglob("*") if p.is_file())
         print(f"warm store: {len(store.keys())} groups, {size / 2**30:.2f} GiB at {ws.store_url} "
               f"(written or found in {time.perf_counter() - start:.1f} s)")
-        print(f"{os.cpu_count()} CPUs visible, {args.jobs} workers, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+        print(f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}, {args.jobs} workers, "
+              f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
         figures = {}
         for layer in ("last",) + (() if args.skip_best else ("best",)):
             spec = parse_study(study(layer))
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), CpuClock()
             results = run_sweep(spec, store, ws, n_jobs=args.jobs, progress=False, rerun=True)
             figures[layer] = time.perf_counter() - start
             uar = np.mean([r["uar_mean"] for r in results])
-            print(f"sweep, layer {layer}: {len(results)} configurations x 5 seeds in {figures[layer]:.1f} s "
-                  f"(mean UAR {uar:.3f}; budget {'60 s' if layer == 'last' else '300 s'})")
+            print(f"sweep, layer {layer}: {len(results)} configurations x 5 seeds in {figures[layer]:.1f} s wall, "
+                  f"{cpu.seconds():.1f} CPU s (mean UAR {uar:.3f}; budget {'60 s' if layer == 'last' else '300 s'})")
         if not args.skip_naive:
             cells = expand_study(parse_study(study("last")))
             chunks = [[c.config.to_dict() for c in cells[i::args.jobs]] for i in range(args.jobs)]
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), CpuClock()
             Parallel(n_jobs=args.jobs, backend="loky")(delayed(_naive_cells)(chunk, store.url, str(ws.root))
                                                        for chunk in chunks)
             figures["naive"] = time.perf_counter() - start
-            print(f"naive (views loaded and probes fitted per configuration): {figures['naive']:.1f} s, "
-                  f"{figures['naive'] / figures['last']:.1f}x the sweep")
+            print(f"naive (views loaded and probes fitted per configuration): {figures['naive']:.1f} s wall, "
+                  f"{cpu.seconds():.1f} CPU s, {figures['naive'] / figures['last']:.1f}x the sweep")
         print("summary: " + ", ".join(f"{k} {v:.1f} s" for k, v in figures.items()))
     finally:
         if not args.keep:

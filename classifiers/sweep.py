@@ -395,10 +395,13 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
 
     plan = SweepPlan()
     cache: dict[Any, Any] = {}
+    identities: dict[tuple, dict[str, Any]] = {}
     for cell in cells:
-        plan.groups[cell.key] = sorted({resolved[_group_query(cell.config, s)] for s in ("source", "target")},
-                                       key=lambda k: k.path)
-        plan.identities[cell.key] = probe_identity(cell.config, store, workspace, cache)
+        queries = tuple(_group_query(cell.config, s) for s in ("source", "target"))
+        plan.groups[cell.key] = sorted({resolved[q] for q in queries}, key=lambda k: k.path)
+        if queries not in identities:  # the identity depends on the groups and corpora only
+            identities[queries] = probe_identity(cell.config, store, workspace, cache)
+        plan.identities[cell.key] = identities[queries]
     return plan
 
 
