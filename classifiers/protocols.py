@@ -273,7 +273,9 @@ class _Side:
         self.labels = self.view.labels
         self.groups = np.char.add(f"{self.corpus}:", self.view.speakers.astype(str))
         prov = self.view.provenance
-        self.ident = (prov.get("store_key"), prov.get("label_map_digest"), self.view.stat, self.norm)
+        # what the rows are: fits and selections are cached under it with row indices
+        self.ident = (prov.get("store_key"), prov.get("label_map_digest"), self.view.stat, self.norm,
+                      _array_digest(self.view.ids))
 
     def matrix(self, choice: str | int) -> np.ndarray:
         """``(n, D')`` float32 features of ``choice`` (possibly a strided view of the stored array);
@@ -309,9 +311,13 @@ def _align(a: _Side, b: _Side) -> tuple[_Side, _Side]:
     if a.view is b.view or np.array_equal(a.view.ids, b.view.ids):
         return a, b
     common = np.intersect1d(a.view.ids, b.view.ids)
-    pick = lambda v: np.flatnonzero(np.isin(v.ids, common))[np.argsort(v.ids[np.isin(v.ids, common)])]  # noqa: E731
-    return (_Side(a.corpus, a.view.subset(pick(a.view)), a.norm),
-            _Side(b.corpus, b.view.subset(pick(b.view)), b.norm))
+
+    def rows(view: FeatureView) -> np.ndarray:  # rows of ``common`` in view, in sorted-id order
+        order = np.argsort(view.ids)
+        return order[np.searchsorted(view.ids[order], common)]
+
+    return (_Side(a.corpus, a.view.subset(rows(a.view)), a.norm),
+            _Side(b.corpus, b.view.subset(rows(b.view)), b.norm))
 
 
 def _check_compatible(config: ProbeConfig, src: _Side, tgt: _Side, src_classes: list[str], tgt_classes: list[str],
@@ -340,11 +346,11 @@ def _check_compatible(config: ProbeConfig, src: _Side, tgt: _Side, src_classes: 
                             f"{config.target!r} (label map {tgt_map!r}: {tgt_classes}) have different classes "
                             f"(only in source: {only_s}, only in target: {only_t}); re-add one corpus with "
                             "`fs corpus add ... --labels MAP --overwrite` so both give the same classes")
-    for side, classes in ((src, src_classes), (tgt, tgt_classes)):
-        absent = [c for c in classes if not np.any(side.labels == c)]
-        if absent and side is src:
-            raise ProtocolError(f"source {side.corpus!r} has no utterance of class(es) {absent} in the store group "
-                                f"{side.view.provenance['store_key']}; a probe cannot learn them")
+    absent = [c for c in src_classes if not np.any(src.labels == c)]
+    if absent:
+        raise ProtocolError(f"source {src.corpus!r} has no utterance of class(es) {absent} in the store group "
+                            f"{ps['store_key']}; a probe cannot learn them (re-extract the group, or use a "
+                            "label map without them)")
 
 
 # --------------------------------------------------------------------------- the runner
@@ -498,6 +504,9 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     _check_compatible(config, src, tgt, src_m.classes, tgt_m.classes, src_m.label_map_name, tgt_m.label_map_name)
     classes = list(src_m.classes)
     runner = _Runner(config, cache, classes)
+    missing = [c for c in classes if not np.any(tgt.labels == c)]
+    if missing:
+        runner._warn(f"target {config.target!r} has no utterance of class(es) {missing}: UAR averages the others")
     best = config.layer == "best"
     fixed = None if best else _fixed_choice(config.layer, src.view)
 

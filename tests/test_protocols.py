@@ -226,3 +226,15 @@ def test_identity_for_the_ledger(setup) -> None:
     stale = json.loads(json.dumps(result))
     stale["provenance"]["target"]["label_map_digest"] = "0" * 16
     assert not result_is_current(stale, identity)
+
+
+def test_within_corpus_sides_align_on_common_utterances(setup) -> None:
+    ws, store, _ = setup
+    from classifiers.views import cached_manifest, get_view, resolve_group
+
+    view = get_view(store, cached_manifest(ws, "urdu"), resolve_group(store, "urdu", MODEL), [2])
+    a = protocols._Side("urdu", view, "none")
+    b = protocols._Side("urdu", view.subset(np.arange(len(view))[::-1][1:]), "none")  # reversed, one row short
+    left, right = protocols._align(a, b)
+    assert len(left.labels) == len(view) - 1 and np.array_equal(left.view.ids, right.view.ids)
+    assert np.array_equal(left.view.X, right.view.X) and left.ident != a.ident
