@@ -9,6 +9,11 @@ conformer's depthwise conv, HuBERT's optional positional batch norm) run one seg
 Hidden states follow transformers 5: the input of the first layer (CNN + projection + positional
 conv), then every layer's output; for stable-layer-norm models (XLSR, MMS) the last one is *before*
 the encoder's final layer_norm.
+
+Fine-tuning: ``front(waves)`` gives hidden_states[0] (no gradients; stopped at the first layer's
+input, so it is exactly what ``embed`` records), ``top_layers(k)`` runs layers k+1..L on stored
+hidden_states[k] with the padding mask the HF encoder builds (WavLM: its first layer's relative
+position bias is rebuilt and handed on, as in HF).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ path; it reproduces the HF forward exactly on a 30 s input.
 
 Hidden states: the first layer's input (conv + positions), then every layer's output, the last one
 through the encoder's final layer_norm, as HF reports them.
+
+Fine-tuning: ``top_layers(k)`` replays layers k+1..L on stored ``trim`` states with the same mask;
+``full`` states are refused (the layers attended to 30 s of padding the store does not keep).
 """
 
 from __future__ import annotations
