@@ -17,13 +17,26 @@ def batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return hidden, torch.tensor([9, 4, 1, 6])
 
 
+def reference_pool(hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The extraction's pooling as stores of format 1-2 were written with it: (B, L, D) mean, std."""
+    steps = torch.arange(hidden.shape[2], device=hidden.device)
+    mask = (steps[None, :] < lengths.to(hidden.device)[:, None]).to(hidden.dtype)[None, :, :, None]
+    count = lengths.to(hidden.device).clamp(min=1).to(hidden.dtype)[None, :, None]
+    mean = (hidden * mask).sum(2) / count
+    var = (((hidden - mean[:, :, None]) * mask) ** 2).sum(2) / count
+    std = var.clamp_min(0).sqrt()
+    return mean.transpose(0, 1).float().cpu().numpy(), std.transpose(0, 1).float().cpu().numpy()
+
+
 def test_bit_identical_to_extraction_pooling() -> None:
     hidden, lengths = batch()
-    want_mean, want_std = pool_states(hidden, lengths)  # (B, L, D) numpy
+    want_mean, want_std = reference_pool(hidden, lengths)  # (B, L, D) numpy
     mean, std = masked_mean_std(hidden, lengths)  # (L, B, D)
     assert np.array_equal(mean.transpose(0, 1).numpy(), want_mean)
     assert np.array_equal(std.transpose(0, 1).numpy(), want_std)
     assert np.array_equal(masked_mean(hidden, lengths).transpose(0, 1).numpy(), want_mean)
+    got_mean, got_std = pool_states(hidden, lengths)  # what extraction writes today
+    assert np.array_equal(got_mean, want_mean) and np.array_equal(got_std, want_std)
 
 
 def test_single_layer_input_matches_each_layer() -> None:
