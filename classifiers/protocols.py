@@ -577,6 +577,15 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
         _confound(tgt, "few-shot target") if config.shots else None
     if confound:
         runner._warn(confound)
+    if best and not config.within and _confound(src, "best-layer dev split"):
+        runner._warn(f"the best layer was chosen on a dev split of {config.source!r}, whose speakers and labels are "
+                     "confounded: its dev UAR may reward speaker cues; compare with --layer last")
+    if config.norm == "speaker":
+        sides = [src] if config.within else [src, tgt]
+        tangled = [side.corpus for side in sides if _confound(side, "speaker norm")]
+        if tangled:
+            runner._warn(f"speaker normalisation on {', '.join(tangled)}: where a speaker carries one label, "
+                         "removing the speaker's mean removes the label too")
     baseline = None
     if config.shots:
         mean, std = _mean_std(base_uars)

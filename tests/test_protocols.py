@@ -97,6 +97,7 @@ def test_best_layer_is_chosen_without_target_labels(setup, tmp_path) -> None:
     first = run_probe(cfg, store, ws).to_dict()
     assert len(first["layer"]) == 2 and all(0 <= k <= 2 for k in first["layer"])
     assert set(first["layer_dev_uar"]) == {"0", "1", "2"}
+    assert any("chosen on a dev split of 'emodb'" in w for w in first["warnings"])  # 3 speakers: confounded
     # the same store, the target's labels shuffled: the chosen layers and dev curve do not move
     other = Workspace.open(tmp_path / "perm", store_url=ws.store_url)
     for name in ("emodb", "urdu"):
@@ -202,6 +203,7 @@ def test_deterministic_per_seed_and_cache_reuse(setup) -> None:
     assert a["uar_per_seed"] == b["uar_per_seed"] and a["metrics"] == b["metrics"] and a["shots"] == b["shots"]
     assert a["transductive"] and a["normalisation"]["mode"] == "speaker"
     assert any("no dev split possible on 4 training utterances" in w for w in a["warnings"])  # baseline: 4 shots
+    assert any(w.startswith("speaker normalisation on emodb, urdu") for w in a["warnings"])
     views = [k for k in cache if k[0] == "view"]
     c = run_probe(cfg, store, ws, views=cache).to_dict()  # answered from the cache: no new view, same numbers
     assert [k for k in cache if k[0] == "view"] == views and c["uar_per_seed"] == a["uar_per_seed"]
