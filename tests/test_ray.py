@@ -157,7 +157,7 @@ def test_killed_driver_resumes_to_identical_store(tmp_path: Path, ray_address: s
                     yield block
 
         options = ExtractOptions(batch_size=2, frame_layers=(1,), commit_rows=1, progress=False)
-        with RayRunner(EncoderSpec("tiny-wav2vec2"), RayOptions(address={ray_address!r}, workers=2)) as runner:
+        with RayRunner(EncoderSpec("tiny-wav2vec2"), RayOptions(address={ray_address!r}, workers=1)) as runner:
             run_extraction(Manifest.load({str(manifest_path)!r}), DieAfterThree(runner),
                            FeatureStore({str(store_path)!r}), options=options)
     """)
@@ -167,7 +167,7 @@ def test_killed_driver_resumes_to_identical_store(tmp_path: Path, ray_address: s
     store = FeatureStore(store_path)
     key, = store.keys()
     assert not store.open(key).is_complete and store.open(key).batches_done().sum() == 3
-    with RayRunner(_spec(), RayOptions(workers=2)) as runner:
+    with RayRunner(_spec(), RayOptions(workers=1)) as runner:  # one worker each: fewer processes to start
         resumed = run_extraction(manifest, runner, store, options=OPTIONS)
     assert resumed.resumed and resumed.rows_before == 6 and resumed.processed == len(manifest) - 6
     _assert_same(_arrays(store.open(key)), reference)
