@@ -22,6 +22,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,10 +68,20 @@ def _noise(value: Any, name: str) -> dict[str, Any] | None:
         raise ProtocolError(f"{name} {value!r}: give noise (the folder used by `fs extract --noise`) and snr_db, "
                             f"optionally noise_seed; valid keys: {', '.join(NOISE_KEYS)}")
     try:
-        return {"noise": str(value["noise"]), "snr_db": float(value["snr_db"]),
+        return {"noise": _local(str(value["noise"]), path_only=True), "snr_db": float(value["snr_db"]),
                 "noise_seed": int(value.get("noise_seed", 0))}
     except (TypeError, ValueError):
         raise ProtocolError(f"{name} {value!r}: snr_db must be a number and noise_seed an integer") from None
+
+
+def _local(text: str, path_only: bool = False) -> str:
+    """A path that exists here as its absolute form (one key for ``./m`` and ``/abs/m``); else as given.
+
+    Without ``path_only`` a bare name (a registry alias such as ``whisper``) is never taken for a path."""
+    path = Path(text).expanduser()
+    if (path_only or "/" in text or text.startswith((".", "~"))) and path.exists():
+        return str(path.resolve())
+    return text
 
 
 def _int(value: Any, name: str, minimum: int) -> int:
@@ -113,6 +124,7 @@ class ProbeConfig:
         for name in ("source", "target", "model"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ProtocolError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
+        put("model", _local(self.model))
         if self.whisper_input not in (None, "full", "trim"):
             raise ProtocolError(f"whisper_input must be full, trim or unset, got {self.whisper_input!r}")
         if self.model_seed is not None:

@@ -194,6 +194,15 @@ def test_config_validation_and_key() -> None:
     assert config(layer="concat:3, 6").layer == "concat:3,6"
 
 
+def test_config_paths_are_one_key(tmp_path, monkeypatch) -> None:
+    (tmp_path / "models" / "enc").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    relative = config(model="./models/enc", target_noise={"noise": "models", "snr_db": 10})
+    absolute = config(model=str(tmp_path / "models" / "enc"), target_noise={"noise": str(tmp_path / "models"),
+                                                                            "snr_db": 10.0, "noise_seed": 0})
+    assert relative.key() == absolute.key() and config(model="org/name").model == "org/name"
+
+
 def test_deterministic_per_seed_and_cache_reuse(setup) -> None:
     ws, store, _ = setup
     cfg = config(classifier="mlp", classifier_params={"epochs": 2, "hidden": 16}, shots=1, norm="speaker")
