@@ -101,17 +101,22 @@ def speaker_dev_split(
             f"classes {lone} are spoken by a single speaker, so they cannot be on both sides "
             "of a speaker-independent dev split; drop those classes or use a random split"
         )
-    n_splits = int(min(speakers.size, max(2, round(1.0 / dev_fraction))))
+    # sklearn refuses more folds than the largest class has utterances (tiny sets): cap there
+    largest = int(np.unique(y, return_counts=True)[1].max())
+    n_splits = int(min(speakers.size, largest, max(2, round(1.0 / dev_fraction))))
     everything = np.arange(y.size)
     for t in range(tries):
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + 7919 * t)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            candidates = [
-                (abs(dev.size / y.size - dev_fraction), k, dev)
-                for k, (train, dev) in enumerate(folds.split(everything, y, groups))
-                if _covers(train, y, classes) and _covers(dev, y, classes)
-            ]
+            try:
+                candidates = [
+                    (abs(dev.size / y.size - dev_fraction), k, dev)
+                    for k, (train, dev) in enumerate(folds.split(everything, y, groups))
+                    if _covers(train, y, classes) and _covers(dev, y, classes)
+                ]
+            except ValueError:  # any other fold check of sklearn: the greedy choice below decides
+                break
         if candidates:
             dev = min(candidates, key=lambda c: c[:2])[2]
             return np.setdiff1d(everything, dev), np.sort(dev)

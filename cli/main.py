@@ -21,6 +21,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("store", "cli.store:store", "The feature store: list, inspect, verify, export, remove groups."),
     ("demo", "cli.demo:demo", "Run the main job on embedded synthetic corpora (no data or weights)."),
     ("probe", "cli.probe:probe", "Train a probe on one corpus's stored features, report UAR on another."),
+    ("finetune", "cli.finetune:finetune",
+     "Fine-tune from the store (head, CNN-LSTM, top-layer LoRA), report like probe."),
     ("sweep", "cli.sweep:sweep", "Run a study (YAML) of probe configurations in parallel into the ledger."),
     ("results", "cli.sweep:results", "List, filter and export the results ledger (CSV, JSON)."),
     ("report", "cli.sweep:report", "Markdown tables and PNG plots from the results ledger."),

@@ -148,3 +148,30 @@ def test_confound_on_real_urdu(shared_dir: Path) -> None:
     assert out["n_speakers"] == 29 and out["single_label_speakers"] == 26
     assert out["per_class_speakers"]["angry"] == 4
     assert out["confounded"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dev_split_on_tiny_sets_splits_or_says_why(seed: int) -> None:
+    # 12 utterances, 3 classes of 4, 6 speakers: more folds (5) than any class has members
+    y = np.repeat(np.array(list("ABC")), 4)
+    groups = np.array([f"s{i}" for i in (0, 1, 2, 3, 0, 1, 4, 5, 2, 3, 4, 5)])
+    try:
+        train, dev = speaker_dev_split(groups, y, dev_fraction=0.2, seed=seed)
+    except SplitError as exc:  # never sklearn's own ValueError
+        assert "speaker" in str(exc)
+        return
+    assert not set(groups[train]) & set(groups[dev])
+    assert set(y[train]) == set(y[dev]) == set("ABC")
+    assert sorted(np.concatenate([train, dev]).tolist()) == list(range(12))
+
+
+def test_dev_split_with_tiny_classes_never_leaks_a_value_error() -> None:
+    # every class has 2 utterances (2 speakers each): sklearn's fold checks cannot be met as asked
+    y = np.array(list("AABBCC"))
+    groups = np.array(["s0", "s1", "s1", "s2", "s2", "s0"])
+    try:
+        train, dev = speaker_dev_split(groups, y, dev_fraction=0.2, seed=0)
+    except SplitError as exc:
+        assert "dev split" in str(exc)
+    else:
+        assert set(y[train]) == set(y[dev]) == set("ABC")

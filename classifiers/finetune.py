@@ -1,0 +1,910 @@
+"""Fine-tuning against the store: the study's head, the CNN-LSTM and top-layer LoRA, in the probe's protocols.
+
+:func:`run_finetune` runs a :class:`FinetuneConfig` and returns a dict with the keys of
+:meth:`classifiers.protocols.ProbeResult.to_dict` (``uar_mean``, ``uar_std``, ``uar_per_seed``,
+``layer``, ``chance``, ``metrics``, ``config``, ``config_key``, ``provenance``, ``baseline``,
+``shots``, ``warnings``, ``seconds``, ...) plus ``method``, ``checkpoints`` (one folder per
+trained model), ``train_seconds`` and ``training`` (best epoch and per-epoch history per seed), so
+the ledger, ``fs results`` and ``fs report`` take it as they take a probe.
+
+Methods:
+
+- ``head``: the study's MLP head on pooled features; exactly :func:`~classifiers.protocols.run_probe`
+  with classifier ``mlp`` (the same ledger row as ``fs probe --classifier mlp``; no checkpoints).
+- ``cnn-lstm``: :class:`~classifiers.cnn_lstm.CNNLSTMClassifier` on stored log-mel frames
+  (``fs extract --model logmel --frames 0``); ``norm`` ``none`` or ``corpus`` (per-corpus
+  standardisation of every mel bin; transductive for the target, and the result says so).
+- ``lora``: :class:`~classifiers.lora.TopLayerLoRA` on layers ``from_layer+1..layer`` plus the
+  head, from stored frames of layer ``from_layer`` (``fs extract --frames K``), streamed from the
+  store in batches (a bounded cache keeps what fits; the layer is never read whole).
+
+Protocols, as the probe's: cross-language (train on the source, test on all of the target);
+few-shot (``shots`` per class of the target join training and never the test set, with the
+target-only baseline); noise (``source_noise`` / ``target_noise`` read noise-mixed groups);
+within-corpus uses **one** speaker-independent train/test split per seed (about a fifth of the
+speakers tested), not the probe's five folds — cheaper for trained models; the result says so.
+The best epoch is chosen on a speaker-independent dev split of the training data only.
+
+Checkpoints go to ``<workspace>/checkpoints/<config_key>/seed<k>/`` (``seed<k>-baseline/`` for
+the few-shot baseline), each with ``run.json`` naming the configuration and the store groups it
+was trained from. A run that stops part-way resumes from the seeds already saved; a checkpoint
+folder of another configuration or other store groups is refused (``rerun`` retrains).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifiers.metrics import chance_uar, evaluate
+from classifiers.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
+from classifiers.training import TrainingError
+from classifiers.views import cached_digest, cached_manifest, get_view, resolve_group
+from featurestore import __version__
+from featurestore.errors import FsError
+from featurestore.store import FeatureStore, StoreGroup
+from featurestore.view import FeatureView
+from featurestore.workspace import Workspace
+
+METHODS: tuple[str, ...] = ("head", "cnn-lstm", "lora")
+DEFAULT_MODEL = {"cnn-lstm": "logmel"}
+CLASSIFIER_OF = {"head": "mlp", "cnn-lstm": "cnn-lstm", "lora": "lora"}
+CHECKPOINTS_DIR = "checkpoints"
+RUN_FILE = "run.json"
+WITHIN_TEST_FRACTION = 0.2
+FRAME_CACHE_MB = int(os.environ.get("FS_FRAME_CACHE_MB", "1024"))
+_NOISE_KEYS = ("noise", "snr_db", "noise_seed")
+_HEAD_DEFAULTS = {"epochs": 5, "batch_size": 16, "lr": 1e-4, "head_hidden": 256}
+
+
+class FinetuneError(FsError):
+    """A fine-tuning run that cannot go as configured (settings, missing frames, foreign checkpoints)."""
+
+
+def _int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise FinetuneError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not float(value) > 0:
+        raise FinetuneError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _noise(value: Any, name: str) -> dict[str, Any] | None:
+    if value in (None, {}, ""):
+        return None
+    if not isinstance(value, dict) or set(value) - set(_NOISE_KEYS) or not value.get("noise") \
+            or value.get("snr_db") is None:
+        raise FinetuneError(f"{name} {value!r}: give {{noise: DIR, snr_db: 10, noise_seed: 0}} (the folder and SNR "
+                            "used by `fs extract --noise`)")
+    return {"noise": str(value["noise"]), "snr_db": float(value["snr_db"]),
+            "noise_seed": int(value.get("noise_seed", 0))}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that decides a fine-tuning run's numbers.
+
+    ``method``: ``head`` | ``cnn-lstm`` | ``lora``. ``model``: as given to ``fs extract --model``
+    (``cnn-lstm`` defaults to ``logmel``). ``layer``: the layer the head reads (``last`` or a
+    number; ``head`` also takes the probe's choices). ``from_layer``: ``lora`` only, the stored
+    frame layer the adapted layers start from. ``norm``: ``head`` as the probe's; ``cnn-lstm``
+    ``none`` | ``corpus``; ``lora`` ``none``. ``epochs``, ``batch_size``, ``lr``: the recipe
+    (Adam). ``rank``, ``alpha``, ``target_modules``: LoRA. ``head_hidden``: width of the head's
+    hidden layer. ``max_frames``: CNN-LSTM crop (None: whole utterances). The rest as
+    :class:`~classifiers.protocols.ProbeConfig`. Settings a method does not use are fixed to None.
+    """
+
+    method: str
+    source: str
+    target: str
+    model: str | None = None
+    whisper_input: str | None = None
+    model_seed: int | None = None
+    layer: str | int = "last"
+    from_layer: int | None = None
+    norm: str = "none"
+    seeds: int = 5
+    shots: int = 0
+    shots_speaker_disjoint: bool = False
+    source_noise: dict[str, Any] | None = None
+    target_noise: dict[str, Any] | None = None
+    dev_fraction: float = 0.2
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-4
+    rank: int | None = 8
+    alpha: float | None = 16.0
+    target_modules: tuple[str, ...] | None = None
+    head_hidden: int | None = 256
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        if self.method not in METHODS:
+            close = difflib.get_close_matches(str(self.method), METHODS, n=1)
+            raise FinetuneError(f"unknown method {self.method!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                                f"choose one of {', '.join(METHODS)}")
+        if not self.model:
+            if self.method not in DEFAULT_MODEL:
+                raise FinetuneError(f"method {self.method} needs --model (the model as given to `fs extract --model`)")
+            put("model", DEFAULT_MODEL[self.method])
+        for name in ("source", "target", "model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise FinetuneError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
+        if self.whisper_input not in (None, "full", "trim"):
+            raise FinetuneError(f"whisper_input must be full, trim or unset, got {self.whisper_input!r}")
+        if self.model_seed is not None:
+            put("model_seed", _int(self.model_seed, "model_seed", 0))
+        put("seeds", _int(self.seeds, "seeds (the number of runs)", 1))
+        put("shots", _int(self.shots, "shots (target utterances per class)", 0))
+        put("shots_speaker_disjoint", bool(self.shots_speaker_disjoint))
+        put("source_noise", _noise(self.source_noise, "source_noise"))
+        put("target_noise", _noise(self.target_noise, "target_noise"))
+        if isinstance(self.dev_fraction, bool) or not isinstance(self.dev_fraction, (int, float)) \
+                or not 0.0 < float(self.dev_fraction) < 1.0:
+            raise FinetuneError(f"dev_fraction must be a number in (0, 1), got {self.dev_fraction!r}")
+        put("dev_fraction", float(self.dev_fraction))
+        put("epochs", _int(self.epochs, "epochs", 1))
+        put("batch_size", _int(self.batch_size, "batch_size", 1))
+        put("lr", _number(self.lr, "lr"))
+        if self.within and self.shots:
+            raise FinetuneError(f"shots take target utterances into training, which needs a target other than the "
+                                f"source ({self.source!r}); within a corpus use shots 0")
+        getattr(self, f"_check_{self.method.replace('-', '_')}")(put)
+
+    def _check_head(self, put: Callable[[str, Any], None]) -> None:
+        from classifiers.views import canonical_layer
+
+        try:
+            put("layer", canonical_layer(self.layer))
+        except FsError as exc:
+            raise FinetuneError(str(exc)) from None
+        put("head_hidden", _int(self.head_hidden if self.head_hidden is not None else 256, "head_hidden", 1))
+        for name in ("from_layer", "rank", "alpha", "target_modules", "max_frames"):
+            put(name, None)
+
+    def _check_cnn_lstm(self, put: Callable[[str, Any], None]) -> None:
+        if self.norm not in ("none", "corpus"):
+            raise FinetuneError(f"the CNN-LSTM takes norm none or corpus (per-corpus log-mel statistics), got "
+                                f"{self.norm!r}")
+        if self.max_frames is not None:
+            put("max_frames", _int(self.max_frames, "max_frames", 8))
+        if self.from_layer not in (None, 0):
+            raise FinetuneError("--from-layer is for --method lora; the CNN-LSTM reads the stored log-mel frames "
+                                "(layer 0)")
+        put("layer", 0)
+        for name in ("from_layer", "rank", "alpha", "target_modules", "head_hidden"):
+            put(name, None)
+
+    def _check_lora(self, put: Callable[[str, Any], None]) -> None:
+        if self.from_layer is None:
+            raise FinetuneError("--method lora needs --from-layer K: the layer whose frames are stored (`fs extract "
+                                "--frames K`); layers K+1.. get adapters")
+        put("from_layer", _int(self.from_layer, "from_layer", 0))
+        if self.layer != "last":
+            put("layer", _int(int(self.layer) if str(self.layer).lstrip("-").isdigit() else self.layer,
+                              "layer (the head's layer: last or a number)", 1))
+        if self.norm != "none":
+            raise FinetuneError(f"LoRA reads stored states as the encoder made them; norm must be none, got "
+                                f"{self.norm!r}")
+        put("rank", _int(self.rank if self.rank is not None else 8, "rank", 1))
+        put("alpha", _number(self.alpha if self.alpha is not None else 16.0, "alpha"))
+        put("head_hidden", _int(self.head_hidden if self.head_hidden is not None else 256, "head_hidden", 1))
+        if self.target_modules is not None:
+            modules = tuple(str(m) for m in self.target_modules if str(m).strip())
+            put("target_modules", tuple(sorted(set(modules))) or None)
+        put("max_frames", None)
+
+    @property
+    def within(self) -> bool:
+        """Within-corpus: source and target are the same corpus."""
+        return self.source == self.target
+
+    @property
+    def protocol(self) -> str:
+        """``within-corpus``, ``few-shot`` or ``cross-language``."""
+        return "within-corpus" if self.within else "few-shot" if self.shots else "cross-language"
+
+    @property
+    def classifier(self) -> str:
+        """The name the ledger and reports show in the classifier column."""
+        return CLASSIFIER_OF[self.method]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every setting (the ledger's ``config``), with ``classifier`` and ``stat``
+        (derived) so that tables that group probes also group fine-tuning runs."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["target_modules"] = None if self.target_modules is None else list(self.target_modules)
+        out.update(classifier=self.classifier, stat="mean")
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
+        """A config from a dict (a study file, the ledger); unknown keys raise :class:`FinetuneError`."""
+        if not isinstance(data, dict):
+            raise FinetuneError(f"a fine-tuning configuration must be a mapping, got {type(data).__name__}")
+        data = {k: v for k, v in data.items() if k not in ("classifier", "stat")}
+        valid = [f.name for f in fields(cls)]
+        unknown = [k for k in data if k not in valid]
+        if unknown:
+            hints = [f"{k!r}" + (f" (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(str(k), valid, n=1))
+                                 else "") for k in unknown]
+            raise FinetuneError(f"unknown fine-tuning setting(s) {', '.join(hints)}; valid keys: {', '.join(valid)}")
+        if "target_modules" in data and data["target_modules"] is not None:
+            data["target_modules"] = tuple(data["target_modules"])
+        return cls(**data)
+
+    def key(self) -> str:
+        """sha256 (hex) of the canonical JSON of :meth:`to_dict` (for ``head``: the probe's key)."""
+        if self.method == "head":
+            return self.probe_config().key()
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def probe_config(self) -> Any:
+        """``head`` as the :class:`~classifiers.protocols.ProbeConfig` it is (classifier ``mlp``; only
+        non-default recipe values become classifier parameters, so defaults share the probe's key)."""
+        from classifiers.protocols import ProbeConfig, ProtocolError
+
+        if self.method != "head":
+            raise FinetuneError(f"method {self.method} is not a probe")
+        names = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "head_hidden": "hidden"}
+        params = {names[k]: getattr(self, k) for k, v in _HEAD_DEFAULTS.items() if getattr(self, k) != v}
+        try:
+            return ProbeConfig(source=self.source, target=self.target, model=str(self.model),
+                               whisper_input=self.whisper_input, model_seed=self.model_seed, layer=self.layer,
+                               classifier="mlp", classifier_params=params, norm=self.norm, seeds=self.seeds,
+                               shots=self.shots, shots_speaker_disjoint=self.shots_speaker_disjoint,
+                               source_noise=self.source_noise, target_noise=self.target_noise,
+                               dev_fraction=self.dev_fraction)
+        except ProtocolError as exc:
+            raise FinetuneError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- reading frames
+
+
+class FrameCache:
+    """Per-utterance frames of one store group and layer, read through :meth:`StoreGroup.frame_rows`
+    in batches and kept in a least-recently-used cache bounded by ``max_bytes`` (the layer is never
+    read whole; epochs after the first read only what did not fit)."""
+
+    def __init__(self, group: StoreGroup, layer: int, max_bytes: int = FRAME_CACHE_MB * 2**20):
+        self.read = partial(group.frame_rows, layer)
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self.reads = 0
+
+    def __call__(self, rows: np.ndarray) -> list[np.ndarray]:
+        """``(T_i, D)`` float16 arrays of group rows ``rows``, in that order."""
+        rows = [int(r) for r in np.asarray(rows).ravel()]
+        missing = sorted({r for r in rows if r not in self._items})
+        fetched = dict(zip(missing, self.read(np.asarray(missing, dtype=np.int64)))) if missing else {}
+        self.reads += len(missing)
+        out = []
+        for r in rows:
+            if r in fetched:
+                out.append(fetched[r])
+                self._keep(r, fetched[r])
+            else:
+                self._items.move_to_end(r)
+                out.append(self._items[r])
+        return out
+
+    def _keep(self, row: int, value: np.ndarray) -> None:
+        if row in self._items or value.nbytes > self.max_bytes:
+            return
+        self._items[row] = value
+        self._bytes += value.nbytes
+        while self._bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.nbytes
+
+
+@dataclass
+class _Side:
+    """One corpus as a fine-tuning run reads it: labels and speakers from the view, frames from the group."""
+
+    corpus: str
+    group: StoreGroup
+    view: FeatureView
+    rows: np.ndarray  # (n,) group row of each view row
+    lengths: np.ndarray  # (n,) frames per utterance of the frame layer
+    frames: Callable[[np.ndarray], list[np.ndarray]]  # group rows -> arrays
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.view.labels
+
+    @property
+    def groups(self) -> np.ndarray:
+        return np.char.add(f"{self.corpus}:", self.view.speakers.astype(str))
+
+    def subset(self, index: np.ndarray) -> _Side:
+        return _Side(self.corpus, self.group, self.view.subset(index), self.rows[index], self.lengths[index],
+                     self.frames)
+
+
+@dataclass
+class Data:
+    """Utterances drawn from one or more sides: ``labels``, ``groups`` (corpus:speaker), ``lengths``
+    (frames) as (n,) arrays, and ``rows(indices) -> list of (T_i, D) arrays`` (streamed)."""
+
+    parts: list[tuple[_Side, np.ndarray]]
+    labels: np.ndarray = field(init=False)
+    groups: np.ndarray = field(init=False)
+    lengths: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.labels = np.concatenate([s.labels[i] for s, i in self.parts])
+        self.groups = np.concatenate([s.groups[i] for s, i in self.parts])
+        self.lengths = np.concatenate([s.lengths[i] for s, i in self.parts])
+        self._starts = np.cumsum([0] + [i.size for _, i in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def rows(self, indices: np.ndarray) -> list[np.ndarray]:
+        """Frames of utterances ``indices`` (positions in this set), one store read per part."""
+        indices = np.asarray(indices, dtype=np.int64)
+        part = np.searchsorted(self._starts, indices, side="right") - 1
+        out: list[np.ndarray | None] = [None] * indices.size
+        for p in np.unique(part):
+            side, idx = self.parts[p]
+            where = np.flatnonzero(part == p)
+            arrays = side.frames(side.rows[idx[indices[where] - self._starts[p]]])
+            for w, a in zip(where, arrays):
+                out[w] = a
+        return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- methods
+
+
+class _Method:
+    """How one method builds, trains, applies and saves its models."""
+
+    def __init__(self, config: FinetuneConfig, device: str):
+        self.config = config
+        self.device = device
+
+
+    def make(self, seed: int, dev_fraction: float) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def fit(self, est: Any, data: Data) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def predict(self, est: Any, data: Data) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def save(self, est: Any, path: Path) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def load(self, path: Path, seed: int, dev_fraction: float) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class _CNNLSTM(_Method):
+    """The CNN-LSTM on log-mel frames of layer 0; checkpoint = model.safetensors + config.json."""
+
+    WEIGHTS = "model.safetensors"
+    CONFIG = "config.json"
+
+
+    def params(self, seed: int, dev_fraction: float) -> dict[str, Any]:
+        c = self.config
+        return {"epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr, "dev_fraction": dev_fraction,
+                "seed": seed, "normalise": c.norm, "max_frames": c.max_frames}
+
+    def make(self, seed: int, dev_fraction: float) -> Any:
+        from classifiers.cnn_lstm import CNNLSTMClassifier
+
+        return CNNLSTMClassifier(**self.params(seed, dev_fraction), device=self.device)
+
+    def fit(self, est: Any, data: Data) -> Any:
+        return est.fit(data.rows(np.arange(len(data))), data.labels, data.groups)
+
+    def predict(self, est: Any, data: Data) -> np.ndarray:
+        # one call for the whole test set: corpus normalisation uses the statistics of what it is given
+        return np.asarray(est.predict(data.rows(np.arange(len(data)))))
+
+    def save(self, est: Any, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        path.mkdir(parents=True, exist_ok=True)
+        stats = None if est.train_stats_ is None else [s.tolist() for s in est.train_stats_]
+        info = {"method": "cnn-lstm", "classes": est.classes_.tolist(), "n_mels": int(est.n_mels_),
+                "train_stats": stats, "params": {k: v for k, v in self.params(est.seed, est.dev_fraction).items()}}
+        (path / self.CONFIG).write_text(json.dumps(info, indent=1, sort_keys=True))
+        save_file({k: v.detach().cpu().contiguous() for k, v in est.model_.state_dict().items()},
+                  str(path / self.WEIGHTS))
+
+    def load(self, path: Path, seed: int, dev_fraction: float) -> Any:
+        from safetensors.torch import load_file
+
+        from classifiers.cnn_lstm import CNNLSTM
+
+        info = json.loads((path / self.CONFIG).read_text())
+        if info.get("method") != "cnn-lstm" or info.get("params") != self.params(seed, dev_fraction):
+            raise FinetuneError(f"checkpoint {path} was made with other CNN-LSTM settings ({info.get('params')}); "
+                                "remove it or run again with --rerun")
+        est = self.make(seed, dev_fraction)
+        est.classes_, est.n_mels_ = np.asarray(info["classes"]), int(info["n_mels"])
+        stats = info.get("train_stats")
+        est.train_stats_ = None if stats is None else tuple(np.asarray(s, dtype=np.float32) for s in stats)
+        model = CNNLSTM(est.n_mels_, len(est.classes_), est.channels, est.first_kernel, est.lstm_units,
+                        est.dense_units, est.dropout)
+        model.load_state_dict(load_file(str(path / self.WEIGHTS)))
+        est.model_ = model.to(self.device).eval()
+        return est
+
+    def describe(self) -> dict[str, Any]:
+        est = self.make(0, self.config.dev_fraction)
+        return {"name": "cnn-lstm", "class": "classifiers.cnn_lstm.CNNLSTMClassifier",
+                "params": {k: v for k, v in vars(est).items() if not k.endswith("_") and k not in ("seed",)}}
+
+
+class _TopLoRA(_Method):
+    """Top-layer LoRA from stored frames of ``from_layer``; checkpoint = TopLayerLoRA.save."""
+
+    def __init__(self, config: FinetuneConfig, device: str, encoder: Any):
+        super().__init__(config, device)
+        self.encoder = encoder
+
+
+    def make(self, seed: int, dev_fraction: float) -> Any:
+        from classifiers.lora import TopLayerLoRA
+
+        c = self.config
+        return TopLayerLoRA(self.encoder, from_layer=int(c.from_layer), rank=int(c.rank), alpha=float(c.alpha),
+                            target_modules=c.target_modules, head_hidden=int(c.head_hidden), layer=c.layer,
+                            epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=seed, dev_fraction=dev_fraction,
+                            device=self.device, whisper_input=c.whisper_input or "trim")
+
+    def fit(self, est: Any, data: Data) -> Any:
+        return est.fit(data.rows, data.labels, data.groups, lengths=data.lengths)
+
+    def predict(self, est: Any, data: Data) -> np.ndarray:
+        return np.asarray(est.predict(data.rows, n=len(data), lengths=data.lengths))
+
+    def save(self, est: Any, path: Path) -> None:
+        est.save(path)
+
+    def load(self, path: Path, seed: int, dev_fraction: float) -> Any:
+        from classifiers.lora import LoRAError
+
+        try:
+            return self.make(seed, dev_fraction).load(path)
+        except LoRAError as exc:
+            raise FinetuneError(f"{exc} (or run again with --rerun to retrain)") from None
+
+    def describe(self) -> dict[str, Any]:
+        est = self.make(0, self.config.dev_fraction).setup(["a", "b"])
+        return {"name": "lora", "class": "classifiers.lora.TopLayerLoRA", "params": est.config(),
+                "targets": list(est.targets_)}
+
+
+# --------------------------------------------------------------------------- loading and checks
+
+
+Cache = dict[Any, Any]
+
+
+def _group(config: FinetuneConfig, role: str, store: FeatureStore, cache: Cache) -> StoreGroup:
+    corpus = config.source if role == "source" else config.target
+    noise = config.source_noise if role == "source" else config.target_noise
+    return resolve_group(store, corpus, str(config.model), noise, config.whisper_input, config.model_seed, cache)
+
+
+def frames_command(group: StoreGroup, layer: int) -> str:
+    """The ``fs extract`` command that adds frames of ``layer`` to ``group`` (keeping its other frame layers)."""
+    import shlex
+
+    from classifiers.sweep import extract_command
+
+    attrs = group.attrs
+    settings = attrs.get("model", {}).get("settings", {})
+    spec = (attrs.get("condition", {}).get("noise") or {}).get("spec") or {}
+    filters = {"whisper_input": settings.get("whisper_input"), "seed": settings.get("seed")
+               if not attrs.get("model", {}).get("pretrained", True) else None}
+    if spec:
+        filters.update(noise=spec.get("source") or spec.get("path") or spec.get("noise"), snr_db=spec.get("snr_db"),
+                       noise_seed=spec.get("seed", spec.get("noise_seed")))
+    name = str(attrs.get("model", {}).get("name") or "MODEL")
+    layers = sorted({*group.frame_layers, int(layer)})
+    return extract_command([group.key.corpus], name, filters) + " " + shlex.join(
+        ["--frames", ",".join(map(str, layers)), "--overwrite"])
+
+
+def _frame_layer(config: FinetuneConfig) -> int:
+    return 0 if config.method == "cnn-lstm" else int(config.from_layer)  # type: ignore[arg-type]
+
+
+def _load_side(config: FinetuneConfig, role: str, store: FeatureStore, workspace: Workspace,
+               cache: Cache) -> _Side:
+    """The view (labels, speakers) and streamed frames of one corpus, after checking the group holds them."""
+    corpus = config.source if role == "source" else config.target
+    manifest = cached_manifest(workspace, corpus, cache)
+    group = _group(config, role, store, cache)
+    layer = _frame_layer(config)
+    family = group.attrs.get("model", {}).get("family")
+    if config.method == "cnn-lstm" and family != "logmel":
+        raise FinetuneError(f"the CNN-LSTM trains on log-mel frames, but {group.key} holds {family} states; use "
+                            f"--model logmel (made by `fs extract --model logmel --corpus {corpus} --frames 0`)")
+    if config.method == "lora":
+        if group.num_layers < 2:
+            raise FinetuneError(f"{group.key} holds {family} features with no transformer layer to adapt; LoRA "
+                                "needs an encoder (e.g. --model whisper --whisper-input trim)")
+        if not 0 <= layer <= group.num_layers - 2:
+            raise FinetuneError(f"--from-layer {layer} is out of range: {group.key} has layers "
+                                f"0..{group.num_layers - 1} (0 = input to the first transformer layer) and LoRA needs "
+                                f"a layer above the stored one, so use 0..{group.num_layers - 2}")
+    if layer not in group.frame_layers:
+        what = "log-mel frames" if config.method == "cnn-lstm" else f"frame-level states of layer {layer}"
+        raise FinetuneError(f"{group.key} holds no {what} (stored frame layers: {group.frame_layers or 'none'}); "
+                            f"make them with: {frames_command(group, layer)}")
+    view = get_view(store, manifest, group, [layer], "mean", cache, cached_digest(workspace, corpus, cache))
+    position = {u: i for i, u in enumerate(group.utt_ids().tolist())}
+    rows = np.array([position[u] for u in view.ids.tolist()], dtype=np.int64)
+    offsets = group.frame_offsets(layer)
+    lengths = (offsets[rows + 1] - offsets[rows]).astype(np.int64)
+    key = ("frames", store.url, group.key.path, layer)
+    if key not in cache:
+        cache[key] = FrameCache(group, layer)
+    return _Side(corpus, group, view, rows, lengths, cache[key])
+
+
+def _check_pair(config: FinetuneConfig, src: _Side, tgt: _Side, src_classes: list[str],
+                tgt_classes: list[str]) -> None:
+    ps, pt = src.view.provenance, tgt.view.provenance
+    where = f"source {config.source!r} ({ps['store_key']}) and target {config.target!r} ({pt['store_key']})"
+    if ps.get("model_id") != pt.get("model_id") or ps.get("weights_hash") != pt.get("weights_hash"):
+        raise FinetuneError(f"{where} were extracted with different models or weights; extract both corpora with "
+                            f"the same --model (`fs extract --model {config.model} --corpus C --overwrite`)")
+    for name in ("whisper_input", "seed"):
+        a, b = ps.get("model_settings", {}).get(name), pt.get("model_settings", {}).get(name)
+        if a != b:
+            raise FinetuneError(f"{where} were extracted with different {name} ({a} vs {b}); pass --whisper-input / "
+                                "--model-seed to pick groups with one setting")
+    if set(src_classes) != set(tgt_classes):
+        raise FinetuneError(f"source {config.source!r} ({src_classes}) and target {config.target!r} ({tgt_classes}) "
+                            "have different classes; re-add one corpus with `fs corpus add ... --labels MAP "
+                            "--overwrite` so both give the same classes")
+    absent = [c for c in src_classes if not np.any(src.labels == c)]
+    if absent:
+        raise FinetuneError(f"source {src.corpus!r} has no utterance of class(es) {absent} in {ps['store_key']}; "
+                            "a model cannot learn them")
+
+
+def _method(config: FinetuneConfig, store: FeatureStore, device: str, cache: Cache) -> _Method:
+    if config.method == "cnn-lstm":
+        return _CNNLSTM(config, device)
+    return _TopLoRA(config, device, _encoder(config, store, device, cache))
+
+
+def _encoder(config: FinetuneConfig, store: FeatureStore, device: str, cache: Cache) -> Any:
+    """The encoder of the source group, loaded by name; its weights must be the ones the store holds."""
+    from featurestore.encoders import EncoderError, load_encoder
+
+    group = _group(config, "source", store, cache)
+    model = group.attrs.get("model", {})
+    settings = model.get("settings", {})
+    if model.get("family") == "whisper" and settings.get("whisper_input") != "trim":
+        raise FinetuneError(f"{group.key} was extracted with Whisper input {settings.get('whisper_input')!r}: its "
+                            "frames are cut from a 30-s padded run, so replaying the top layers on them is not the "
+                            "model's own computation. Use trim groups: fs extract --model "
+                            f"{config.model} --corpus {config.source} --whisper-input trim --frames "
+                            f"{config.from_layer}")
+    key = ("encoder", model.get("model_id"), model.get("weights_hash"), device)
+    if key in cache:
+        return cache[key]
+    try:
+        encoder = load_encoder(str(config.model), device=device, seed=int(settings.get("seed") or 0),
+                               whisper_input=settings.get("whisper_input") or "full")
+    except EncoderError as exc:
+        raise FinetuneError(f"LoRA needs the encoder itself: {exc}") from None
+    if encoder.info.weights_hash != model.get("weights_hash"):
+        raise FinetuneError(f"the encoder loaded as {config.model!r} has weights {encoder.info.weights_hash[:12]}, "
+                            f"but {group.key} was extracted with {str(model.get('weights_hash'))[:12]}; load the "
+                            f"same weights (model directory or --model-seed) or re-extract the group")
+    cache[key] = encoder
+    return encoder
+
+
+def finetune_identity(config: FinetuneConfig, store: FeatureStore, workspace: Workspace,
+                      cache: Cache | None = None) -> dict[str, Any]:
+    """``store_keys``, ``weights_hashes`` and ``manifest_digests`` the result of ``config`` depends on
+    (as :func:`classifiers.protocols.probe_identity`; the ledger's row identity)."""
+    cache = {} if cache is None else cache
+    keys, hashes, digests = set(), set(), {}
+    for role, corpus in (("source", config.source), ("target", config.target)):
+        group = _group(config, role, store, cache)
+        keys.add(group.key.path)
+        weights = group.attrs.get("model", {}).get("weights_hash")
+        if weights:
+            hashes.add(str(weights))
+        digests[role] = cached_digest(workspace, corpus, cache)
+    return {"store_keys": sorted(keys), "weights_hashes": sorted(hashes), "manifest_digests": digests}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_root(workspace: Workspace, config: FinetuneConfig) -> Path:
+    """``<workspace>/checkpoints/<config_key>/``: one folder per seed (and per few-shot baseline)."""
+    return Path(workspace.root) / CHECKPOINTS_DIR / config.key()
+
+
+def _run_record(config: FinetuneConfig, identity: dict[str, Any], seed: int, role: str) -> dict[str, Any]:
+    return {"config_key": config.key(), "config": config.to_dict(), "seed": seed, "role": role,
+            "store_keys": identity["store_keys"], "weights_hashes": identity["weights_hashes"]}
+
+
+def _check_checkpoint(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved run record of ``path``, None when there is none; FinetuneError when it is another run's."""
+    record_path = path / RUN_FILE
+    if not path.exists():
+        return None
+    if not record_path.is_file():
+        raise FinetuneError(f"{path} exists but is not a fine-tuning checkpoint (no {RUN_FILE}); move it away")
+    saved = json.loads(record_path.read_text())
+    diff = [k for k in ("config_key", "seed", "role", "store_keys", "weights_hashes") if saved.get(k) != expected[k]]
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {expected[k]!r}" for k in diff)
+        raise FinetuneError(f"checkpoint {path} comes from another configuration ({detail}); move it away, or run "
+                            "again with --rerun to retrain it")
+    return saved
+
+
+def _write_checkpoint(method: _Method, est: Any, path: Path, record: dict[str, Any]) -> None:
+    """Save ``est`` and its run record into ``path`` atomically (a folder appears whole or not at all)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        method.save(est, tmp)
+        (tmp / RUN_FILE).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std())
+
+
+def _side_provenance(side: _Side) -> dict[str, Any]:
+    return {**side.view.provenance, "utterances": len(side.labels), "frame_layer": int(side.view.layers[0])}
+
+
+def _align(a: _Side, b: _Side) -> tuple[_Side, _Side]:
+    """Two groups of one corpus (clean and noisy) restricted to their common utterances, in one order."""
+    if np.array_equal(a.view.ids, b.view.ids):
+        return a, b
+    common = np.intersect1d(a.view.ids, b.view.ids)
+
+    def rows(view: FeatureView) -> np.ndarray:
+        order = np.argsort(view.ids)
+        return order[np.searchsorted(view.ids[order], common)]
+
+    return a.subset(rows(a.view)), b.subset(rows(b.view))
+
+
+class _Trainer:
+    """Per-seed training with checkpoints, dev-split fallback and warnings."""
+
+    def __init__(self, config: FinetuneConfig, method: _Method, workspace: Workspace, identity: dict[str, Any],
+                 rerun: bool, classes: list[str]):
+        self.config, self.method, self.identity, self.rerun = config, method, identity, rerun
+        self.root = checkpoint_root(workspace, config)
+        self.classes = classes
+        self.warnings: list[str] = []
+        self.checkpoints: list[str] = []
+        self.training: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def fit(self, data: Data, seed: int, role: str) -> Any:
+        """A model trained on ``data`` (or loaded from its checkpoint of an earlier, interrupted run)."""
+        path = self.root / (f"seed{seed}" if role == "model" else f"seed{seed}-{role}")
+        expected = _run_record(self.config, self.identity, seed, role)
+        saved = None if self.rerun else _check_checkpoint(path, expected)
+        if saved is not None:
+            est = self.method.load(path, seed, saved["dev_fraction"])
+            self.checkpoints.append(str(path))
+            self.training.append({k: saved.get(k) for k in ("seed", "role", "best_epoch", "dev_split", "history",
+                                                           "train_seconds", "n_train")} | {"resumed": True})
+            self.train_seconds += float(saved.get("train_seconds") or 0.0)
+            return est
+        start = time.perf_counter()
+        dev_fraction = self.config.dev_fraction
+        est = self.method.make(seed, dev_fraction)
+        try:
+            est = self.method.fit(est, data)
+        except (SplitError, TrainingError, ValueError) as exc:  # ValueError: sklearn's checks on tiny sets
+            if np.unique(data.labels).size < 2:
+                raise FinetuneError(f"cannot train {self.config.method} on {len(data)} utterances: {exc}") from None
+            self.warn(f"{role} (seed {seed}): no speaker-independent dev split possible on {len(data)} training "
+                      f"utterances ({exc}); trained without one, keeping the last epoch")
+            dev_fraction = 0.0
+            est = self.method.fit(self.method.make(seed, dev_fraction), data)
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        record = {**expected, "dev_fraction": dev_fraction, "best_epoch": int(est.best_epoch_),
+                  "dev_split": est.dev_split_, "history": est.history_, "train_seconds": seconds,
+                  "n_train": len(data), "classes": [str(c) for c in est.classes_]}
+        _write_checkpoint(self.method, est, path, record)
+        self.checkpoints.append(str(path))
+        self.training.append({k: record[k] for k in ("seed", "role", "best_epoch", "dev_split", "history",
+                                                     "train_seconds", "n_train")} | {"resumed": False})
+        return est
+
+    def evaluate(self, est: Any, data: Data) -> dict[str, Any]:
+        pred = self.method.predict(est, data)
+        return evaluate(data.labels, pred, labels=self.classes)
+
+
+def _confound(side: _Side, what: str) -> str | None:
+    found = speaker_label_confound(side.view.speakers, side.labels)
+    return f"{side.corpus} ({what}): {found['message']}" if found["confounded"] else None
+
+
+def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, *, device: str = "cpu",
+                 rerun: bool = False, cache: Cache | None = None) -> dict[str, Any]:
+    """Run ``config`` and return its result record (the probe's JSON keys plus ``method``,
+    ``checkpoints``, ``train_seconds``, ``training``); see the module docstring for the protocols.
+
+    Does not touch the ledger (:func:`finetune` does). ``device``: where to train (not part of the
+    configuration; recorded in the provenance). ``rerun`` retrains seeds whose checkpoints exist.
+    Every check (groups, frames, encoder weights, LoRA targets, layers) runs before any training or
+    checkpoint write. Raises :class:`FinetuneError` (or the store's error, with the ``fs extract``
+    command for a condition not extracted yet).
+    """
+    start = time.perf_counter()
+    cache = {} if cache is None else cache
+    if config.method == "head":
+        from classifiers.protocols import ProtocolError, run_probe
+
+        try:
+            result = run_probe(config.probe_config(), store, workspace, views=cache).to_dict()
+        except ProtocolError as exc:
+            raise FinetuneError(str(exc)) from None
+        note = "the head trains on pooled features in memory (fs probe --classifier mlp); no checkpoints are kept"
+        return {**result, "method": "head", "checkpoints": [], "train_seconds": result["seconds"],
+                "training": None, "warnings": [*result["warnings"], note]}
+
+    src = _load_side(config, "source", store, workspace, cache)
+    tgt = _load_side(config, "target", store, workspace, cache)
+    if config.within:
+        src, tgt = _align(src, tgt)
+    src_m, tgt_m = cached_manifest(workspace, config.source, cache), cached_manifest(workspace, config.target, cache)
+    _check_pair(config, src, tgt, list(src_m.classes), list(tgt_m.classes))
+    method = _method(config, store, device, cache)
+    classifier = method.describe()  # builds the model once: bad LoRA targets or layers fail here
+    classes = list(src_m.classes)
+    identity = finetune_identity(config, store, workspace, cache)
+    trainer = _Trainer(config, method, workspace, identity, rerun, classes)
+    missing = [c for c in classes if not np.any(tgt.labels == c)]
+    if missing:
+        trainer.warn(f"target {config.target!r} has no utterance of class(es) {missing}: UAR averages the others")
+
+    uars, metrics, n_train = [], [], []
+    shots: list[dict[str, Any]] | None = [] if config.shots else None
+    base_uars, base_metrics = [], []
+    for seed in range(config.seeds):
+        if config.within:
+            try:
+                train_idx, test_idx = speaker_dev_split(src.groups, src.labels, WITHIN_TEST_FRACTION, seed + 104729)
+            except SplitError as exc:
+                raise FinetuneError(f"within-corpus {config.source!r}: {exc}") from None
+            train, test = Data([(src, train_idx)]), Data([(tgt, test_idx)])
+        elif config.shots:
+            try:
+                split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
+            except SplitError as exc:
+                raise FinetuneError(f"few-shot on target {config.target!r}: {exc}") from None
+            for label, (asked, took) in split.capped.items():
+                trainer.warn(f"shots: class {label!r} of {config.target!r} has too few utterances for {asked} shots; "
+                             f"took {took} (at least {split.min_test} kept for testing)")
+            train = Data([(src, np.arange(len(src.labels))), (tgt, split.train_idx)])
+            test = Data([(tgt, split.test_idx)])
+            base = trainer.evaluate(trainer.fit(Data([(tgt, split.train_idx)]), seed, "baseline"), test)
+            base_uars.append(base["uar"])
+            base_metrics.append(base)
+            shots.append({"seed": seed, "ids": tgt.view.ids[split.train_idx].tolist(),  # type: ignore[union-attr]
+                          **split.to_dict(indices=False)})
+        else:
+            train, test = Data([(src, np.arange(len(src.labels)))]), Data([(tgt, np.arange(len(tgt.labels)))])
+        result = trainer.evaluate(trainer.fit(train, seed, "model"), test)
+        uars.append(result["uar"])
+        metrics.append(result)
+        n_train.append(len(train))
+
+    if config.within:
+        trainer.warn(f"within-corpus: one speaker-independent train/test split per seed (about "
+                     f"{WITHIN_TEST_FRACTION:.0%} of the speakers tested), not the probe's {5} folds")
+    confound = _confound(src, "within-corpus") if config.within else \
+        _confound(tgt, "few-shot target") if config.shots else None
+    if confound:
+        trainer.warn(confound)
+    baseline = None
+    if config.shots:
+        mean, std = _mean_std(base_uars)
+        baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars, "metrics": base_metrics,
+                    "beats_source_plus_shots": mean > float(np.mean(uars))}
+        if baseline["beats_source_plus_shots"]:
+            trainer.warn(f"the target-only baseline ({config.shots} shots per class alone) scores UAR {mean:.3f}, "
+                         f"above source+shots ({float(np.mean(uars)):.3f}): the source data does not help here")
+    transductive = config.method == "cnn-lstm" and config.norm == "corpus"
+    normalisation: dict[str, Any] = {"mode": config.norm, "transductive": transductive}
+    if transductive:
+        normalisation["note"] = ("the test log-mel frames are standardised with the statistics of the whole test "
+                                 "set (its own unlabelled frames)")
+    per_class = {c: (float(np.mean(v)) if (v := [m["per_class_recall"][c] for m in metrics
+                                                 if m["per_class_recall"].get(c) is not None]) else None)
+                 for c in classes}
+    mean, std = _mean_std(uars)
+    model_prov = src.view.provenance
+    provenance = {"source": _side_provenance(src), "target": _side_provenance(tgt),
+                  "model": {"name": config.model, "model_id": model_prov.get("model_id"),
+                            "settings": model_prov.get("model_settings", {})},
+                  "classifier": classifier, "classes": classes, "fs_version": __version__, "device": device}
+    layer = 0 if config.method == "cnn-lstm" else classifier["params"]["layer"]
+    return {
+        "config_key": config.key(), "protocol": config.protocol, "method": config.method,
+        "uar_mean": mean, "uar_std": std, "uar_per_seed": uars, "layer": layer, "chance": chance_uar(classes),
+        "per_class_recall": per_class, "metrics": metrics, "n_train": n_train, "config": config.to_dict(),
+        "provenance": provenance, "baseline": baseline, "shots": shots, "layer_dev_uar": None,
+        "layer_dev_uar_per_seed": None, "normalisation": normalisation, "transductive": transductive,
+        "warnings": trainer.warnings, "seconds": time.perf_counter() - start,
+        "checkpoints": trainer.checkpoints, "train_seconds": trainer.train_seconds, "training": trainer.training,
+    }
+
+
+def finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, *, device: str = "cpu",
+             rerun: bool = False, cache: Cache | None = None) -> dict[str, Any]:
+    """:func:`run_finetune` through the results ledger: an identical configuration on the same store
+    groups and labels is answered from it (``from_ledger`` true) unless ``rerun``; a new result is
+    stored. Returns the result dict with ``from_ledger``."""
+    from classifiers.ledger import Ledger
+    from classifiers.protocols import result_is_current
+
+    cache = {} if cache is None else cache
+    identity = finetune_identity(config, store, workspace, cache)
+    ledger = Ledger.open(workspace)
+    found = None if rerun else ledger.get(config.key(), identity)
+    if found is not None and result_is_current(found, identity):
+        return {**found, "from_ledger": True}
+    result = run_finetune(config, store, workspace, device=device, rerun=rerun, cache=cache)
+    ledger.put(result)
+    return {**result, "from_ledger": False}

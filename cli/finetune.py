@@ -1,0 +1,147 @@
+"""``fs finetune``: train the study's head, the CNN-LSTM or top-layer LoRA from the store; report like ``fs probe``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from cli._output import echo_json
+from cli.probe import NORMS, _noise, _shots, describe
+from featurestore.workspace import Workspace
+
+METHODS = ("head", "cnn-lstm", "lora")
+
+
+def _modules(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[str, ...] | None:
+    """``--target-modules q_proj,v_proj`` -> ("q_proj", "v_proj")."""
+    if text is None:
+        return None
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names:
+        raise click.BadParameter(f"{text!r}: give module names separated by commas, e.g. q_proj,v_proj")
+    return names
+
+
+@click.command()
+@click.option("--method", type=click.Choice(METHODS), required=True,
+              help="head: the study's MLP head on pooled features (as fs probe --classifier mlp); cnn-lstm: "
+                   "the baseline on stored log-mel frames; lora: LoRA on the layers above --from-layer "
+                   "(stored frames).")
+@click.option("--source", required=True, help="Corpus to train on (a name from `fs corpus ls`).")
+@click.option("--target", required=True, help="Corpus to test on; the source itself for one speaker-independent split.")
+@click.option("--model", default=None,
+              help="The model as given to `fs extract --model` [default for cnn-lstm: logmel].")
+@click.option("--whisper-input", type=click.Choice(["full", "trim"]), default=None,
+              help="Whisper groups: the input mode they were extracted with (LoRA needs trim).")
+@click.option("--model-seed", type=click.IntRange(min=0), default=None,
+              help="Randomly initialised models: the seed they were extracted with.")
+@click.option("--from-layer", type=int, default=None,
+              help="lora: the layer whose frames are stored (`fs extract --frames K`); layers K+1.. are adapted.")
+@click.option("--layer", default="last", show_default=True,
+              help="The layer the head reads (head: also best, mean, concat:3,6 as in fs probe).")
+@click.option("--norm", type=click.Choice(NORMS), default="none", show_default=True,
+              help="head: as fs probe; cnn-lstm: none or corpus (per-corpus log-mel statistics, transductive).")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Runs with seeds 0..N-1; UAR is reported as mean ± std.")
+@click.option("--shots", default="0", show_default=True, callback=_shots,
+              help="Target utterances per class added to training, e.g. 0,50 (one result each).")
+@click.option("--shots-speaker-disjoint", is_flag=True, help="Test only on target speakers who gave no shot.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Utterances per batch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Adam learning rate.")
+@click.option("--rank", type=click.IntRange(min=1), default=8, show_default=True, help="lora: adapter rank.")
+@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=16.0, show_default=True,
+              help="lora: adapter scaling alpha.")
+@click.option("--target-modules", default=None, callback=_modules,
+              help="lora: linear modules that get adapters, e.g. q_proj,v_proj [default: the family's].")
+@click.option("--head-hidden", type=click.IntRange(min=1), default=256, show_default=True,
+              help="head and lora: width of the head's hidden layer.")
+@click.option("--max-frames", type=click.IntRange(min=8), default=None,
+              help="cnn-lstm: keep the first N frames of longer utterances [default: all].")
+@click.option("--dev-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Share of training utterances (whole speakers) held out to pick the best epoch.")
+@click.option("--target-noise", type=click.Path(), default=None,
+              help="Test on the target mixed with this noise (the folder given to `fs extract --noise`).")
+@click.option("--source-noise", type=click.Path(), default=None, help="Train on the source mixed with this noise.")
+@click.option("--snr", type=float, default=None, help="SNR in dB of the noisy groups [default: 10].")
+@click.option("--noise-seed", type=int, default=0, show_default=True, help="Noise seed of the noisy groups.")
+@click.option("--device", default="cpu", show_default=True, help="Where to train: cpu, cuda, cuda:1 (not part of "
+              "the configuration).")
+@click.option("--rerun", is_flag=True,
+              help="Train again even if the ledger or the checkpoints hold this configuration.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result object (a list for several --shots).")
+@click.pass_context
+def finetune(ctx: click.Context, method: str, source: str, target: str, model: str | None,
+             whisper_input: str | None, model_seed: int | None, from_layer: int | None, layer: str, norm: str,
+             seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, epochs: int, batch_size: int,
+             lr: float, rank: int, alpha: float, target_modules: tuple[str, ...] | None, head_hidden: int,
+             max_frames: int | None, dev_fraction: float, target_noise: str | None, source_noise: str | None,
+             snr: float | None, noise_seed: int, device: str, rerun: bool, as_json: bool) -> None:
+    """Train on SOURCE from the store and report UAR on TARGET (mean ± std over seeds), like fs probe.
+
+    Results go to the results ledger (an identical configuration on the same store groups is
+    answered from it; --rerun trains again); checkpoints to WORKSPACE/checkpoints/<config key>/.
+    """
+    if target_noise is None and source_noise is None:
+        for name, flag in (("snr", "--snr"), ("noise_seed", "--noise-seed")):
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+                raise click.UsageError(f"{flag} needs --target-noise DIR or --source-noise DIR")
+    if source == target and any(shots):
+        raise click.UsageError("--shots needs a target other than the source (within a corpus, a speaker split is "
+                               "used)")
+    if method != "lora":
+        for name, flag in (("from_layer", "--from-layer"), ("rank", "--rank"), ("alpha", "--alpha"),
+                           ("target_modules", "--target-modules")):
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+                raise click.UsageError(f"{flag} is for --method lora")
+    ws: Workspace = ctx.obj
+
+    from classifiers.finetune import FinetuneConfig
+    from classifiers.finetune import finetune as run
+    from featurestore.store import FeatureStore
+
+    store = FeatureStore(ws.store_url)
+    configs = [FinetuneConfig(method=method, source=source, target=target, model=model, whisper_input=whisper_input,
+                              model_seed=model_seed, layer=layer, from_layer=from_layer, norm=norm, seeds=seeds,
+                              shots=n, shots_speaker_disjoint=shots_speaker_disjoint,
+                              source_noise=_noise(source_noise, snr, noise_seed),
+                              target_noise=_noise(target_noise, snr, noise_seed), dev_fraction=dev_fraction,
+                              epochs=epochs, batch_size=batch_size, lr=lr, rank=rank, alpha=alpha,
+                              target_modules=target_modules, head_hidden=head_hidden, max_frames=max_frames)
+               for n in shots]
+    cache: dict[Any, Any] = {}
+    results = [run(config, store, ws, device=device, rerun=rerun, cache=cache) for config in configs]
+    if as_json:
+        echo_json(results[0] if len(results) == 1 else results)
+        return
+    for i, result in enumerate(results):
+        if i:
+            click.echo("")
+        click.echo(describe_finetune(result))
+
+
+def describe_finetune(result: dict[str, Any]) -> str:
+    """:func:`cli.probe.describe` plus the method, training time, best epochs and checkpoints."""
+    c = result["config"]
+    text = describe(result)
+    method = c.get("method") or result.get("method") or "head"
+    extra = [f"  method {method}"]
+    if method == "lora":
+        extra[0] += (f": LoRA rank {c['rank']} on layers {c['from_layer'] + 1}..{result['layer']} from stored "
+                     f"frames of layer {c['from_layer']}")
+    elif method == "cnn-lstm":
+        extra[0] += f" on stored log-mel frames of {c['model']}"
+    extra[0] += (f"; {c.get('epochs', 5)} epochs, batch {c.get('batch_size', 16)}, lr {c.get('lr', 1e-4):g}; "
+                 f"training {result.get('train_seconds') or 0:.1f} s")
+    training = [t for t in result.get("training") or [] if t.get("role") == "model"]
+    if training:
+        extra.append("  best epoch per seed: " + " ".join(str(t.get("best_epoch")) for t in training)
+                     + f" (dev split: {training[0].get('dev_split')})")
+    if result.get("checkpoints"):
+        root = str(result["checkpoints"][0]).rsplit("/", 1)[0]
+        extra.append(f"  checkpoints: {root}/ ({len(result['checkpoints'])})")
+    lines = text.split("\n")
+    return "\n".join(lines[:1] + extra + lines[1:])
