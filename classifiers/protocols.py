@@ -492,6 +492,95 @@ def _side_provenance(side: _Side) -> dict[str, Any]:
     return prov
 
 
+@dataclass
+class _SeedRun:
+    """What one seed gives: metrics on the test set, training size, and the parts a protocol adds."""
+
+    metrics: dict[str, Any]
+    n_train: int
+    layer: Any = None
+    dev_uar: dict[str, float] | None = None
+    shots: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
+
+
+def _within_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | None, seed: int) -> _SeedRun:
+    """Leave-speakers-out folds of one corpus; a best layer is chosen inside each fold's training part."""
+    try:
+        folds = speaker_folds(src.groups, src.labels, N_FOLDS, seed)
+    except SplitError as exc:
+        raise ProtocolError(f"within-corpus {src.corpus!r}: {exc}") from None
+    pred = np.empty(len(tgt.labels), dtype=tgt.labels.dtype)
+    layers, scores = [], []
+    for train, test in folds:
+        choice = fixed
+        if fixed is None:
+            choice, fold_scores = runner.select_layer(src, train, seed)
+            layers.append(int(choice))
+            scores.append(fold_scores)
+        pred[test] = runner.fit_predict([(src, train)], (tgt, test), choice, seed)
+    run = _SeedRun(runner.evaluate(tgt.labels, pred), int(np.mean([tr.size for tr, _ in folds])))
+    if fixed is None:
+        run.layer = layers
+        run.dev_uar = {str(k): float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    return run
+
+
+def _transfer_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | None, seed: int) -> _SeedRun:
+    """Train on all of the source (plus target shots), test on the (rest of the) target."""
+    config = runner.config
+    choice, layer, dev_uar = fixed, None, None
+    if fixed is None:
+        choice, scores = runner.select_layer(src, None, seed)
+        layer, dev_uar = int(choice), {str(k): float(v) for k, v in scores.items()}
+    if not config.shots:
+        pred = runner.fit_predict([(src, None)], (tgt, None), choice, seed)
+        return _SeedRun(runner.evaluate(tgt.labels, pred), len(src.labels), layer, dev_uar)
+    try:
+        split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
+    except SplitError as exc:
+        raise ProtocolError(f"few-shot on target {config.target!r}: {exc}") from None
+    for label, (asked, took) in split.capped.items():
+        runner._warn(f"shots: class {label!r} of {config.target!r} has too few utterances for {asked} shots; took "
+                     f"{took} (at least {split.min_test} kept for testing)")
+        if took == 0:
+            runner._warn(f"shots: class {label!r} of {config.target!r} gave no shot; the target-only baseline "
+                         "never sees it")
+    shots, test = split.train_idx, split.test_idx
+    pred = runner.fit_predict([(src, None), (tgt, shots)], (tgt, test), choice, seed)
+    base = runner.fit_predict([(tgt, shots)], (tgt, test), choice, seed)
+    record = {"seed": seed, "ids": tgt.view.ids[shots].tolist(), **split.to_dict(indices=False)}
+    return _SeedRun(runner.evaluate(tgt.labels[test], pred), len(src.labels) + int(shots.size), layer, dev_uar,
+                    record, runner.evaluate(tgt.labels[test], base))
+
+
+def _data_warnings(runner: _Runner, src: _Side, tgt: _Side) -> None:
+    """Say where speaker and label are entangled in data a result depends on."""
+    config = runner.config
+    confound = _confound(src, "within-corpus") if config.within else \
+        _confound(tgt, "few-shot target") if config.shots else None
+    if confound:
+        runner._warn(confound)
+    if config.layer == "best" and not config.within and _confound(src, "best-layer dev split"):
+        runner._warn(f"the best layer was chosen on a dev split of {config.source!r}, whose speakers and labels are "
+                     "confounded: its dev UAR may reward speaker cues; compare with --layer last")
+    if config.norm == "speaker":
+        sides = [src] if config.within else [src, tgt]
+        tangled = [side.corpus for side in sides if _confound(side, "speaker norm")]
+        if tangled:
+            runner._warn(f"speaker normalisation on {', '.join(tangled)}: where a speaker carries one label, "
+                         "removing the speaker's mean removes the label too")
+
+
+def _normalisation_info(norm: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"mode": norm, "transductive": norm in ("corpus", "speaker")}
+    if norm == "corpus":
+        info["note"] = "the target is standardised with statistics of its own unlabelled features"
+    elif norm == "speaker":
+        info["note"] = "every speaker, test speakers included, is standardised with its own statistics"
+    return info
+
+
 def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
               views: Cache | None = None) -> ProbeResult:
     """Run ``config`` on ``store`` (labels from ``workspace``'s manifests) and return its result.
@@ -521,111 +610,37 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
         runner._warn(f"target {config.target!r} has no utterance of class(es) {missing}: UAR averages the others")
     best = config.layer == "best"
     fixed = None if best else _fixed_choice(config.layer, src.view)
+    one_seed = _within_seed if config.within else _transfer_seed
+    runs = [one_seed(runner, src, tgt, fixed, seed) for seed in config.seed_list()]
+    uars = [r.metrics["uar"] for r in runs]
+    _data_warnings(runner, src, tgt)
 
-    uars: list[float] = []
-    metrics: list[dict[str, Any]] = []
-    n_train: list[int] = []
-    used: list[Any] = []
-    dev_scores: list[dict[str, float]] = []
-    shots: list[dict[str, Any]] | None = [] if config.shots else None
-    base_uars: list[float] = []
-    base_metrics: list[dict[str, Any]] = []
-
-    for seed in config.seed_list():
-        if config.within:
-            try:
-                folds = speaker_folds(src.groups, src.labels, N_FOLDS, seed)
-            except SplitError as exc:
-                raise ProtocolError(f"within-corpus {config.source!r}: {exc}") from None
-            pred = np.empty(len(tgt.labels), dtype=tgt.labels.dtype)
-            fold_layers = []
-            fold_scores: list[dict[int, float]] = []
-            for train, test in folds:
-                choice = fixed
-                if best:
-                    choice, scores = runner.select_layer(src, train, seed)
-                    fold_layers.append(int(choice))
-                    fold_scores.append(scores)
-                pred[test] = runner.fit_predict([(src, train)], (tgt, test), choice, seed)
-            y_true, n_fit = tgt.labels, int(np.mean([tr.size for tr, _ in folds]))
-            if best:
-                used.append(fold_layers)
-                dev_scores.append({str(k): float(np.mean([s[k] for s in fold_scores])) for k in fold_scores[0]})
-        else:
-            choice = fixed
-            if best:
-                choice, scores = runner.select_layer(src, None, seed)
-                used.append(int(choice))
-                dev_scores.append({str(k): float(v) for k, v in scores.items()})
-            if config.shots:
-                try:
-                    split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
-                except SplitError as exc:
-                    raise ProtocolError(f"few-shot on target {config.target!r}: {exc}") from None
-                for label, (asked, took) in split.capped.items():
-                    runner._warn(f"shots: class {label!r} of {config.target!r} has too few utterances for {asked} "
-                                 f"shots; took {took} (at least {split.min_test} kept for testing)")
-                    if took == 0:
-                        runner._warn(f"shots: class {label!r} of {config.target!r} gave no shot; the target-only "
-                                     "baseline never sees it")
-                test = split.test_idx
-                pred = runner.fit_predict([(src, None), (tgt, split.train_idx)], (tgt, test), choice, seed)
-                base = runner.fit_predict([(tgt, split.train_idx)], (tgt, test), choice, seed)
-                base_eval = runner.evaluate(tgt.labels[test], base)
-                base_uars.append(base_eval["uar"])
-                base_metrics.append(base_eval)
-                shots.append({"seed": seed, "ids": tgt.view.ids[split.train_idx].tolist(),
-                              **split.to_dict(indices=False)})
-                y_true, n_fit = tgt.labels[test], len(src.labels) + int(split.train_idx.size)
-            else:
-                pred = runner.fit_predict([(src, None)], (tgt, None), choice, seed)
-                y_true, n_fit = tgt.labels, len(src.labels)
-        result = runner.evaluate(y_true, pred)
-        uars.append(result["uar"])
-        metrics.append(result)
-        n_train.append(n_fit)
-
-    confound = _confound(src, "within-corpus") if config.within else \
-        _confound(tgt, "few-shot target") if config.shots else None
-    if confound:
-        runner._warn(confound)
-    if best and not config.within and _confound(src, "best-layer dev split"):
-        runner._warn(f"the best layer was chosen on a dev split of {config.source!r}, whose speakers and labels are "
-                     "confounded: its dev UAR may reward speaker cues; compare with --layer last")
-    if config.norm == "speaker":
-        sides = [src] if config.within else [src, tgt]
-        tangled = [side.corpus for side in sides if _confound(side, "speaker norm")]
-        if tangled:
-            runner._warn(f"speaker normalisation on {', '.join(tangled)}: where a speaker carries one label, "
-                         "removing the speaker's mean removes the label too")
     baseline = None
     if config.shots:
+        base_uars = [r.baseline["uar"] for r in runs]
         mean, std = _mean_std(base_uars)
-        baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars, "metrics": base_metrics,
-                    "beats_source_plus_shots": mean > float(np.mean(uars))}
+        baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars,
+                    "metrics": [r.baseline for r in runs], "beats_source_plus_shots": mean > float(np.mean(uars))}
         if baseline["beats_source_plus_shots"]:
             runner._warn(f"the target-only baseline ({config.shots} shots per class alone) scores UAR {mean:.3f}, "
                          f"above source+shots ({float(np.mean(uars)):.3f}): the source data does not help here")
+    dev_scores = [r.dev_uar for r in runs] if best else None
+    per_layer = {k: float(np.mean([d[k] for d in dev_scores])) for k in dev_scores[0]} if dev_scores else None
     if best:
-        layer: Any = used
-        per_layer = {k: float(np.mean([d[k] for d in dev_scores])) for k in dev_scores[0]}
+        layer: Any = [r.layer for r in runs]
     else:
-        layer = fixed if not (isinstance(fixed, str) and fixed.startswith("concat:")) else list(src.view.layers)
-        per_layer = None
-    info = {"mode": config.norm, "transductive": config.norm in ("corpus", "speaker")}
-    if info["transductive"]:
-        info["note"] = ("the target is standardised with statistics of its own unlabelled features"
-                        if config.norm == "corpus" else "every speaker, test speakers included, is standardised "
-                        "with its own statistics")
-    est = make_classifier(config.classifier, 0, **config.classifier_params)
+        layer = list(src.view.layers) if str(fixed).startswith("concat:") else fixed
     provenance = {"source": _side_provenance(src), "target": _side_provenance(tgt),
                   "model": {"name": config.model, "model_id": src.view.provenance.get("model_id"),
                             "settings": src.view.provenance.get("model_settings", {})},
-                  "classifier": classifier_config(est), "classes": classes, "fs_version": __version__}
-    return ProbeResult(config=config, uar_per_seed=uars, layer=layer, chance=chance_uar(classes), metrics=metrics,
-                       provenance=provenance, n_train=n_train, baseline=baseline, shots=shots,
-                       layer_dev_uar=per_layer, layer_dev_uar_per_seed=dev_scores or None, normalisation=info,
-                       warnings=runner.warnings, seconds=time.perf_counter() - start)
+                  "classifier": classifier_config(make_classifier(config.classifier, 0, **config.classifier_params)),
+                  "classes": classes, "fs_version": __version__}
+    return ProbeResult(config=config, uar_per_seed=uars, layer=layer, chance=chance_uar(classes),
+                       metrics=[r.metrics for r in runs], provenance=provenance, n_train=[r.n_train for r in runs],
+                       baseline=baseline, shots=[r.shots for r in runs] if config.shots else None,
+                       layer_dev_uar=per_layer, layer_dev_uar_per_seed=dev_scores,
+                       normalisation=_normalisation_info(config.norm), warnings=runner.warnings,
+                       seconds=time.perf_counter() - start)
 
 
 def probe_identity(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
