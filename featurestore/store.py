@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import zarr
 import zarr.codecs
+import zarr.errors
 from zarr.core.sync import sync
 
 from featurestore import __version__, remote
@@ -589,6 +591,17 @@ class FeatureStore:
         root = Path(self.url.removeprefix("file://"))
         return root / key.path if key is not None else root
 
+    def _parent(self, key: StoreKey, attempts: int = 5) -> zarr.Group:
+        """``<corpus>/<condition>``, created if needed; another process creating it at once is not an error."""
+        for attempt in range(attempts):
+            try:
+                return self._root("a").require_group(key.corpus).require_group(key.condition)
+            except zarr.errors.ContainsGroupError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def create(self, key: StoreKey, *, utt_ids: list[str], audio_sha256: list[str], num_layers: int, dim: int,
                batch_start: list[int], frame_layers: list[int], provenance: dict[str, Any],
                noisy: bool = False) -> StoreGroup:
@@ -597,8 +610,7 @@ class FeatureStore:
         ``batch_start`` (B+1,) gives the extraction plan's batch boundaries. ``noisy`` adds
         per-utterance records of the mix: ``noise/recording``, ``noise/offset`` and ``noise/snr_db``.
         """
-        root = self._root("a")
-        group = root.require_group(key.corpus).require_group(key.condition).create_group(key.model, overwrite=True)
+        group = self._parent(key).create_group(key.model, overwrite=True)
         n = len(utt_ids)
         whole = (max(n, 1),)
         rows = min(ROW_CHUNK, max(n, 1))
