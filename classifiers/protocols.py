@@ -452,22 +452,30 @@ class _Runner:
 
     def select_layer(self, side: _Side, rows: np.ndarray | None, seed: int) -> tuple[int, dict[int, float]]:
         """The layer of best dev UAR on a speaker-independent dev split of ``side``'s ``rows`` (labels of
-        no other rows are read), and the dev UAR of every layer."""
+        no other rows are read), and the dev UAR of every layer.
+
+        Cached by the split's exact rows (and the seed, unless the classifier is deterministic), so a
+        split met again, for another target or seed, is not fitted again.
+        """
         config = self.config
-        key = ("select", side.ident, _digest(rows), tuple(side.view.layers), self.clf_ident, seed,
-               config.dev_fraction)
+        split_key = ("dev-split", side.ident, _digest(rows), seed, config.dev_fraction)
+        if split_key not in self.cache:
+            picked = np.arange(len(side.labels)) if rows is None else rows
+            try:
+                train, dev = speaker_dev_split(side.groups[picked], side.labels[picked], config.dev_fraction, seed)
+            except SplitError as exc:
+                raise ProtocolError(f"--layer best needs a speaker-independent dev split of {side.corpus!r}: {exc}; "
+                                    "or choose a fixed layer (--layer last or a number)") from None
+            self.cache[split_key] = (picked[train], picked[dev])
+        train, dev = self.cache[split_key]
+        key = ("select", side.ident, _digest(train, dev), tuple(side.view.layers), self.clf_ident,
+               None if self.deterministic else seed)
         if key in self.cache:
             return self.cache[key]
-        rows = np.arange(len(side.labels)) if rows is None else rows
-        try:
-            train, dev = speaker_dev_split(side.groups[rows], side.labels[rows], config.dev_fraction, seed)
-        except SplitError as exc:
-            raise ProtocolError(f"--layer best needs a speaker-independent dev split of {side.corpus!r}: {exc}; "
-                                "or choose a fixed layer (--layer last or a number)") from None
         scores: dict[int, float] = {}
         for layer in side.view.layers:
-            pred = self.fit_predict([(side, rows[train])], (side, rows[dev]), layer, seed, memo=False)
-            scores[layer] = uar(side.labels[rows[dev]], pred, labels=self.classes)
+            pred = self.fit_predict([(side, train)], (side, dev), layer, seed, memo=False)
+            scores[layer] = uar(side.labels[dev], pred, labels=self.classes)
         best = max(scores, key=lambda k: scores[k])  # ties: the lowest layer
         self.cache[key] = (best, scores)
         return best, scores
