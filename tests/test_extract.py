@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from featurestore.extract import ExtractError, ExtractOptions, extract, pool_sta
 from featurestore.noise import NoiseSpec
 from featurestore.store import STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreError, StoreGroup
 from featurestore.verify import verify_group
+from featurestore.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -141,37 +141,44 @@ def test_interrupted_mid_batch_resumes_to_identical_values(tmp_path: Path, manif
     _assert_same(_arrays(store.open(key)), reference)
 
 
-def test_killed_process_resumes_to_identical_values(tmp_path: Path) -> None:
-    urdu_root = generate_corpus("urdu", tmp_path / "urdu", size="demo")  # ~100 batches: a wide window to kill in
+# A real `fs extract` process that SIGKILLs itself in the middle of its third commit: the mean of
+# those rows is written, the rest of the commit and its marker never are.
+_DIE_MID_COMMIT = """
+import os, signal, sys
+from featurestore.store import StoreGroup
+original, calls = StoreGroup.commit, []
+def commit(self, batches, start, mean, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        self.group["mean"][start:start + len(mean)] = mean
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, batches, start, mean, *args, **kwargs)
+StoreGroup.commit = commit
+from cli.main import main
+sys.argv = ["fs", *sys.argv[1:]]
+main()
+"""
+
+
+def test_killed_process_resumes_to_identical_values(tmp_path: Path, urdu_root: Path) -> None:
     ws = tmp_path / "ws"
     env = {**os.environ, "FS_WORKSPACE": str(ws), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "cli.main"]
-    subprocess.run([*cmd, "corpus", "add", "urdu", "--layout", "urdu", "--root", str(urdu_root)], env=env, check=True)
-    extract_args = [*cmd, "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu", "--batch-size", "1", "--frames", "2",
-                    "--commit-rows", "1"]
-    proc = subprocess.Popen(extract_args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["extract", "--model", "tiny-wav2vec2", "--corpus", "urdu", "--batch-size", "2", "--frames", "2",
+            "--commit-rows", "1"]
+    manifest = build_manifest("urdu", "urdu", urdu_root)
+    Workspace.open(ws).save_manifest(manifest)
+    killed = subprocess.run([sys.executable, "-c", _DIE_MID_COMMIT, *args], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
     store = FeatureStore(ws / "store.zarr")
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        keys = store.keys() if (ws / "store.zarr" / "zarr.json").exists() else []
-        if keys:
-            try:
-                done = store.open(keys[0]).batches_done()
-            except Exception:
-                done = np.zeros(1, bool)
-            if 2 <= done.sum() < done.size:
-                break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     key = store.keys()[0]
-    assert not store.open(key).is_complete, "the run finished before it could be killed"
-    subprocess.run(extract_args, env=env, check=True, capture_output=True)
+    group = store.open(key)
+    assert not group.is_complete and int(group.batches_done().sum()) == 2
+    resumed = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resumed" in resumed.stdout + resumed.stderr, resumed.stderr
     assert not list((ws / "store.zarr" / key.path).rglob("*.partial"))
-    # the reference: an uninterrupted run of the same plan, in this process (no second CLI start-up)
     reference = FeatureStore(tmp_path / "ref.zarr")
-    extract(Manifest.load(ws / "manifests" / "urdu.json"), load_encoder("tiny-wav2vec2"), reference,
-            options=ExtractOptions(batch_size=1, frame_layers=(2,), commit_rows=1, progress=False))
+    extract(manifest, load_encoder("tiny-wav2vec2"), reference,
+            options=ExtractOptions(batch_size=2, frame_layers=(2,), commit_rows=1, progress=False))
     _assert_same(_arrays(store.open(key)), _arrays(reference.open(key)))
 
 
