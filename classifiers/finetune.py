@@ -25,7 +25,8 @@ within-corpus uses **one** speaker-independent train/test split per seed (about 
 speakers tested), not the probe's five folds — cheaper for trained models; the result says so.
 The best epoch is chosen on a speaker-independent dev split of the training data only.
 
-Checkpoints go to ``<workspace>/checkpoints/<config_key>/seed<k>/`` (``seed<k>-baseline/`` for
+Checkpoints go to ``<workspace>/checkpoints/<train_key>/seed<k>/`` (the configuration's key less its
+number of seeds: a 5-seed run reuses the seeds of a 3-seed one) (``seed<k>-baseline/`` for
 the few-shot baseline), each with ``run.json`` naming the configuration and the store groups it
 was trained from. A run that stops part-way resumes from the seeds already saved; a checkpoint
 folder of another configuration or other store groups is refused (``rerun`` retrains).
@@ -257,6 +258,12 @@ class FinetuneConfig:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def train_key(self) -> str:
+        """sha256 (hex) of the settings that decide one seed's model: :meth:`to_dict` less ``seeds``, so
+        runs that differ only in their number of seeds share the checkpoints of their common seeds."""
+        data = {k: v for k, v in self.to_dict().items() if k != "seeds"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
     def probe_config(self) -> Any:
         """``head`` as the :class:`~classifiers.protocols.ProbeConfig` it is (classifier ``mlp``; only
         non-default recipe values become classifier parameters, so defaults share the probe's key)."""
@@ -295,18 +302,16 @@ class FrameCache:
     def __call__(self, rows: np.ndarray) -> list[np.ndarray]:
         """``(T_i, D)`` float16 arrays of group rows ``rows``, in that order."""
         rows = [int(r) for r in np.asarray(rows).ravel()]
-        missing = sorted({r for r in rows if r not in self._items})
+        found = {r: self._items[r] for r in set(rows) if r in self._items}
+        missing = sorted(set(rows) - set(found))
         fetched = dict(zip(missing, self.read(np.asarray(missing, dtype=np.int64)))) if missing else {}
         self.reads += len(missing)
-        out = []
-        for r in rows:
-            if r in fetched:
-                out.append(fetched[r])
-                self._keep(r, fetched[r])
-            else:
-                self._items.move_to_end(r)
-                out.append(self._items[r])
-        return out
+        for r in found:
+            self._items.move_to_end(r)
+        for r, value in fetched.items():
+            self._keep(r, value)
+        found.update(fetched)
+        return [found[r] for r in rows]
 
     def _keep(self, row: int, value: np.ndarray) -> None:
         if row in self._items or value.nbytes > self.max_bytes:
@@ -553,6 +558,13 @@ def _load_side(config: FinetuneConfig, role: str, store: FeatureStore, workspace
         raise FinetuneError(f"the CNN-LSTM trains on log-mel frames, but {group.key} holds {family} states; use "
                             f"--model logmel (made by `fs extract --model logmel --corpus {corpus} --frames 0`)")
     if config.method == "lora":
+        settings = group.attrs.get("model", {}).get("settings", {})
+        if family == "whisper" and settings.get("whisper_input") != "trim":
+            raise FinetuneError(f"{group.key} was extracted with Whisper input {settings.get('whisper_input')!r}: "
+                                "its frames are cut from a 30-s padded run, so replaying the top layers on them is "
+                                "not the model's own computation. Use trim groups (--whisper-input trim), made by: "
+                                f"fs extract --model {config.model} --corpus {corpus} --whisper-input trim "
+                                f"--frames {layer}")
         if group.num_layers < 2:
             raise FinetuneError(f"{group.key} holds {family} features with no transformer layer to adapt; LoRA "
                                 "needs an encoder (e.g. --model whisper --whisper-input trim)")
@@ -610,12 +622,6 @@ def _encoder(config: FinetuneConfig, store: FeatureStore, device: str, cache: Ca
     group = _group(config, "source", store, cache)
     model = group.attrs.get("model", {})
     settings = model.get("settings", {})
-    if model.get("family") == "whisper" and settings.get("whisper_input") != "trim":
-        raise FinetuneError(f"{group.key} was extracted with Whisper input {settings.get('whisper_input')!r}: its "
-                            "frames are cut from a 30-s padded run, so replaying the top layers on them is not the "
-                            "model's own computation. Use trim groups: fs extract --model "
-                            f"{config.model} --corpus {config.source} --whisper-input trim --frames "
-                            f"{config.from_layer}")
     key = ("encoder", model.get("model_id"), model.get("weights_hash"), device)
     if key in cache:
         return cache[key]
@@ -652,12 +658,13 @@ def finetune_identity(config: FinetuneConfig, store: FeatureStore, workspace: Wo
 
 
 def checkpoint_root(workspace: Workspace, config: FinetuneConfig) -> Path:
-    """``<workspace>/checkpoints/<config_key>/``: one folder per seed (and per few-shot baseline)."""
-    return Path(workspace.root) / CHECKPOINTS_DIR / config.key()
+    """``<workspace>/checkpoints/<train_key>/``: one folder per seed (and per few-shot baseline); the
+    key is :meth:`FinetuneConfig.train_key` (the configuration less its number of seeds)."""
+    return Path(workspace.root) / CHECKPOINTS_DIR / config.train_key()
 
 
 def _run_record(config: FinetuneConfig, identity: dict[str, Any], seed: int, role: str) -> dict[str, Any]:
-    return {"config_key": config.key(), "config": config.to_dict(), "seed": seed, "role": role,
+    return {"train_key": config.train_key(), "config": config.to_dict(), "seed": seed, "role": role,
             "store_keys": identity["store_keys"], "weights_hashes": identity["weights_hashes"]}
 
 
@@ -669,7 +676,7 @@ def _check_checkpoint(path: Path, expected: dict[str, Any]) -> dict[str, Any] | 
     if not record_path.is_file():
         raise FinetuneError(f"{path} exists but is not a fine-tuning checkpoint (no {RUN_FILE}); move it away")
     saved = json.loads(record_path.read_text())
-    diff = [k for k in ("config_key", "seed", "role", "store_keys", "weights_hashes") if saved.get(k) != expected[k]]
+    diff = [k for k in ("train_key", "seed", "role", "store_keys", "weights_hashes") if saved.get(k) != expected[k]]
     if diff:
         detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {expected[k]!r}" for k in diff)
         raise FinetuneError(f"checkpoint {path} comes from another configuration ({detail}); move it away, or run "
@@ -900,6 +907,9 @@ def finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, 
     from classifiers.protocols import result_is_current
 
     cache = {} if cache is None else cache
+    if config.method != "head":
+        for role in ("source", "target"):  # the checks of the data this method needs come first
+            _load_side(config, role, store, workspace, cache)
     identity = finetune_identity(config, store, workspace, cache)
     ledger = Ledger.open(workspace)
     found = None if rerun else ledger.get(config.key(), identity)
