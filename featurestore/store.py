@@ -200,7 +200,8 @@ class StoreGroup:
             values = self._read(stat)
         else:
             values = self._read(stat, (slice(None), self.layer_index(layer), slice(None)))
-        values = values[rows]
+        if rows.size != values.shape[0]:  # fancy indexing copies: only when some rows are not stored
+            values = values[rows]
         if np.isnan(values).any():
             raise StoreError(f"{self.key}: {stat} holds NaN in stored rows (a lost or damaged chunk); run "
                              f"`fs store verify`, then {self.extract_command()} --repair")

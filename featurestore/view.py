@@ -82,7 +82,8 @@ def view_group(group: StoreGroup, manifest: Manifest, layers: int | str | list[i
     parts = []
     for s in ("mean", "std") if stat == "mean+std" else (stat,):
         ids, values = group.pooled(layer=None if len(chosen) > 1 else chosen[0], stat=s)
-        parts.append(values[:, chosen] if len(chosen) > 1 else values)
+        every = len(chosen) == group.num_layers and chosen == list(range(group.num_layers))
+        parts.append(values[:, chosen] if len(chosen) > 1 and not every else values)
     X = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
     rows = {r["utt_id"]: r for r in manifest.rows}
     keep = np.array([u in rows for u in ids.tolist()], dtype=bool)
