@@ -59,6 +59,8 @@ LAYER_WORDS = ("last", "best", "mean")
 STATS = ("mean", "mean+std")
 WHISPER_INPUTS = ("full", "trim")
 VIEW_CACHE_MB = int(os.environ.get("FS_VIEW_CACHE_MB", "3000"))
+# Kept between tasks by a worker: loky restarts a worker whose memory grew by 300 MB after its first task.
+KEEP_BETWEEN_TASKS_MB = 200
 
 
 class StudyError(FsError):
@@ -433,7 +435,7 @@ class ViewCache(MutableMapping):
         self._items[key] = value
         self._items.move_to_end(key)
         self._sizes[key] = self._size(value)
-        while len(self._items) > 1 and sum(self._sizes.values()) > self.max_bytes:
+        while len(self._items) > 1 and self.nbytes > self.max_bytes:
             old, _ = self._items.popitem(last=False)
             self._sizes.pop(old, None)
 
@@ -449,6 +451,17 @@ class ViewCache(MutableMapping):
 
     def __contains__(self, key: object) -> bool:
         return key in self._items
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held."""
+        return sum(self._sizes.values())
+
+    def trim(self, max_bytes: int) -> None:
+        """Drop the least recently used entries until at most ``max_bytes`` are held."""
+        while self._items and self.nbytes > max_bytes:
+            old, _ = self._items.popitem(last=False)
+            self._sizes.pop(old, None)
 
 
 _WORKER_CACHE: dict[str, ViewCache] = {}
@@ -480,6 +493,7 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
             out.append(run_probe(config, store, workspace, views=views).to_dict())
         except FsError as exc:
             out.append({"config_key": config.key(), "error": str(exc), "config": config.to_dict()})
+    views.trim(KEEP_BETWEEN_TASKS_MB * 2**20)
     return out
 
 
