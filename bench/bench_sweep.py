@@ -226,6 +226,11 @@ def main() -> None:
             uar = np.mean([r["uar_mean"] for r in results])
             print(f"sweep, layer {layer}: {len(results)} configurations x 5 seeds in {figures[layer]:.1f} s wall, "
                   f"{cpu.seconds():.1f} CPU s (mean UAR {uar:.3f}; budget {'60 s' if layer == 'last' else '300 s'})")
+        start = time.perf_counter()
+        results = run_sweep(parse_study(study("last")), store, ws, n_jobs=args.jobs, progress=False)
+        figures["ledger"] = time.perf_counter() - start
+        print(f"same sweep again: {sum(r['from_ledger'] for r in results)} of {len(results)} answered from the "
+              f"ledger in {figures['ledger']:.1f} s")
         if not args.skip_naive:
             cells = expand_study(parse_study(study("last")))
             chunks = [[c.config.to_dict() for c in cells[i::args.jobs]] for i in range(args.jobs)]

@@ -382,7 +382,10 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
         if missing_corpora:
             known = ", ".join(workspace.corpus_names()) or "none"
             lines.append(f"corpora not added in {workspace.root} (added: {known}):")
-            lines += [f"  fs corpus add {c} --layout LAYOUT --root PATH" for c in missing_corpora]
+            from data_manifests.layouts.native import BUILTIN_LAYOUTS
+
+            lines += [f"  fs corpus add {c} --layout {c if c in BUILTIN_LAYOUTS else 'LAYOUT'} --root PATH"
+                      for c in missing_corpora]
         ambiguous = {q: msg for q, msg in problems.items() if "groups match" in msg}
         absent = [q for q in problems if q not in ambiguous]
         if absent:
