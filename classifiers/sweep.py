@@ -615,3 +615,16 @@ def run_demo_study(ws: Workspace, echo: Callable[[str], None] = print, n_jobs: i
     folder = write_report(rows, ws, name=study.name, store=store, title=f"fs demo study ({study.name})")
     echo(f"report: {folder / 'report.md'}")
     return folder
+
+
+def demo_study_step(run: Any) -> None:
+    """``fs demo``'s last step (a :class:`featurestore.demo.DemoRun` step): the demo study + its report.
+
+    Runs only on a verified store; puts the report folder in ``run.outcome["report"]``.
+    """
+    if not run.outcome.get("verified", False):
+        return
+    if run.size != "demo" or set(run.models) != {"logmel", "tiny-wav2vec2"}:
+        run.echo("study: the demo study needs the default demo corpora and models; skipped")
+        return
+    run.outcome["report"] = run_demo_study(run.ws, run.echo)

@@ -16,16 +16,20 @@ from featurestore.workspace import Workspace
               help="Size of the generated corpora (tiny: a few utterances per class).")
 @click.pass_obj
 def demo(ws: Workspace, seed: int, models: tuple[str, ...], size: str) -> None:
-    """Generate demo corpora (demo-iemocap, demo-emodb, ...), extract, verify; print where outputs are.
+    """Demo corpora (demo-iemocap, ...) → extract → verify → sweep → report; print where outputs are.
 
     Your own corpora are never touched: the demo only adds or updates corpora it made itself.
     """
-    from featurestore.demo import real_model_status, run_demo
+    from classifiers.sweep import demo_study_step
+    from featurestore.demo import DEMO_STEPS, real_model_status, run_demo
 
     click.echo(f"workspace: {ws.root}")
-    outcome = run_demo(ws, models=tuple(models), seed=seed, size=size, echo=click.echo)
+    outcome = run_demo(ws, models=tuple(models), seed=seed, size=size, echo=click.echo,
+                       steps=[*DEMO_STEPS, demo_study_step])
     click.echo(f"manifests: {ws.manifests_dir}  (fs corpus ls)")
     click.echo(f"store:     {ws.store_url}  (fs store ls / fs store info KEY)")
+    if outcome.get("report"):
+        click.echo(f"report:    {outcome['report']}/report.md  (fs results / fs report)")
     click.echo("real encoders for the study (fs extract --model ALIAS --corpus NAME):")
     for alias, where in real_model_status().items():
         click.echo(f"  {alias:<9} {where}")
