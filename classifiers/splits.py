@@ -82,9 +82,9 @@ def speaker_dev_split(
 
     Speakers never straddle the two sides, and every class is present on both: folds of
     :class:`~sklearn.model_selection.StratifiedGroupKFold` are tried over ``tries`` derived
-    seeds (the valid fold closest to ``dev_fraction`` wins), then a greedy speaker-by-speaker
-    choice. Returns ``(train_idx, dev_idx)``. Raises :class:`SplitError` when no such split
-    exists (one speaker, or a class spoken by a single speaker).
+    seeds (a valid fold within 5 points of the closest to ``dev_fraction``, drawn by ``seed``),
+    then a greedy speaker-by-speaker choice. Returns ``(train_idx, dev_idx)``. Raises
+    :class:`SplitError` when no such split exists (one speaker, or a class spoken by a single speaker).
     """
     groups, y = _arrays(groups, y)
     if not 0.0 < dev_fraction < 1.0:
@@ -118,7 +118,11 @@ def speaker_dev_split(
             except ValueError:  # any other fold check of sklearn: the greedy choice below decides
                 break
         if candidates:
-            dev = min(candidates, key=lambda c: c[:2])[2]
+            # any valid fold near the asked fraction, drawn by the seed: seeds must give different dev
+            # speakers (the closest fold alone is the same for every seed)
+            best = min(c[0] for c in candidates)
+            near = [c for c in candidates if c[0] <= best + 0.05]
+            dev = near[int(np.random.default_rng(seed).integers(len(near)))][2]
             return np.setdiff1d(everything, dev), np.sort(dev)
     dev = _greedy_dev(groups, y, dev_fraction, np.random.default_rng(seed))
     if dev is None:

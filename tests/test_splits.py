@@ -175,3 +175,18 @@ def test_dev_split_with_tiny_classes_never_leaks_a_value_error() -> None:
         assert "dev split" in str(exc)
     else:
         assert set(y[train]) == set(y[dev]) == set("ABC")
+
+
+def test_speaker_dev_split_varies_with_the_seed() -> None:
+    """Ten speakers, every class from every speaker (EMODB-like): seeds pick different dev speakers."""
+    groups = np.repeat([f"s{i}" for i in range(10)], 40)
+    y = np.tile(np.repeat(["angry", "happy", "neutral", "sad"], 10), 10)
+    dev_speakers = set()
+    for seed in range(5):
+        train, dev = speaker_dev_split(groups, y, dev_fraction=0.2, seed=seed)
+        assert not set(groups[train]) & set(groups[dev])
+        assert set(y[dev]) == set(y) and abs(dev.size / y.size - 0.2) <= 0.15
+        dev_speakers.add(tuple(sorted(set(groups[dev]))))
+        again = speaker_dev_split(groups, y, dev_fraction=0.2, seed=seed)[1]
+        assert np.array_equal(again, dev)
+    assert len(dev_speakers) >= 3
