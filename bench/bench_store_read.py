@@ -39,9 +39,9 @@ def main() -> None:
     for key in store.keys():
         group = store.open(key)
         n = len(group.utt_ids())
-        one = timed(lambda: group.pooled(layer=group.num_layers // 2))
-        every = timed(lambda: group.pooled())
-        frames = timed(lambda: group.frames(group.frame_layers[0]), 3) if group.frame_layers else float("nan")
+        one = timed(lambda g=group: g.pooled(layer=g.num_layers // 2))
+        every = timed(lambda g=group: g.pooled())
+        frames = timed(lambda g=group: g.frames(g.frame_layers[0]), 3) if group.frame_layers else float("nan")
         print(f"{key.path:<72} {n:>5} {group.num_layers:>3} {group.dim:>5} {one:>11.1f} {every:>14.1f} "
               f"{frames:>10.1f} {store.disk_bytes(key) / 2**20:>7.1f}")
 

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from featurestore.store import ROW_CHUNK, FeatureStore, StoreKey  # noqa: E402
+from featurestore.store import ROW_CHUNK, FeatureStore, StoreKey
 
 BATCH = 8
 UTTERANCES = 2 * ROW_CHUNK

@@ -66,7 +66,7 @@ class LabelMap:
         return hashlib.sha256(canon.encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>") -> "LabelMap":
+    def from_dict(cls, data: Any, source: str = "<dict>") -> LabelMap:
         """Validate ``data`` against the schema; LabelMapError naming ``source`` and the problem."""
         return _validate(data, source)
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -810,7 +811,7 @@ def _write_urdu(w: _Writer) -> None:
     for spk in speakers:
         speaker = w.speaker(spk, spk[1])
         file_no = 0
-        for k in range(reps):
+        for _ in range(reps):
             for folder, emotion in URDU_EMOTIONS.items():
                 file_no += 1
                 running[folder] += 1

@@ -19,7 +19,6 @@ import numpy as np
 from audiomentations.core.utils import calculate_desired_noise_rms, calculate_rms
 
 from featurestore.audio import AudioError, load_audio
-
 from featurestore.errors import FsError
 
 LAYOUTS = ("auto", "folder", "demand", "file")
@@ -242,7 +241,7 @@ def _fingerprint(recs: list[tuple[str, Path]]) -> tuple[str, list[dict[str, Any]
                 h.update(chunk)
         entry = {"name": name, "bytes": path.stat().st_size, "sha256": h.hexdigest()}
         entries.append(entry)
-        total.update(f"{name}\t{entry['bytes']}\t{entry['sha256']}\n".encode("utf-8"))
+        total.update(f"{name}\t{entry['bytes']}\t{entry['sha256']}\n".encode())
     return total.hexdigest(), entries
 
 

@@ -19,7 +19,7 @@ class Workspace:
     store_url: str = ""
 
     @classmethod
-    def open(cls, root: str | Path | None = None, store_url: str | None = None) -> "Workspace":
+    def open(cls, root: str | Path | None = None, store_url: str | None = None) -> Workspace:
         """``root`` or ``$FS_WORKSPACE`` or ``./fs-workspace``; the store defaults to ``<root>/store.zarr``."""
         root = Path(root or os.environ.get("FS_WORKSPACE") or DEFAULT_WORKSPACE).expanduser().resolve()
         return cls(root=root, store_url=store_url or os.environ.get("FS_STORE") or str(root / "store.zarr"))

@@ -6,9 +6,9 @@ A parser only reads names and label files; it never opens audio. Audio facts
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from featurestore.errors import FsError
 
