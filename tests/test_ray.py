@@ -32,6 +32,17 @@ ray = pytest.importorskip("ray")
 OPTIONS = ExtractOptions(batch_size=2, frame_layers=(1,), commit_rows=1, progress=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Local runs here use the workers' one thread: float sums differ in the last bits across thread counts."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ray_address() -> str:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
