@@ -51,7 +51,8 @@ NOISE_KEYS = ("dir", "snr_db", "noise_seed")
 LIST_KEYS = {"models": "model", "layers": "layer", "classifiers": "classifier", "norms": "norm",
              "stats": "stat", "shots": "shots", "conditions": "condition"}
 SCALAR_KEYS = ("seeds", "classifier_params", "whisper_input", "model_seed", "dev_fraction",
-               "shots_speaker_disjoint")
+               "shots_speaker_disjoint", "method", "from_layer", "epochs", "batch_size", "lr", "rank")
+METHODS = ("head", "cnn-lstm", "lora")  # `method:` makes an experiment fine-tune (classifiers.finetune)
 SETTING_KEYS = tuple(LIST_KEYS) + SCALAR_KEYS
 EXPERIMENT_KEYS = ("name", "note", "pairs", "all_pairs") + SETTING_KEYS
 CONDITIONS = ("clean", "target", "source", "both")  # which side is mixed with the study's noise
@@ -200,6 +201,15 @@ def _check_value(where: str, key: str, value: Any, classifiers: tuple[str, ...],
     elif key == "shots_speaker_disjoint":
         if not isinstance(value, bool):
             raise bad("true or false")
+    elif key == "method":
+        if value not in METHODS:
+            raise bad(", ".join(METHODS) + " (fine-tuning; leave it out for probes)", METHODS)
+    elif key in ("from_layer", "epochs", "batch_size", "rank"):
+        if not _is_int(value) or value < (0 if key == "from_layer" else 1):
+            raise bad("a whole number" + (" >= 0" if key == "from_layer" else " >= 1"))
+    elif key == "lr":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise bad("a positive learning rate, e.g. 1e-4")
 
 
 def _settings(where: str, data: dict[str, Any], classifiers: tuple[str, ...],
@@ -297,7 +307,6 @@ def parse_study(data: Any, name: str = "study", path: str = "") -> Study:
 
 def expand_study(study: Study) -> list[Cell]:
     """Every configuration of ``study`` (product of its settings per experiment), each once, in study order."""
-    from classifiers.protocols import ProbeConfig
 
     cells: dict[str, tuple[Any, list[str]]] = {}
     for exp in study.experiments:
@@ -314,7 +323,7 @@ def expand_study(study: Study) -> list[Cell]:
             if condition in ("target", "both"):
                 config["target_noise"] = dict(study.noise)
             try:
-                probe = ProbeConfig.from_dict(config)
+                probe = _config_from_dict(config)
             except FsError as exc:
                 raise StudyError(f"{study.path or study.name}: experiment {exp.name!r}: {exc}") from None
             key = probe.key()
@@ -323,6 +332,28 @@ def expand_study(study: Study) -> list[Cell]:
             else:
                 cells[key] = (probe, [exp.name])
     return [Cell(config=c, experiments=tuple(dict.fromkeys(e))) for c, e in cells.values()]
+
+
+def _config_from_dict(data: dict[str, Any]) -> Any:
+    """A :class:`~classifiers.protocols.ProbeConfig`, or a :class:`~classifiers.finetune.FinetuneConfig`
+    when the settings name a fine-tuning ``method`` (its classifier is the method's head)."""
+    if data.get("method"):
+        from classifiers.finetune import FinetuneConfig
+
+        return FinetuneConfig.from_dict({k: v for k, v in data.items() if k != "classifier_params"})
+    from classifiers.protocols import ProbeConfig
+
+    return ProbeConfig.from_dict(data)
+
+
+def _identity(config: Any, store: FeatureStore, workspace: Workspace, cache: dict[Any, Any]) -> dict[str, Any]:
+    if getattr(config, "method", None):
+        from classifiers.finetune import finetune_identity
+
+        return finetune_identity(config, store, workspace, cache)
+    from classifiers.protocols import probe_identity
+
+    return probe_identity(config, store, workspace, cache)
 
 
 # --------------------------------------------------------------------------- planning
@@ -396,8 +427,6 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
             lines += [f"  {extract_command(sorted(set(cs)), m, dict(f))}" for (m, f), cs in by_model.items()]
         lines += [f"  {msg}" for msg in ambiguous.values()]
         raise SweepError("the study cannot run, nothing was run:\n" + "\n".join(lines))
-    from classifiers.protocols import probe_identity
-
     plan = SweepPlan()
     cache: dict[Any, Any] = {}
     identities: dict[tuple, dict[str, Any]] = {}
@@ -405,7 +434,7 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
         queries = tuple(_group_query(cell.config, s) for s in ("source", "target"))
         plan.groups[cell.key] = sorted({resolved[q] for q in queries}, key=lambda k: k.path)
         if queries not in identities:  # the identity depends on the groups and corpora only
-            identities[queries] = probe_identity(cell.config, store, workspace, cache)
+            identities[queries] = _identity(cell.config, store, workspace, cache)
         plan.identities[cell.key] = identities[queries]
     return plan
 
@@ -484,16 +513,21 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
 
     Returns one dict per configuration: the result, or ``{"config_key", "error"}`` for an fs error.
     """
-    from classifiers.protocols import ProbeConfig, run_probe
+    from classifiers.protocols import run_probe
 
     store = FeatureStore(store_url)
     workspace = Workspace.open(workspace_root, store_url)
     views = _worker_views(token or uuid.uuid4().hex)
     out = []
     for data in configs:
-        config = ProbeConfig.from_dict(data)
+        config = _config_from_dict(data)
         try:
-            out.append(run_probe(config, store, workspace, views=views).to_dict())
+            if getattr(config, "method", None):
+                from classifiers.finetune import run_finetune
+
+                out.append(run_finetune(config, store, workspace, cache=views))
+            else:
+                out.append(run_probe(config, store, workspace, views=views).to_dict())
         except FsError as exc:
             out.append({"config_key": config.key(), "error": str(exc), "config": config.to_dict()})
     views.trim(KEEP_BETWEEN_TASKS_MB * 2**20)

@@ -197,3 +197,29 @@ def test_view_cache_is_bounded() -> None:
     assert "b" not in cache and set(cache) == {"a", "c"}
     cache["big"] = Box(500)
     assert list(cache) == ["big"]
+
+
+def test_a_study_experiment_can_fine_tune(tmp_path: Path) -> None:
+    """`method: cnn-lstm` in a study runs classifiers.finetune in the sweep, into the same ledger."""
+    from data_manifests.manifest import build_manifest
+    from data_manifests.synth import generate_corpus
+    from featurestore.encoders import load_encoder
+    from featurestore.extract import ExtractOptions, extract
+
+    ws = Workspace.open(tmp_path / "ws")
+    store = FeatureStore(ws.store_url)
+    for layout in ("urdu", "emodb"):
+        manifest = build_manifest(layout, layout, generate_corpus(layout, tmp_path / layout, size="tiny"))
+        ws.save_manifest(manifest)
+        extract(manifest, load_encoder("logmel"), store, options=ExtractOptions(frame_layers=(0,), progress=False))
+    study = parse_study({"name": "ft", "defaults": {"seeds": 1}, "experiments": [
+        {"name": "cnn", "pairs": ["urdu->emodb"], "models": "logmel", "method": "cnn-lstm", "epochs": 1,
+         "norms": "corpus"},
+        {"name": "probe", "pairs": ["urdu->emodb"], "models": "logmel", "classifiers": "logreg"}]})
+    results = run_sweep(study, store, ws, n_jobs=1, progress=False)
+    assert sorted(r.get("method", "probe") for r in results) == ["cnn-lstm", "probe"]
+    assert all(0.0 <= r["uar_mean"] <= 1.0 for r in results)
+    assert len(Ledger.open(ws).rows(study="ft")) == 2
+    assert all(r["from_ledger"] for r in run_sweep(study, store, ws, n_jobs=1, progress=False))
+    with pytest.raises(StudyError, match="did you mean 'cnn-lstm'"):
+        parse_study({"name": "ft", "experiments": [{"pairs": ["a->b"], "models": "m", "method": "cnn-lstn"}]})
