@@ -106,8 +106,11 @@ def test_unknown_study_name_suggests_a_shipped_one() -> None:
 def test_paper_study_expands_to_the_three_experiments() -> None:
     assert {"paper", "demo"} <= set(shipped_studies())
     study = load_study("paper")
-    assert [e.name for e in study.experiments] == ["table2", "few-shot", "noise"]
+    assert [e.name for e in study.experiments] == ["table2", "few-shot", "noise", "table2-cnn-lstm"]
     cells = expand_study(study)
+    cnn = [c for c in cells if "table2-cnn-lstm" in c.experiments]
+    assert len(cnn) == 12 and all(c.config.method == "cnn-lstm" and c.config.norm == "corpus" for c in cnn)
+    cells = [c for c in cells if c not in cnn]
     table2 = [c for c in cells if "table2" in c.experiments]
     assert len(table2) == 48 and {(c.config.source, c.config.target) for c in table2} == {
         (a, b) for a in ("iemocap", "emodb", "emovo", "urdu") for b in ("iemocap", "emodb", "emovo", "urdu") if a != b}
