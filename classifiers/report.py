@@ -76,9 +76,15 @@ def setting_line(setting: str) -> str:
 
 
 def model_label(row: dict[str, Any]) -> str:
-    """The model as a column name: alias, plus the Whisper input mode and model seed when set."""
+    """The model as a column name: alias, plus the Whisper input mode and model seed when set; a
+    fine-tuning method names itself (``CNN-LSTM``, ``whisper + LoRA@3``)."""
     c = _config(row)
+    method = c.get("method")
+    if method == "cnn-lstm":
+        return "CNN-LSTM"
     label = str(c.get("model"))
+    if method == "lora":
+        label += f" + LoRA@{c.get('from_layer')}"
     if c.get("whisper_input"):
         label += f" ({c['whisper_input']})"
     if c.get("model_seed") is not None:
