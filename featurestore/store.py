@@ -223,18 +223,32 @@ class StoreGroup:
 
     def frame_rows(self, layer: int, rows: np.ndarray | list[int], *,
                    allow_incomplete: bool = False) -> list[np.ndarray]:
-        """Frames of the given rows: a list of (T_i, D) float16 arrays, reading only their bytes."""
+        """Frames of the given rows: a list of (T_i, D) float16 arrays, in the order of ``rows``.
+
+        Rows are read in runs: rows whose frames lie in the same or neighbouring chunks are read
+        with one slice, so each chunk a call touches is decompressed once.
+        """
         self._check_readable(allow_incomplete)
         offsets = self.frame_offsets(layer)
         node = f"frames/layer_{layer}/values"
-        out = []
-        for r in np.asarray(rows, dtype=np.int64):
-            values = self._read(node, slice(int(offsets[r]), int(offsets[r + 1])))
-            if np.isnan(values).any():
-                raise StoreError(f"{self.key}: frames of layer {layer} hold NaN (a lost or damaged chunk); run "
-                                 f"`fs store verify`, then {self.extract_command()} --repair")
-            out.append(values)
-        return out
+        rows = np.asarray(rows, dtype=np.int64)
+        chunk = int(self._array(node).chunks[0])
+        out: dict[int, np.ndarray] = {}
+        order = rows[np.argsort(offsets[rows], kind="stable")]
+        run: list[int] = []
+        for r in [*order.tolist(), None]:
+            if run and (r is None or offsets[r] // chunk > (offsets[run[-1] + 1] - 1) // chunk + 1):
+                lo, hi = int(offsets[run[0]]), int(max(offsets[i + 1] for i in run))
+                values = self._read(node, slice(lo, hi))
+                if np.isnan(values).any():
+                    raise StoreError(f"{self.key}: frames of layer {layer} hold NaN (a lost or damaged chunk); run "
+                                     f"`fs store verify`, then {self.extract_command()} --repair")
+                for i in run:
+                    out[i] = values[int(offsets[i]) - lo:int(offsets[i + 1]) - lo]
+                run = []
+            if r is not None:
+                run.append(r)
+        return [out[int(r)] for r in rows]
 
     def frames(self, layer: int, *, allow_incomplete: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
         """``(utt_ids, [frames_i (T_i, D) float16])`` of stored rows, for a layer stored at frame level."""

@@ -269,3 +269,15 @@ def test_group_path_ignores_the_model_folder_name(tmp_path: Path) -> None:
     a, b = load_encoder(str(first)), load_encoder(str(second))
     assert model_key(a.info) == model_key(b.info)
     assert model_key(a.info).startswith("whisper-full-")
+
+
+def test_frame_rows_any_order_equals_frames(tmp_path: Path, manifest: Manifest, encoder) -> None:
+    store, key = _fresh(tmp_path, manifest, encoder)
+    group = store.open(key)
+    ids, frames = group.frames(1)
+    rows = group.stored_rows()
+    pick = np.random.default_rng(0).permutation(rows)[: len(rows) // 2].tolist() + [int(rows[0])]
+    got = group.frame_rows(1, pick)
+    position = {int(r): i for i, r in enumerate(rows)}
+    assert [f.shape for f in got] == [frames[position[r]].shape for r in pick]
+    assert all(np.array_equal(g, frames[position[r]]) for g, r in zip(got, pick))
