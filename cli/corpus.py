@@ -27,7 +27,8 @@ def corpus() -> None:
 @click.option("--layout", required=True, type=click.Choice(_layout_names()), help="Native layout of the corpus.")
 @click.option("--root", required=True, type=click.Path(), help="Corpus folder (csv: the table; emobox: JSONL).")
 @click.option("--labels", default="paper", show_default=True, help="Label map: paper, strict, or a YAML file.")
-@click.option("--strict", is_flag=True, help="Fail when files do not match the layout's naming scheme.")
+@click.option("--strict", is_flag=True, help="Fail when files do not match the layout's naming scheme or audio is implausible "
+                   "(truncated, under 100 ms, silent).")
 @click.option("--on-bad-audio", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Unreadable or empty audio: stop naming the files, or exclude them (recorded in the manifest).")
 @click.option("--skip-bad-audio", is_flag=True, hidden=True, help="Deprecated: --on-bad-audio skip.")
@@ -60,6 +61,11 @@ def add(ws: Workspace, name: str, layout: str, root: str, labels: str, strict: b
         click.echo(f"  {len(manifest.excluded_audio)} unreadable audio file(s) excluded:", err=True)
         for _, why in manifest.excluded_audio[:10]:
             click.echo(f"    {why}", err=True)
+    if manifest.suspicious_audio:
+        click.echo(f"  warning: {len(manifest.suspicious_audio)} implausible audio file(s) kept (--strict refuses "
+                   "them):", err=True)
+        for path, why in manifest.suspicious_audio[:10]:
+            click.echo(f"    {path}: {why}", err=True)
 
 
 def _listing(ws: Workspace) -> list[dict]:
