@@ -559,11 +559,16 @@ def default_jobs() -> int:
 
 
 def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspace, n_jobs: int | None = None,
-              progress: bool = True, rerun: bool = False) -> list[dict[str, Any]]:
+              progress: bool = True, rerun: bool = False, backend: str = "local",
+              address: str | None = None) -> list[dict[str, Any]]:
     """Run every configuration of ``study``; results in study order, each also in the ledger.
 
     Answers configurations already in the ledger (same store groups and weights) from it unless
-    ``rerun``; runs the rest in ``n_jobs`` processes (default: the cores; 1 = in this process).
+    ``rerun``; runs the rest in ``n_jobs`` processes (default: the cores; 1 = in this process), or
+    with ``backend="ray"`` as ``n_jobs`` tasks on a Ray cluster (``address``: HOST:PORT, ``auto``, or
+    None for a local runtime) through joblib's Ray backend. Either way only this process writes
+    the ledger. On a cluster every node needs the store (a shared path or an object-store URL) and
+    the workspace's manifests at the same paths.
     Each returned dict is a ``ProbeResult.to_dict()`` plus ``from_ledger`` (bool) and
     ``experiments`` (names). Raises :class:`SweepError` before running anything when corpora or
     groups are missing, and after running the rest when some cells failed (their errors listed).
@@ -587,7 +592,9 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
         ledger.tag(known_rows, study.name)
     pending = [cell for cell in cells if cell.key not in results]
     failures: dict[str, str] = {}
-    for batch in _execute(pending, store, workspace, n_jobs, progress):
+    if backend not in ("local", "ray"):
+        raise SweepError(f"unknown sweep backend {backend!r}; use local or ray")
+    for batch in _execute(pending, store, workspace, n_jobs, progress, backend, address):
         done = [r for r in batch if "error" not in r]
         failures.update({r["config_key"]: r["error"] for r in batch if "error" in r})
         if done:
@@ -610,11 +617,14 @@ def _describe(config: Any) -> str:
 
 
 def _execute(cells: list[Cell], store: FeatureStore, workspace: Workspace, n_jobs: int | None,
-             progress: bool) -> Iterator[list[dict[str, Any]]]:
+             progress: bool, backend: str = "local", address: str | None = None) -> Iterator[list[dict[str, Any]]]:
     """Run ``cells`` and yield result batches as they finish (with a progress bar over cells)."""
     from tqdm.auto import tqdm
 
     if not cells:
+        return
+    if backend == "ray":
+        yield from _execute_on_ray(cells, store, workspace, n_jobs, progress, address)
         return
     n_jobs = n_jobs or default_jobs()
     tasks = _tasks(cells, n_jobs)
@@ -632,6 +642,37 @@ def _execute(cells: list[Cell], store: FeatureStore, workspace: Workspace, n_job
         for batch in batches:
             bar.update(len(batch))
             yield batch
+
+
+def _execute_on_ray(cells: list[Cell], store: FeatureStore, workspace: Workspace, n_jobs: int | None,
+                    progress: bool, address: str | None) -> Iterator[list[dict[str, Any]]]:
+    """The cells' tasks through joblib's Ray backend; the results come back to this process."""
+    from joblib import Parallel, delayed, parallel_backend
+    from tqdm.auto import tqdm
+
+    from featurestore.distributed import connect
+
+    started = connect(address)
+    try:
+        import ray
+        from ray.util.joblib import register_ray
+
+        register_ray()
+        n_jobs = n_jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        tasks = _tasks(cells, n_jobs)
+        token = uuid.uuid4().hex
+        args = [([c.config.to_dict() for c in task], store.url, str(workspace.root), token) for task in tasks]
+        with tqdm(total=len(cells), unit="cell", desc="sweep (ray)", disable=not progress, dynamic_ncols=True) as bar:
+            with parallel_backend("ray"):
+                batches = Parallel(n_jobs=min(n_jobs, len(tasks)), batch_size=1)(delayed(run_cells)(*a) for a in args)
+            for batch in batches:
+                bar.update(len(batch))
+                yield batch
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
 
 
 # --------------------------------------------------------------------------- the demo

@@ -37,11 +37,16 @@ def _filters(**kwargs: Any) -> dict[str, Any]:
 @click.option("--jobs", "-j", "n_jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes [default: the CPU cores].")
 @click.option("--rerun", is_flag=True, help="Run every configuration again, even those in the ledger.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: worker processes here; ray: tasks on a Ray cluster (pip install -e '.[ray]').")
+@click.option("--address", default=None,
+              help="With --backend ray: HOST:PORT of the Ray head, or auto [default: a local Ray runtime].")
 @click.option("--report/--no-report", "make_report", default=False, show_default=True,
               help="Write the study's report when the sweep ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (a list of objects).")
 @click.pass_obj
-def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, make_report: bool, as_json: bool) -> None:
+def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, backend: str, address: str | None,
+          make_report: bool, as_json: bool) -> None:
     """Run every configuration of STUDY (a YAML file, or a shipped study: paper, demo).
 
     Results go to the workspace's ledger; configurations already there are answered from it.
@@ -49,9 +54,12 @@ def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, make_repor
     from classifiers.sweep import load_study, run_sweep
     from featurestore.store import FeatureStore
 
+    if address and backend != "ray":
+        raise click.UsageError("--address needs --backend ray")
     spec = load_study(study)
     store = FeatureStore(ws.store_url)
-    results = run_sweep(spec, store, ws, n_jobs=n_jobs, progress=not as_json, rerun=rerun)
+    results = run_sweep(spec, store, ws, n_jobs=n_jobs, progress=not as_json, rerun=rerun, backend=backend,
+                        address=address)
     if make_report:
         from classifiers.report import write_report
 

@@ -208,3 +208,29 @@ def test_worker_that_cannot_load_the_model_names_node_and_fix(tmp_path: Path, ra
         with RayRunner(EncoderSpec(str(missing)), RayOptions(workers=1)):
             pass
     assert not os.path.exists(tmp_path / "s.zarr")
+
+
+def test_sweep_on_ray_equals_the_local_sweep(tmp_path: Path, ray_address: str) -> None:
+    """`fs sweep --backend ray`: the cells run as Ray tasks, the driver alone writes the ledger."""
+    from classifiers.ledger import Ledger
+    from classifiers.sweep import parse_study, run_sweep
+    from featurestore.workspace import Workspace
+
+    results = {}
+    for backend in ("local", "ray"):
+        ws = Workspace.open(tmp_path / backend)
+        store = FeatureStore(ws.store_url)
+        for layout in ("urdu", "emodb"):
+            root = tmp_path / "corpora" / layout
+            if not root.exists():
+                generate_corpus(layout, root, size="tiny")
+            manifest = build_manifest(layout, layout, root)
+            ws.save_manifest(manifest)
+            extract(manifest, load_encoder("logmel"), store, options=ExtractOptions(progress=False))
+        study = parse_study({"name": "r", "defaults": {"seeds": 2, "classifiers": "logreg"}, "experiments": [
+            {"name": "x", "pairs": ["urdu->emodb", "emodb->urdu"], "models": "logmel", "shots": [0, 2]}]})
+        results[backend] = run_sweep(study, store, ws, n_jobs=2, progress=False, backend=backend,
+                                     address=ray_address if backend == "ray" else None)
+        assert len(Ledger.open(ws).rows(study="r")) == 4
+    assert [r["config_key"] for r in results["ray"]] == [r["config_key"] for r in results["local"]]
+    assert [r["uar_per_seed"] for r in results["ray"]] == [r["uar_per_seed"] for r in results["local"]]
