@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -83,6 +84,8 @@ def model_label(row: dict[str, Any]) -> str:
     if method == "cnn-lstm":
         return "CNN-LSTM"
     label = str(c.get("model"))
+    if "/" in label and (label.startswith(("/", ".")) or pathlib.Path(label).exists()):
+        label = pathlib.Path(label).name  # a model folder: its name, not the whole path
     if method == "lora":
         label += f" + LoRA@{c.get('from_layer')}"
     if c.get("whisper_input"):
