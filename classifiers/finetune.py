@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.metrics import chance_uar, evaluate
+from classifiers.protocols import Sides
 from classifiers.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
 from classifiers.training import TrainingError
 from classifiers.views import cached_digest, cached_manifest, get_view, resolve_group
@@ -98,7 +99,7 @@ def _noise(value: Any, name: str) -> dict[str, Any] | None:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Sides):
     """Everything that decides a fine-tuning run's numbers.
 
     ``method``: ``head`` | ``cnn-lstm`` | ``lora``. ``model``: as given to ``fs extract --model``
@@ -211,16 +212,6 @@ class FinetuneConfig:
             modules = tuple(str(m) for m in self.target_modules if str(m).strip())
             put("target_modules", tuple(sorted(set(modules))) or None)
         put("max_frames", None)
-
-    @property
-    def within(self) -> bool:
-        """Within-corpus: source and target are the same corpus."""
-        return self.source == self.target
-
-    @property
-    def protocol(self) -> str:
-        """``within-corpus``, ``few-shot`` or ``cross-language``."""
-        return "within-corpus" if self.within else "few-shot" if self.shots else "cross-language"
 
     @property
     def classifier(self) -> str:

@@ -90,8 +90,26 @@ def _int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
+class Sides:
+    """What source, target and shots make of a configuration (shared by probe and fine-tuning configs)."""
+
+    source: str
+    target: str
+    shots: int
+
+    @property
+    def within(self) -> bool:
+        """Within-corpus: source and target are the same corpus."""
+        return self.source == self.target
+
+    @property
+    def protocol(self) -> str:
+        """``within-corpus``, ``few-shot`` or ``cross-language``."""
+        return "within-corpus" if self.within else "few-shot" if self.shots else "cross-language"
+
+
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(Sides):
     """Everything that decides a probe's numbers (see the module docstring for the protocols).
 
     ``layer``: ``"last"`` | ``"best"`` | int | ``"mean"`` | ``"concat:3,6"``; ``stat``: pooled
@@ -161,16 +179,6 @@ class ProbeConfig:
         if self.within and self.shots:
             raise ProtocolError(f"shots take target utterances into training, which needs a target other than the "
                                 f"source ({self.source!r}); within a corpus use shots 0 (speaker folds)")
-
-    @property
-    def within(self) -> bool:
-        """Within-corpus: source and target are the same corpus."""
-        return self.source == self.target
-
-    @property
-    def protocol(self) -> str:
-        """``within-corpus``, ``few-shot`` or ``cross-language``."""
-        return "within-corpus" if self.within else "few-shot" if self.shots else "cross-language"
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds))
