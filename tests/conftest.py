@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,3 +31,13 @@ def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach a model hub."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def bench_module() -> Any:
+    """bench/bench_sweep.py, whose ``synthetic_workspace`` writes synthetic stores (tests and benchmark)."""
+    if "bench_sweep" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_sweep", PROJECT_ROOT / "bench" / "bench_sweep.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_sweep"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_sweep"]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import bench_module
 
 from classifiers.ledger import Ledger
 from classifiers.report import ReportError, load_paper_table, pct, write_report
@@ -24,14 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOISE = {"noise": "/synthetic/noise", "snr_db": 10, "noise_seed": 0}
 
 
-def bench_module() -> Any:
-    """bench/bench_sweep.py, which writes synthetic stores (also used by the benchmark)."""
-    if "bench_sweep" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_sweep", ROOT / "bench" / "bench_sweep.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_sweep"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["bench_sweep"]
 
 STUDY = {"name": "small", "noise": {"dir": NOISE["noise"], "snr_db": 10},
          "defaults": {"classifiers": "logreg", "seeds": 2, "models": "whisper"},

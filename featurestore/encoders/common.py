@@ -111,16 +111,7 @@ class SegmentEncoder(ABC):
 
     def embed(self, waves: list[np.ndarray]) -> LayerStates:
         """Embed a batch of mono float32 waveforms at ``info.sample_rate``."""
-        if len(waves) == 0:
-            raise EncoderError("embed() needs at least one waveform")
-        segments, owner = [], []
-        for b, wave in enumerate(waves):
-            wave = self._prepare(check_wave(wave, b))
-            for seg in _cut(wave, self.chunk_samples):
-                if seg.size < self.min_samples:
-                    seg = np.pad(seg, (0, self.min_samples - seg.size))
-                segments.append(seg)
-                owner.append(b)
+        segments, owner = self.cut(waves)
         seg_lengths = [self._segment_frames(seg.size) for seg in segments]
         with torch.inference_mode(), self._autocast():
             hidden = self._embed_segments(segments)
