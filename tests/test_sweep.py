@@ -24,7 +24,6 @@ from classifiers.sweep import (
 from featurestore.store import FeatureStore
 from featurestore.workspace import Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
 NOISE = {"noise": "/synthetic/noise", "snr_db": 10, "noise_seed": 0}
 
 
