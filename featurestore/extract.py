@@ -27,7 +27,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from data_manifests.manifest import Manifest
 from featurestore import __version__
@@ -36,6 +35,7 @@ from featurestore.encoders.base import Encoder, EncoderInfo
 from featurestore.errors import FsError, Interrupted, Terminated
 from featurestore.noise import NoiseBank, NoiseError, NoiseSpec, condition_key
 from featurestore.pooling import masked_mean_std
+from featurestore.progress import Progress
 from featurestore.store import ROW_CHUNK, STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreGroup, StoreKey, slug
 from featurestore.verify import identity_changes
 
@@ -61,7 +61,8 @@ class ExtractOptions:
     overwrite: bool = False
     retry_skipped: bool = False  # retry every skipped row (by default only those whose file changed)
     repair: bool = False  # read every chunk, drop corrupt ones and recompute their rows
-    progress: bool = True
+    progress: bool = True  # a bar on a terminal, else a plain line on stderr every progress_interval_s
+    progress_interval_s: float = 15.0
 
 
 @dataclass
@@ -510,10 +511,12 @@ def _run(group: StoreGroup, manifest: Manifest, runner: Runner, bank: NoiseBank 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    bar = tqdm(total=sum(b - a for _, a, b in plan), unit="utt", disable=not options.progress,
-               desc=f"{group.key.corpus}/{group.key.condition} {Path(runner.info.name).name}", dynamic_ncols=True)
+    bar = Progress(sum(b - a for _, a, b in plan), f"{group.key.corpus}/{group.key.condition} "
+                   f"{Path(runner.info.name).name}", "utt", enabled=options.progress,
+                   interval_s=options.progress_interval_s)
     blocks = runner.blocks(rows, plan, bank, options)
     pending: Block | None = None
+    finished = False
     try:
         for block in blocks:
             if pending is not None and pending.batches.stop != block.batches.start:
@@ -524,12 +527,11 @@ def _run(group: StoreGroup, manifest: Manifest, runner: Runner, bank: NoiseBank 
             if len(pending) >= options.commit_rows or pending.frame_bytes >= MAX_PENDING_FRAME_BYTES:
                 ready, pending = pending, None
                 commit_block(group, ready, result)
-            bar.update(len(block))
             result.wall_seconds = time.perf_counter() - started
-            embedded = result.processed + (pending.stored if pending else 0)
-            bar.set_postfix(utt_s=f"{embedded / result.wall_seconds:.1f}", rtf=f"{result.real_time_factor:.3f}")
+            bar.update(len(block), rtf=f"{result.real_time_factor:.3f}")
         ready, pending = pending, None
         commit_block(group, ready, result)
+        finished = True
     except KeyboardInterrupt as exc:
         commit_block(group, pending, result)  # keep the batches finished before the stop
         signal = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
@@ -544,7 +546,7 @@ def _run(group: StoreGroup, manifest: Manifest, runner: Runner, bank: NoiseBank 
         close = getattr(blocks, "close", None)
         if close is not None:
             close()
-        bar.close()
+        bar.close(stopped=not finished)
     result.wall_seconds = time.perf_counter() - started
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if cuda:

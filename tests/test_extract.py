@@ -461,3 +461,14 @@ def test_buffered_commits_store_the_same_bytes(tmp_path: Path, manifest: Manifes
                                                                progress=False)).key
     _assert_same(_arrays(a.open(ka)), _arrays(b.open(kb)))
     assert a.open(ka).batches_done().all() and b.open(kb).batches_done().all()
+
+
+def test_progress_lines_in_logs(tmp_path: Path, manifest: Manifest, encoder, capsys: pytest.CaptureFixture) -> None:
+    """Off a terminal, extraction writes plain progress lines on stderr (counts, rate, ETA, the end)."""
+    store = FeatureStore(tmp_path / "s.zarr")
+    extract(manifest, encoder, store, options=ExtractOptions(batch_size=2, progress_interval_s=0))
+    lines = capsys.readouterr().err.splitlines()
+    n = len(manifest.rows)
+    assert lines[0].startswith("urdu/clean tiny-wav2vec2: started") and f"{n} utt to do" in lines[0]
+    assert any(f"/{n} utt (" in line and "utt/s" in line and "ETA" in line for line in lines[1:-1])
+    assert lines[-1].startswith(f"urdu/clean tiny-wav2vec2: finished {n}/{n} utt in ")
