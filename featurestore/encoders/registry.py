@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import HubertConfig, PretrainedConfig, Wav2Vec2Config, WavLMConfig, WhisperConfig
 
-from . import hf_wav2vec2, hf_whisper, logmel
+from . import hf_wav2vec2, hf_whisper, logmel, opensmile_functionals
 from .base import Encoder, EncoderError
 from .common import LoadOptions
 from .sources import Source, load_config, source_for
@@ -90,7 +90,7 @@ def _tiny_wavlm() -> WavLMConfig:
 
 # --- the entries ---------------------------------------------------------------------------------
 
-W2V, WSP, LM = hf_wav2vec2.FAMILY, hf_whisper.FAMILY, logmel.FAMILY
+W2V, WSP, LM, SMILE = hf_wav2vec2.FAMILY, hf_whisper.FAMILY, logmel.FAMILY, opensmile_functionals.FAMILY
 
 ENTRIES: dict[str, Entry] = {e.alias: e for e in [
     Entry("wav2vec2", W2V, "wav2vec2 base: 12 x 768, LibriSpeech 960 h, self-supervised",
@@ -129,6 +129,10 @@ ENTRIES: dict[str, Entry] = {e.alias: e for e in [
           defaults={"n_mels": 64}),
     Entry("logmel-80", LM, "parameter-free log-mel front end: 80 mels, 25 ms / 10 ms",
           defaults={"n_mels": 80}),
+    Entry("egemaps", SMILE, "openSMILE eGeMAPSv02 functionals: 88 hand-crafted features (the classic SER baseline)",
+          defaults={"feature_set": opensmile_functionals.FEATURE_SETS["egemaps"]}),
+    Entry("compare", SMILE, "openSMILE ComParE_2016 functionals: 6373 hand-crafted features",
+          defaults={"feature_set": opensmile_functionals.FEATURE_SETS["compare"]}),
 ]}
 
 
@@ -184,6 +188,8 @@ def load_encoder(name: str, *, device: str | torch.device = "cpu", seed: int = 0
 def _build(entry: Entry, opts: LoadOptions, **extra: Any) -> Encoder:
     if entry.family == LM:
         return logmel.build(opts)
+    if entry.family == SMILE:
+        return opensmile_functionals.build(opts)
     return FAMILIES[entry.family].from_config(entry.arch(), opts, f"builtin:{opts.name}", **extra)
 
 
