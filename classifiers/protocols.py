@@ -20,7 +20,8 @@ import difflib
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.metrics import chance_uar, evaluate, uar
-from classifiers.normalise import MODES, normalise
+from classifiers.normalise import MODES, _apply, _stats, normalise
 from classifiers.probes import ClassifierError, classifier_config, classifier_names, make_classifier
 from classifiers.splits import SplitError, few_shot_split, speaker_dev_split, speaker_folds, speaker_label_confound
 from classifiers.views import (
@@ -43,6 +44,7 @@ from classifiers.views import (
 )
 from featurestore import __version__
 from featurestore.errors import FsError
+from featurestore.progress import Progress
 from featurestore.store import FeatureStore
 from featurestore.view import FeatureView
 from featurestore.workspace import Workspace
@@ -52,6 +54,8 @@ NOISE_KEYS: tuple[str, ...] = ("noise", "snr_db", "noise_seed")
 N_FOLDS = 5
 # Classifiers whose fit does not depend on the seed: identical training data is fitted once per run/cache.
 DETERMINISTIC = frozenset({"logreg", "ridge"})
+# Makes a progress reporter: called with total=..., desc=..., unit=... (e.g. the Progress class itself).
+ProgressFactory = Callable[..., Progress]
 
 
 class ProtocolError(FsError):
@@ -226,7 +230,10 @@ class ProbeResult:
     ``uar_std`` is the population standard deviation over seeds. ``layer``: the layer used (an
     int, ``"mean"`` or a list for concat); for ``best`` a list with one entry per seed (within a
     corpus, each entry lists one layer per fold). ``layer_dev_uar``: for ``best``, the mean dev
-    UAR of each layer (the UAR-per-layer curve). ``baseline``: few-shot target-only scores.
+    UAR of each layer (the UAR-per-layer curve). ``layer_choice``: for ``best``, what
+    :func:`best_layer_choice` makes of the picks (per seed, most chosen, best mean dev UAR).
+    ``whisper_input``: the Whisper input mode (``trim`` / ``full``) of the store groups read, None
+    for other models. ``baseline``: few-shot target-only scores.
     """
 
     config: ProbeConfig
@@ -243,6 +250,8 @@ class ProbeResult:
     normalisation: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    whisper_input: str | None = None
+    layer_choice: dict[str, Any] | None = None
 
     @property
     def uar_mean(self) -> float:
@@ -263,17 +272,48 @@ class ProbeResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record: ``config_key``, ``uar_mean``, ``uar_std``, ``uar_per_seed``, ``layer``,
         ``chance``, ``metrics`` (one :func:`~classifiers.metrics.evaluate` dict per seed), ``config``,
-        ``provenance``, ``baseline``, ``shots``, ``layer_dev_uar``, ``warnings``, ``seconds`` and more."""
+        ``provenance``, ``baseline``, ``shots``, ``layer_dev_uar``, ``layer_choice``, ``whisper_input``,
+        ``warnings``, ``seconds`` and more."""
         return {
-            "config_key": self.config.key(), "protocol": self.config.protocol,
+            "config_key": self.config.key(), "protocol": self.config.protocol, "whisper_input": self.whisper_input,
             "uar_mean": self.uar_mean, "uar_std": self.uar_std, "uar_per_seed": list(self.uar_per_seed),
             "layer": self.layer, "chance": self.chance, "per_class_recall": self.per_class_recall(),
             "metrics": self.metrics, "n_train": list(self.n_train), "config": self.config.to_dict(),
             "provenance": self.provenance, "baseline": self.baseline, "shots": self.shots,
             "layer_dev_uar": self.layer_dev_uar, "layer_dev_uar_per_seed": self.layer_dev_uar_per_seed,
+            "layer_choice": self.layer_choice,
             "normalisation": self.normalisation, "transductive": bool(self.normalisation.get("transductive")),
             "warnings": list(self.warnings), "seconds": self.seconds,
         }
+
+
+def best_layer_choice(per_seed: Sequence[Any], dev_uar: dict[str, float]) -> dict[str, Any]:
+    """What a ``--layer best`` result chose, in one record.
+
+    ``per_seed``: the result's ``layer`` (one int per seed, or within a corpus one list of per-fold
+    ints per seed); ``dev_uar``: mean dev UAR per layer (``{"0": 0.41, ...}``). Returns
+    ``per_seed`` (a list of lists of ints), ``most_chosen`` (the layer picked most often over seeds
+    and folds, ties to the higher mean dev UAR: the single "layer used" a table shows),
+    ``times_chosen`` / ``choices`` (how often, out of how many picks) and ``best_mean_dev``
+    (the layer of highest mean dev UAR, ties to the lowest). The UAR itself uses each seed's (and
+    fold's) own pick.
+    """
+    picks = [[int(k) for k in (entry if isinstance(entry, list) else [entry])] for entry in per_seed]
+    counts = Counter(k for seed in picks for k in seed)
+    most = max(sorted(counts), key=lambda k: (counts[k], dev_uar.get(str(k), float("-inf"))))
+    best_dev = max(sorted(dev_uar, key=int), key=lambda k: dev_uar[k])
+    return {"per_seed": picks, "most_chosen": most, "times_chosen": counts[most], "choices": sum(counts.values()),
+            "best_mean_dev": int(best_dev)}
+
+
+def whisper_input_of(result: dict[str, Any]) -> str | None:
+    """The Whisper input mode a probe result read (``trim`` / ``full``), None for other models;
+    from the result's own field, else (results stored before it existed) its source provenance."""
+    if result.get("whisper_input"):
+        return str(result["whisper_input"])
+    source = (result.get("provenance") or {}).get("source") or {}
+    mode = (source.get("model_settings") or {}).get("whisper_input")
+    return str(mode) if mode else None
 
 
 # --------------------------------------------------------------------------- data sides
@@ -401,6 +441,8 @@ class _Runner:
         self.deterministic = config.classifier in DETERMINISTIC
         self._evaluated: dict[Any, dict[str, Any]] = {}
         self._predicted: dict[Any, np.ndarray] = {}
+        self.progress: Progress | None = None
+        self.where: dict[str, str] = {}  # shown beside the progress count: seed, fold
 
     def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
         """:func:`~classifiers.metrics.evaluate` over ``classes``, computed once per distinct
@@ -427,25 +469,28 @@ class _Runner:
             params = {**config.classifier_params, "dev_fraction": 0.0}
             return make_classifier(config.classifier, seed, **params).fit(X, y, groups=groups)
 
-    def fit_predict(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
-                    choice: str | int, seed: int, memo: bool = True) -> np.ndarray:
-        """Fit on the rows ``train`` ((side, indices or None for all) parts), predict ``test``: ``(m,)`` labels.
+    def tick(self, n: int = 1) -> None:
+        """Count ``n`` fits done on the progress reporter (if any), showing where the run is."""
+        if self.progress is not None:
+            self.progress.update(n, **self.where)
 
-        With ``memo`` the fitted estimator is kept in the shared cache (keyed by the exact training
-        rows, layer choice, classifier settings and, unless deterministic, the seed) and predictions
-        for this run; the dev fits of :meth:`select_layer` pass ``memo=False``.
-        """
-        side, idx = test
-        key = ("fit", tuple((s.ident, _digest(i)) for s, i in train), choice, self.clf_ident,
-               None if self.deterministic else seed)
-        predicted = (key, side.ident, _digest(idx))
-        if memo and predicted in self._predicted:
-            return self._predicted[predicted]
+    def _fit_key(self, train: list[tuple[_Side, np.ndarray | None]], choice: str | int, seed: int) -> tuple[Any, ...]:
+        return ("fit", tuple((s.ident, _digest(i)) for s, i in train), choice, self.clf_ident,
+                None if self.deterministic else seed)
+
+    @staticmethod
+    def train_matrix(train: list[tuple[_Side, np.ndarray | None]], choice: str | int) -> np.ndarray:
+        """``(n, D')`` features of the rows ``train`` ((side, indices or None for all) parts), before
+        ``source`` normalisation."""
         Xs = [s.matrix(choice) if i is None else s.matrix(choice)[i] for s, i in train]
-        X_train = Xs[0] if len(Xs) == 1 else np.concatenate(Xs)
-        X_test = side.matrix(choice) if idx is None else side.matrix(choice)[idx]
-        if self.config.norm == "source":
-            X_train, X_test, _ = normalise(X_train, X_test, "source")
+        return Xs[0] if len(Xs) == 1 else np.concatenate(Xs)
+
+    def estimator(self, train: list[tuple[_Side, np.ndarray | None]], X_train: np.ndarray, choice: str | int,
+                  seed: int, memo: bool = True) -> Any:
+        """The estimator fitted on ``X_train`` (the rows ``train``, normalised as the config says); with
+        ``memo`` kept in the shared cache, keyed by the exact training rows, layer choice, classifier
+        settings and, unless deterministic, the seed."""
+        key = self._fit_key(train, choice, seed)
         est = self.cache.get(key) if memo else None
         if est is None:
             y = np.concatenate([s.labels if i is None else s.labels[i] for s, i in train])
@@ -453,9 +498,29 @@ class _Runner:
             est = self._fit(X_train, y, groups, seed)
             if memo:
                 self.cache[key] = est
+        return est
+
+    def fit_predict(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
+                    choice: str | int, seed: int, memo: bool = True) -> np.ndarray:
+        """Fit on the rows ``train`` ((side, indices or None for all) parts), predict ``test``: ``(m,)`` labels.
+
+        With ``memo`` the fitted estimator (see :meth:`estimator`) and the predictions for this run
+        are kept; the dev fits of :meth:`select_layer` pass ``memo=False``. Counts one fit done.
+        """
+        side, idx = test
+        predicted = (self._fit_key(train, choice, seed), side.ident, _digest(idx))
+        if memo and predicted in self._predicted:
+            self.tick()
+            return self._predicted[predicted]
+        X_train = self.train_matrix(train, choice)
+        X_test = side.matrix(choice) if idx is None else side.matrix(choice)[idx]
+        if self.config.norm == "source":
+            X_train, X_test, _ = normalise(X_train, X_test, "source")
+        est = self.estimator(train, X_train, choice, seed, memo)
         pred = np.asarray(est.predict(X_test))
         if memo:
             self._predicted[predicted] = pred
+        self.tick()
         return pred
 
     def select_layer(self, side: _Side, rows: np.ndarray | None, seed: int) -> tuple[int, dict[int, float]]:
@@ -479,6 +544,7 @@ class _Runner:
         key = ("select", side.ident, _digest(train, dev), tuple(side.view.layers), self.clf_ident,
                None if self.deterministic else seed)
         if key in self.cache:
+            self.tick(len(side.view.layers))  # the dev fits this selection stands for
             return self.cache[key]
         scores: dict[int, float] = {}
         for layer in side.view.layers:
@@ -528,7 +594,8 @@ def _within_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | Non
         raise ProtocolError(f"within-corpus {src.corpus!r}: {exc}") from None
     pred = np.empty(len(tgt.labels), dtype=tgt.labels.dtype)
     layers, scores = [], []
-    for train, test in folds:
+    for f, (train, test) in enumerate(folds):
+        runner.where["fold"] = f"{f + 1}/{len(folds)}"
         choice = fixed
         if fixed is None:
             choice, fold_scores = runner.select_layer(src, train, seed)
@@ -597,8 +664,25 @@ def _normalisation_info(norm: str) -> dict[str, Any]:
     return info
 
 
+def _fits_per_seed(config: ProbeConfig, src: _Side) -> int:
+    """Fits one seed makes (a progress total): per fold (within) or once, the dev fit of every layer
+    for ``best``, the probe itself and, with shots, the target-only baseline."""
+    steps = min(N_FOLDS, int(np.unique(src.groups).size)) if config.within else 1
+    dev = len(src.view.layers) if config.layer == "best" else 0
+    return steps * (dev + 1 + (1 if config.shots else 0))
+
+
+def _progress(factory: ProgressFactory | None, config: ProbeConfig, src: _Side) -> Any:
+    """A progress reporter of the probe's fits (``factory(total=, desc=, unit=)``), or a silent one."""
+    total = config.seeds * _fits_per_seed(config, src)
+    desc = f"probe {config.source}->{config.target} {Path(config.model).name} layer {config.layer}"
+    if factory is None:
+        return Progress(total, desc, "fit", enabled=False)
+    return factory(total=total, desc=desc, unit="fit")
+
+
 def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
-              views: Cache | None = None) -> ProbeResult:
+              views: Cache | None = None, progress: ProgressFactory | None = None) -> ProbeResult:
     """Run ``config`` on ``store`` (labels from ``workspace``'s manifests) and return its result.
 
     ``views``: an optional dict-like cache shared across calls (a sweep): manifests, resolved
@@ -606,8 +690,10 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     label digest, statistic and layers), fitted estimators (keyed by the exact training rows,
     layer choice, classifier settings and, for seed-dependent classifiers, the seed) and
     best-layer selections. With it, each group is read once and a source model trained once for
-    every target. Raises :class:`ProtocolError` (or the store's error, naming the ``fs extract``
-    command for a condition not extracted yet).
+    every target. ``progress``: makes a reporter of the fits done (seed, fold, ETA), e.g.
+    :class:`featurestore.progress.Progress` itself: a bar on a terminal, plain lines in a log.
+    Raises :class:`ProtocolError` (or the store's error, naming the ``fs extract`` command for a
+    condition not extracted yet).
     """
     start = time.perf_counter()
     cache: Cache = views if views is not None else {}
@@ -627,7 +713,12 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     best = config.layer == "best"
     fixed = None if best else _fixed_choice(config.layer, src.view)
     one_seed = _within_seed if config.within else _transfer_seed
-    runs = [one_seed(runner, src, tgt, fixed, seed) for seed in config.seed_list()]
+    runs = []
+    with _progress(progress, config, src) as runner.progress:
+        for seed in config.seed_list():
+            runner.where["seed"] = f"{seed + 1}/{config.seeds}"
+            runs.append(one_seed(runner, src, tgt, fixed, seed))
+    runner.progress = None
     uars = [r.metrics["uar"] for r in runs]
     _data_warnings(runner, src, tgt)
 
@@ -638,8 +729,9 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
         baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars,
                     "metrics": [r.baseline for r in runs], "beats_source_plus_shots": mean > float(np.mean(uars))}
         if baseline["beats_source_plus_shots"]:
-            runner._warn(f"the target-only baseline ({config.shots} shots per class alone) scores UAR {mean:.3f}, "
-                         f"above source+shots ({float(np.mean(uars)):.3f}): the source data does not help here")
+            runner._warn(f"the target-only baseline ({config.shots} shots per class alone) scores UAR "
+                         f"{100 * mean:.1f} %, above source+shots ({100 * float(np.mean(uars)):.1f} %): the source "
+                         "data does not help here")
     dev_scores = [r.dev_uar for r in runs] if best else None
     per_layer = {k: float(np.mean([d[k] for d in dev_scores])) for k in dev_scores[0]} if dev_scores else None
     if best:
@@ -651,12 +743,69 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
                             "settings": src.view.provenance.get("model_settings", {})},
                   "classifier": classifier_config(make_classifier(config.classifier, 0, **config.classifier_params)),
                   "classes": classes, "fs_version": __version__}
+    mode = src.view.provenance.get("model_settings", {}).get("whisper_input")
     return ProbeResult(config=config, uar_per_seed=uars, layer=layer, chance=chance_uar(classes),
                        metrics=[r.metrics for r in runs], provenance=provenance, n_train=[r.n_train for r in runs],
                        baseline=baseline, shots=[r.shots for r in runs] if config.shots else None,
                        layer_dev_uar=per_layer, layer_dev_uar_per_seed=dev_scores,
                        normalisation=_normalisation_info(config.norm), warnings=runner.warnings,
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, whisper_input=str(mode) if mode else None,
+                       layer_choice=best_layer_choice(layer, per_layer) if best and per_layer else None)
+
+
+@dataclass
+class FinalFit:
+    """A configuration's probe fitted once for use on new audio (see :func:`fit_final`).
+
+    ``estimator``: fitted, on features of ``choice`` (a layer index, ``"mean"`` or
+    ``"concat:a,b"``) built from the stored ``layers`` with ``stat``; ``source_stats``: the
+    training mean and std ``(D',)`` for ``source`` normalisation, else None; ``dev_uar``: the dev
+    UAR per layer that chose a ``best`` layer; ``provenance``: the source side's view provenance.
+    """
+
+    estimator: Any
+    choice: str | int
+    layers: list[int]
+    source_stats: tuple[np.ndarray, np.ndarray] | None
+    classes: list[str]
+    n_train: int
+    seed: int
+    dev_uar: dict[str, float] | None
+    provenance: dict[str, Any]
+
+
+def fit_final(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
+              views: Cache | None = None) -> FinalFit:
+    """Fit ``config``'s probe once, to apply to new audio: seed 0, on all of the source (plus seed
+    0's target shots for few-shot), the layer fixed by the config or, for ``best``, chosen on seed
+    0's speaker-independent dev split of the source. Within a corpus this is the model trained on
+    the whole corpus (the folds only estimate how well it does). With the ``views`` cache of
+    :func:`run_probe`, the fit that run made for seed 0 is reused (no retraining).
+    """
+    cache: Cache = views if views is not None else {}
+    seed = 0
+    src = _load_side(config, "source", store, workspace, cache)
+    classes = list(cached_manifest(workspace, config.source, cache).classes)
+    runner = _Runner(config, cache, classes)
+    dev_uar = None
+    if config.layer == "best":
+        choice, scores = runner.select_layer(src, None, seed)
+        dev_uar = {str(k): float(v) for k, v in scores.items()}
+    else:
+        choice = _fixed_choice(config.layer, src.view)
+    train: list[tuple[_Side, np.ndarray | None]] = [(src, None)]
+    if config.shots:
+        tgt = _load_side(config, "target", store, workspace, cache)
+        try:
+            split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
+        except SplitError as exc:
+            raise ProtocolError(f"few-shot on target {config.target!r}: {exc}") from None
+        train.append((tgt, split.train_idx))
+    X = runner.train_matrix(train, choice)
+    stats = _stats(X) if config.norm == "source" else None
+    estimator = runner.estimator(train, X if stats is None else _apply(X, *stats), choice, seed)
+    return FinalFit(estimator, choice, list(src.view.layers), stats, classes, int(X.shape[0]), seed, dev_uar,
+                    dict(src.view.provenance))
 
 
 def probe_identity(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
