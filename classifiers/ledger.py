@@ -6,7 +6,14 @@ result's ``config_key`` plus the store groups it read and their weights hashes (
 answers from a stale one. Columns hold what people filter on; ``result`` holds the whole JSON.
 
 The database runs in WAL mode with a busy timeout and writes in ``BEGIN IMMEDIATE`` transactions,
-so several processes may read and write it at once.
+so several processes may read and write it at once. Storing a result again (a rerun, another study
+recomputing a shared cell, two sweeps at once) updates its row in place: the row keeps its study
+memberships. SQLite failures become typed :class:`LedgerError` subclasses (disk full, not a ledger).
+
+A model filter (``model=``) matches a result under any name of the model it read: the name given,
+its model id, a relative or absolute folder, the folder's name, the store group's model key and
+aliases, a weights hash (or its first 8+ characters), then every result with the same weights;
+with no such match, a family name (``whisper``, ``wav2vec2``) matches that family's results.
 
     ledger = Ledger.open(workspace)
     ledger.put(result.to_dict(), study="paper")
@@ -16,13 +23,17 @@ so several processes may read and write it at once.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
+import os
+import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +45,13 @@ LEDGER_NAME = "ledger.sqlite"
 SCHEMA_VERSION = 1
 FILTERS: tuple[str, ...] = ("source", "target", "model", "layer", "classifier", "shots", "norm", "condition",
                             "study", "config_key")
-CSV_COLUMNS: tuple[str, ...] = ("config_key", "study", "source", "target", "model", "layer", "layer_used",
-                                "classifier", "norm", "shots", "condition", "seeds", "uar_mean", "uar_std",
+CSV_COLUMNS: tuple[str, ...] = ("config_key", "study", "source", "target", "model", "whisper_input", "layer",
+                                "layer_used", "classifier", "norm", "shots", "condition", "seeds", "uar_mean", "uar_std",
                                 "chance", "baseline_uar_mean", "weights_hash", "store_keys", "created")
-_IDENTITY_FIELDS = ("store_key", "store_keys", "weights_hash", "weights_hashes")
+_RESULT_COLUMNS = ("row_key", "config_key", "identity", "source", "target", "model", "layer", "layer_used",
+                   "classifier", "norm", "shots", "condition", "seeds", "uar_mean", "uar_std", "created", "result")
+_TABLES = {"results": _RESULT_COLUMNS, "studies": ("study", "row_key"), "meta": ("name", "value")}
+_MIN_HASH_PREFIX = 8  # a weights hash may be given by its first characters, at least this many
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -59,10 +73,51 @@ CREATE TABLE IF NOT EXISTS studies (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 """
+# An update in place, never INSERT OR REPLACE: a replaced row would lose its study memberships (ON DELETE CASCADE).
+_UPSERT = (f"INSERT INTO results ({', '.join(_RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(_RESULT_COLUMNS))}) "
+           "ON CONFLICT (row_key) DO UPDATE SET "
+           + ", ".join(f"{c} = excluded.{c}" for c in _RESULT_COLUMNS if c != "row_key"))
 
 
 class LedgerError(FsError):
     """A ledger that cannot be opened, read or written as asked."""
+
+
+class LedgerCorruptError(LedgerError):
+    """The ledger file is not an SQLite database, is damaged, or holds another schema."""
+
+
+class LedgerFullError(LedgerError):
+    """The disk holding the ledger is full; the write was rolled back and the ledger is intact."""
+
+
+class NoSuchModelError(LedgerError):
+    """A model filter that names no model of any result in the ledger."""
+
+
+def _move_away(path: Path) -> str:
+    return f"move it away (mv {path} {path}.bad) to start a new one; results are recomputed from the store"
+
+
+def ledger_error(exc: sqlite3.Error, path: Path) -> LedgerError:
+    """The typed :class:`LedgerError` for an SQLite failure on the ledger at ``path`` (by SQLite error code)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return LedgerFullError(f"the disk holding the results ledger {path} is full; the ledger is intact (the "
+                               "unfinished write was rolled back). Free some space and run the command again: "
+                               "finished results are kept")
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return LedgerCorruptError(f"the results ledger {path} is not a readable SQLite database ({exc}); "
+                                  f"{_move_away(path)}")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH):
+        return LedgerError(f"the results ledger {path} cannot be opened for writing ({exc}); check the folder's "
+                           "permissions or give another --workspace")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return LedgerError(f"the results ledger {path} stayed locked by another process for 60 s ({exc}); wait "
+                           "for it to finish and run the command again")
+    if code == sqlite3.SQLITE_ERROR:  # a missing table or column: a database of another schema
+        return LedgerCorruptError(f"{path} is not a results ledger of this fs ({exc}); {_move_away(path)}")
+    return LedgerError(f"the results ledger {path} failed: {exc} ({getattr(exc, 'sqlite_errorname', 'sqlite')})")
 
 
 def identity_of(provenance: Any) -> dict[str, list[str]]:
@@ -106,6 +161,67 @@ def identity_text(identity: dict[str, list[str]]) -> str:
     return json.dumps({k: sorted(identity.get(k, [])) for k in ("store_keys", "weights_hashes")}, sort_keys=True)
 
 
+def _row_key(config_key: str, identity: str) -> str:
+    """A result's row: its configuration and the canonical identity text of the data it read."""
+    return hashlib.sha256(f"{config_key}\n{identity}".encode()).hexdigest()[:32]
+
+
+def whisper_input_of(result: dict[str, Any]) -> str | None:
+    """The Whisper input mode a result used (``trim``/``full``; None for other models): the result's own
+    record, else (older results) the mode its configuration asked for."""
+    return result.get("whisper_input") or (result.get("config") or {}).get("whisper_input")
+
+
+def _folder_forms(name: str) -> set[str]:
+    """``name``, plus its absolute path and folder name when it names a local folder."""
+    forms = {name}
+    path = Path(name).expanduser()
+    if name.startswith(("/", ".", "~")) or ("/" in name and path.exists()):
+        forms.add(path.name)
+        if path.exists():
+            forms.add(str(path.resolve()))
+    return forms
+
+
+def _query_forms(name: str) -> set[str]:
+    """What a model filter value stands for: itself, and the absolute path of a folder it names."""
+    path = Path(name).expanduser()
+    return {name, str(path.resolve())} if ("/" in name or name.startswith((".", "~"))) and path.exists() else {name}
+
+
+@dataclass
+class ModelNames:
+    """The names under which one result's model is known (see the module docstring)."""
+
+    names: set[str] = field(default_factory=set)
+    hashes: set[str] = field(default_factory=set)
+    families: set[str] = field(default_factory=set)
+
+
+def model_names(result: dict[str, Any], group_attrs: Callable[[str], dict[str, Any]] | None = None) -> ModelNames:
+    """Every name of the model ``result`` read: config and provenance names and ids (folders also by
+    absolute path and folder name), store model keys, weights hashes, and through ``group_attrs``
+    (store key -> group attributes) the groups' aliases and family."""
+    prov = result.get("provenance") or {}
+    raw = [(result.get("config") or {}).get("model")]
+    sides = [prov.get("model") or {}, prov.get("source") or {}, prov.get("target") or {}]
+    found = ModelNames(hashes=set(identity_of(prov)["weights_hashes"]))
+    for side in sides:
+        raw += [side.get("name"), side.get("model"), side.get("model_id")]
+        key = side.get("store_key")
+        if isinstance(key, str) and key.count("/") == 2:
+            raw.append(key.rsplit("/", 1)[1])
+            attrs = group_attrs(key) if group_attrs else {}
+            model = attrs.get("model") or {}
+            raw += [model.get("name"), model.get("model_id"), *attrs.get("aliases", [])]
+            if model.get("family"):
+                found.families.add(str(model["family"]))
+    for name in raw:
+        if isinstance(name, str) and name:
+            found.names |= _folder_forms(name)
+    return found
+
+
 def condition_of(config: dict[str, Any]) -> str:
     """A short name of a configuration's noise condition: ``clean``, ``target@10dB``, ``source@5dB+target@10dB``."""
     parts = []
@@ -135,37 +251,64 @@ def _columns(result: dict[str, Any]) -> dict[str, Any]:
 class Ledger:
     """One workspace's results database (``<workspace>/results/ledger.sqlite``)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, store_url: str | None = None):
         self.path = Path(path)
+        self.store_url = store_url  # the store whose groups name the models of results (model filters)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as con:
-                con.executescript(_SCHEMA)
-                con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                found = con.execute("SELECT value FROM meta WHERE name='schema'").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"the results ledger {self.path} cannot be opened ({exc}); move it away to start "
-                              "a new one (results are recomputed from the store)") from None
-        if int(found) != SCHEMA_VERSION:
-            raise LedgerError(f"{self.path} has ledger schema {found}, this fs writes {SCHEMA_VERSION}; move it "
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise LedgerFullError(f"the disk is full: cannot create {self.path.parent}; free some space and "
+                                      "run the command again") from None
+            raise LedgerError(f"cannot create the results folder {self.path.parent} ({exc.strerror}); check its "
+                              "permissions or give another --workspace") from None
+        with self._connect() as con:
+            self._check_schema(con)
+
+    def _check_schema(self, con: sqlite3.Connection) -> None:
+        """Create the tables in a new database; refuse (and leave unchanged) a database that holds anything else."""
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "meta" not in tables:
+            raise LedgerCorruptError(f"{self.path} is an SQLite database but not a results ledger (its tables: "
+                                     f"{', '.join(sorted(tables))}); {_move_away(self.path)}")
+        if not tables:
+            con.executescript(_SCHEMA)
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        found = con.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        if found is None or not str(found[0]).isdigit():
+            raise LedgerCorruptError(f"{self.path} has no ledger schema version (meta holds {found!r}); "
+                                     f"{_move_away(self.path)}")
+        if int(found[0]) != SCHEMA_VERSION:
+            raise LedgerError(f"{self.path} has ledger schema {found[0]}, this fs writes {SCHEMA_VERSION}; move it "
                               "away to start a new ledger, or use the fs version that wrote it")
+        for table, wanted in _TABLES.items():
+            have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in wanted if c not in have]
+            if missing:
+                raise LedgerCorruptError(f"{self.path} is not a results ledger of this fs (table {table} lacks "
+                                         f"{', '.join(missing)}); {_move_away(self.path)}")
+        con.execute("PRAGMA journal_mode = WAL")  # kept by the file: set once it is known to be a ledger
 
     @classmethod
     def open(cls, workspace: Workspace | str | Path) -> Ledger:
         """The ledger of ``workspace`` (a :class:`Workspace` or its root folder), created on first use."""
         ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
-        return cls(ws.results_dir / LEDGER_NAME)
+        return cls(ws.results_dir / LEDGER_NAME, store_url=ws.store_url)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        """A connection; every SQLite failure inside becomes a typed :class:`LedgerError`."""
+        con = None
         try:
+            con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             con.execute("PRAGMA busy_timeout = 60000")
-            con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA foreign_keys = ON")
             yield con
+        except sqlite3.Error as exc:
+            raise ledger_error(exc, self.path) from None
         finally:
-            con.close()
+            if con is not None:
+                con.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -174,14 +317,16 @@ class Ledger:
             con.execute("BEGIN IMMEDIATE")
             try:
                 yield con
+                con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
                 raise
-            con.execute("COMMIT")
 
     # -- writing -------------------------------------------------------------------------
     def put(self, result: dict[str, Any], study: str | None = None) -> str:
-        """Store ``result`` (a ``ProbeResult.to_dict()``); replaces the row of the same key. Returns the row key."""
+        """Store ``result`` (a ``ProbeResult.to_dict()``); updates the row of the same key in place (its study
+        memberships stay) and adds it to ``study`` when given. Returns the row key."""
         return self.put_many([result], study=study)[0]
 
     def put_many(self, results: list[dict[str, Any]], study: str | None = None) -> list[str]:
@@ -191,19 +336,16 @@ class Ledger:
             if not result.get("config_key"):
                 raise LedgerError("a result without config_key cannot enter the ledger; pass ProbeResult.to_dict()")
             identity = identity_text(identity_of(result.get("provenance", {})))
-            row_key = hashlib.sha256(f"{result['config_key']}\n{identity}".encode()).hexdigest()[:32]
+            row_key = _row_key(result["config_key"], identity)
             rows.append((row_key, result["config_key"], identity, _columns(result),
                          json.dumps(result, sort_keys=True, default=str)))
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self._write() as con:
             for row_key, config_key, identity, cols, text in rows:
-                con.execute(
-                    "INSERT OR REPLACE INTO results (row_key, config_key, identity, source, target, model, layer, "
-                    "layer_used, classifier, norm, shots, condition, seeds, uar_mean, uar_std, created, result) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (row_key, config_key, identity, cols["source"], cols["target"], cols["model"], cols["layer"],
-                     cols["layer_used"], cols["classifier"], cols["norm"], cols["shots"], cols["condition"],
-                     cols["seeds"], cols["uar_mean"], cols["uar_std"], created, text))
+                con.execute(_UPSERT, (row_key, config_key, identity, cols["source"], cols["target"], cols["model"],
+                                      cols["layer"], cols["layer_used"], cols["classifier"], cols["norm"],
+                                      cols["shots"], cols["condition"], cols["seeds"], cols["uar_mean"],
+                                      cols["uar_std"], created, text))
                 if study:
                     con.execute("INSERT OR IGNORE INTO studies VALUES (?, ?)", (study, row_key))
         return [r[0] for r in rows]
@@ -218,8 +360,10 @@ class Ledger:
         if not any(v is not None for v in filters.values()):
             raise LedgerError("delete needs at least one filter (e.g. study=..., model=...)")
         where, args = self._where(filters)
+        wanted = self.model_rows(filters["model"]) if filters.get("model") is not None else None
         with self._write() as con:
-            keys = [r[0] for r in con.execute(f"SELECT r.row_key FROM results r {where}", args)]
+            keys = [r[0] for r in con.execute(f"SELECT r.row_key FROM results r {where}", args)
+                    if wanted is None or r[0] in wanted]
             con.executemany("DELETE FROM studies WHERE row_key = ?", [(k,) for k in keys])
             con.executemany("DELETE FROM results WHERE row_key = ?", [(k,) for k in keys])
         return len(keys)
@@ -239,7 +383,7 @@ class Ledger:
 
     def row_key(self, config_key: str, identity: dict[str, list[str]]) -> str:
         """The row key that ``put`` gives a result of ``config_key`` with ``identity``."""
-        return hashlib.sha256(f"{config_key}\n{identity_text(identity)}".encode()).hexdigest()[:32]
+        return _row_key(config_key, identity_text(identity))
 
     def _where(self, filters: dict[str, Any]) -> tuple[str, list[Any]]:
         unknown = sorted(set(filters) - set(FILTERS))
@@ -250,6 +394,8 @@ class Ledger:
             if value is None:
                 continue
             values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+            if name == "model":  # by every name of the model (see model_rows)
+                continue
             if name == "study":
                 marks = ",".join("?" * len(values))
                 clauses.append(f"r.row_key IN (SELECT row_key FROM studies WHERE study IN ({marks}))")
@@ -265,18 +411,65 @@ class Ledger:
 
     def rows(self, **filters: Any) -> list[dict[str, Any]]:
         """Full results (dicts) matching ``filters`` (names in :data:`FILTERS`; a value or a list of
-        values), oldest first; each carries ``_row_key``, ``_created`` and ``_studies``."""
+        values), oldest first; each carries ``_row_key``, ``_created`` and ``_studies``. ``model``
+        matches every name of a model (see :meth:`model_rows`)."""
         where, args = self._where(filters)
         sql = (f"SELECT r.row_key, r.created, r.result, (SELECT group_concat(study, ',') FROM studies s "
                f"WHERE s.row_key = r.row_key) FROM results r {where} ORDER BY r.created, r.rowid")
+        wanted = self.model_rows(filters["model"]) if filters.get("model") is not None else None
         with self._connect() as con:
             found = con.execute(sql, args).fetchall()
         out = []
         for row_key, created, text, studies in found:
+            if wanted is not None and row_key not in wanted:
+                continue
             result = json.loads(text)
             result.update({"_row_key": row_key, "_created": created,
                            "_studies": sorted(studies.split(",")) if studies else []})
             out.append(result)
+        return out
+
+    def _group_attrs(self) -> Callable[[str], dict[str, Any]] | None:
+        """Store key -> that group's attributes (``{}`` when it is gone), cached; None without a store."""
+        if not self.store_url:
+            return None
+        from featurestore.store import FeatureStore, StoreKey
+
+        store, cache = FeatureStore(self.store_url), {}
+
+        def attrs(key: str) -> dict[str, Any]:
+            if key not in cache:
+                try:
+                    cache[key] = dict(store.open(StoreKey.parse(key)).attrs)
+                except FsError:
+                    cache[key] = {}
+            return cache[key]
+        return attrs
+
+    def model_rows(self, models: str | list[str] | tuple[str, ...]) -> set[str]:
+        """Row keys of the results whose model goes by any of ``models``: a name of the model (see
+        :func:`model_names`) or a weights hash of 8+ characters, widened to every result with the same
+        weights; a family name when no name matches. :class:`NoSuchModelError` lists the models stored
+        when one of ``models`` matches no result."""
+        with self._connect() as con:
+            found = con.execute("SELECT row_key, result FROM results").fetchall()
+        attrs = self._group_attrs()
+        infos = {key: model_names(json.loads(text), attrs) for key, text in found}
+        out: set[str] = set()
+        for model in [models] if isinstance(models, str) else list(models):
+            forms = _query_forms(str(model))
+            is_hash = re.fullmatch(f"[0-9a-f]{{{_MIN_HASH_PREFIX},}}", str(model)) is not None
+            direct = {k for k, info in infos.items() if forms & info.names
+                      or (is_hash and any(h.startswith(str(model)) for h in info.hashes))}
+            weights = {h for k in direct for h in infos[k].hashes}
+            matched = direct | {k for k, info in infos.items() if info.hashes & weights}
+            matched = matched or {k for k, info in infos.items() if str(model) in info.families}
+            if not matched:
+                known = sorted({json.loads(t).get("config", {}).get("model") or "?" for _, t in found})
+                raise NoSuchModelError(f"no result in the ledger is of model {str(model)!r}; models stored: "
+                                       f"{', '.join(known) or 'none (run `fs sweep` or `fs probe` first)'} (a "
+                                       "model also goes by its folder, id, family or weights hash)")
+            out |= matched
         return out
 
     def studies(self) -> dict[str, int]:
@@ -289,9 +482,18 @@ class Ledger:
             return int(con.execute("SELECT count(*) FROM results").fetchone()[0])
 
     # -- export --------------------------------------------------------------------------
-    def export_csv(self, path: str | Path, **filters: Any) -> Path:
-        """Write the rows matching ``filters`` as CSV (:data:`CSV_COLUMNS`), atomically. Returns the path."""
-        return atomic_write_text(Path(path), rows_to_csv(self.rows(**filters)))
+    def export_csv(self, path: str | Path, overwrite: bool = False, **filters: Any) -> tuple[Path, int]:
+        """Write the rows matching ``filters`` as CSV (:data:`CSV_COLUMNS`), atomically, with the permissions
+        the umask gives a new file; an existing file only with ``overwrite``. Returns the path and the row count."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise LedgerError(f"{path} exists; pass --overwrite to replace it, or give another file")
+        rows = self.rows(**filters)
+        atomic_write_text(path, rows_to_csv(rows))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(path, 0o666 & ~umask)
+        return path, len(rows)
 
 
 def flat_row(result: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +505,8 @@ def flat_row(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "config_key": result.get("config_key"), "study": ",".join(result.get("_studies", [])),
         "source": config.get("source"), "target": config.get("target"), "model": config.get("model"),
-        "layer": config.get("layer"), "layer_used": result.get("layer"), "classifier": config.get("classifier"),
+        "whisper_input": whisper_input_of(result), "layer": config.get("layer"), "layer_used": result.get("layer"),
+        "classifier": config.get("classifier"),
         "norm": config.get("norm"), "shots": config.get("shots"), "condition": condition_of(config),
         "seeds": len(seeds) if isinstance(seeds, (list, tuple)) else seeds,
         "uar_mean": result.get("uar_mean"), "uar_std": result.get("uar_std"), "chance": result.get("chance"),

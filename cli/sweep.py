@@ -16,7 +16,8 @@ def _filter_options(func: Any) -> Any:
         click.option("--study", default=None, help="Rows of this study (the name in its file, e.g. paper)."),
         click.option("--source", default=None, help="Training corpus."),
         click.option("--target", default=None, help="Test corpus."),
-        click.option("--model", default=None, help="Model as given to the probe (e.g. whisper)."),
+        click.option("--model", default=None, help="Model under any of its names: alias, id, folder (relative, "
+                     "absolute or its name), family, or weights hash."),
         click.option("--layer", default=None, help="Layer choice as asked (last, best, 6, mean, concat:3,6)."),
         click.option("--classifier", default=None, help="logreg, svm, ridge, lgbm or mlp."),
         click.option("--norm", default=None, help="none, source, corpus or speaker."),
@@ -80,8 +81,9 @@ def _print_rows(results: list[dict[str, Any]]) -> None:
     table = []
     for r in results:
         f = flat_row(r)
+        model = f"{f['model']} ({f['whisper_input']})" if f["whisper_input"] else f["model"]
         uar = f"{100 * f['uar_mean']:.2f} ± {100 * (f['uar_std'] or 0):.2f}" if f["uar_mean"] is not None else "-"
-        table.append((f["source"], f["target"], f["model"], f"{f['layer']}→{_layer(f['layer_used'])}",
+        table.append((f["source"], f["target"], model, f"{f['layer']}→{_layer(f['layer_used'])}",
                       f["classifier"], f["norm"], f["shots"], f["condition"], uar,
                       f"{100 * f['chance']:.1f}" if f["chance"] else None, str(f["config_key"])[:12]))
     echo_table(("SOURCE", "TARGET", "MODEL", "LAYER", "CLASSIFIER", "NORM", "SHOTS", "CONDITION", "UAR %", "CHANCE",
@@ -98,30 +100,42 @@ def _layer(value: Any) -> str:
 @_filter_options
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
               help="Write the matching rows to this CSV file (atomically).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --csv file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
 @click.pass_obj
-def results(ws: Workspace, csv_path: str | None, as_json: bool, **filters: Any) -> None:
+def results(ws: Workspace, csv_path: str | None, overwrite: bool, as_json: bool, **filters: Any) -> None:
     """List, filter and export the results ledger of the workspace."""
     from classifiers.ledger import Ledger
 
     ledger = Ledger.open(ws)
     chosen = _filters(**filters)
     rows = ledger.rows(**chosen)
+    if not rows and chosen:
+        raise _nothing_matches(ledger, chosen)
     if csv_path:
-        path = ledger.export_csv(csv_path, **chosen)
+        path, count = ledger.export_csv(csv_path, overwrite=overwrite, **chosen)
         if not as_json:
-            click.echo(f"{len(rows)} row(s) written to {path}")
+            click.echo(f"{count} row(s) written to {path}")
     if as_json:
         echo_json(rows)
         return
     if csv_path:
         return
     if not rows:
-        studies = ledger.studies()
-        click.echo("no results match" + (f" (studies: {', '.join(studies)})" if studies else
-                                          "; run `fs sweep STUDY` or `fs probe` first"))
+        click.echo("the results ledger is empty; run `fs sweep STUDY` or `fs probe` first")
         return
     _print_rows(rows)
+
+
+def _nothing_matches(ledger: Any, chosen: dict[str, Any]) -> Exception:
+    """The error for filters that match no row, naming the studies and models the ledger holds."""
+    from classifiers.ledger import LedgerError
+
+    studies = ", ".join(ledger.studies()) or "none"
+    models = ", ".join(sorted({str(r.get("config", {}).get("model")) for r in ledger.rows()})) or "none"
+    given = " ".join(f"--{k} {v}" for k, v in chosen.items())
+    return LedgerError(f"no results match {given} (studies: {studies}; models: {models}); loosen the filters or "
+                       "run `fs sweep STUDY` / `fs probe` first")
 
 
 @click.command()
@@ -143,7 +157,10 @@ def report(ws: Workspace, name: str | None, paper: bool, out: str | None, embedd
     from featurestore.store import FeatureStore
 
     chosen = _filters(**filters)
-    rows = Ledger.open(ws).rows(**chosen)
+    ledger = Ledger.open(ws)
+    rows = ledger.rows(**chosen)
+    if not rows and chosen:
+        raise _nothing_matches(ledger, chosen)
     layer: int | str = int(map_layer) if map_layer.lstrip("-").isdigit() else map_layer
     folder = write_report(rows, ws, name=name or chosen.get("study") or "report", store=FeatureStore(ws.store_url),
                           paper=paper, out=out, embedding=embedding, map_model=map_model, map_layer=layer)

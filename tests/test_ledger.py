@@ -14,11 +14,12 @@ from classifiers.ledger import CSV_COLUMNS, Ledger, LedgerError, identity_of
 from featurestore.workspace import Workspace
 
 
-def fake_result(source: str = "emodb", target: str = "urdu", model: str = "whisper", *, weights: str = "w1",
+def fake_result(source: str = "emodb", target: str = "urdu", model: str = "whisper", *, weights: str | None = None,
                 shots: int = 0, uar: float = 0.5, key: str | None = None, snr: float | None = None) -> dict[str, Any]:
     config = {"source": source, "target": target, "model": model, "layer": "last", "classifier": "logreg",
               "norm": "none", "shots": shots, "seeds": [0, 1, 2],
               "target_noise": {"dir": "/noise", "snr_db": snr, "noise_seed": 0} if snr is not None else None}
+    weights = weights or f"{model}-weights"
     return {
         "config_key": key or f"{source}-{target}-{model}-{shots}-{snr}",
         "uar_mean": uar, "uar_std": 0.01, "uar_per_seed": [uar] * 3, "layer": 12, "chance": 0.25,
@@ -69,8 +70,9 @@ def test_export_csv_and_delete(tmp_path: Path) -> None:
     ledger = Ledger.open(tmp_path)
     ledger.put(fake_result(uar=0.61), study="a")
     ledger.put(fake_result("urdu", "emodb", uar=0.55), study="b")
-    out = ledger.export_csv(tmp_path / "out" / "r.csv", study="a")
+    out, count = ledger.export_csv(tmp_path / "out" / "r.csv", study="a")
     rows = list(csv.DictReader(out.open()))
+    assert count == 1
     assert list(rows[0]) == list(CSV_COLUMNS) and len(rows) == 1
     assert rows[0]["source"] == "emodb" and float(rows[0]["uar_mean"]) == 0.61 and rows[0]["study"] == "a"
     assert not list((tmp_path / "out").glob(".*tmp"))

@@ -90,7 +90,8 @@ def test_cli_results_and_report(swept: Workspace, tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "report.md" in out.output and (tmp_path / "rep" / "heatmap.png").exists()
     out = runner.invoke(fs, [*base, "report", "--study", "nope"])
-    assert out.exit_code == 1 and "no results to report" in out.output and "Traceback" not in out.output
+    assert out.exit_code == 1 and "no results match --study nope (studies: small" in out.output
+    assert "Traceback" not in out.output
 
 
 def test_cli_sweep(swept: Workspace, tmp_path: Path) -> None:
