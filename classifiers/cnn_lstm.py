@@ -26,6 +26,7 @@ from torch import nn
 from classifiers.training import (
     BatchLogits,
     TrainingError,
+    TrainObserver,
     TrainOptions,
     codes_of,
     dev_split,
@@ -158,8 +159,10 @@ class CNNLSTMClassifier:
 
         return batch_logits
 
-    def fit(self, frames: Sequence[np.ndarray], y: Sequence, groups: Sequence | None = None) -> CNNLSTMClassifier:
-        """Train on log-mel ``frames`` with labels ``y``; keep the best dev epoch."""
+    def fit(self, frames: Sequence[np.ndarray], y: Sequence, groups: Sequence | None = None,
+            observer: TrainObserver | None = None) -> CNNLSTMClassifier:
+        """Train on log-mel ``frames`` with labels ``y``; keep the best dev epoch (``observer``: progress,
+        see :func:`classifiers.training.train`)."""
         classes, codes = encode_labels(y)
         if len(frames) != codes.size:
             raise TrainingError(f"{len(frames)} utterances but {codes.size} labels")
@@ -176,7 +179,7 @@ class CNNLSTMClassifier:
         self.classes_ = classes
         lengths = np.array([d.shape[0] for d in data])
         result = train(self.model_, self._batch_logits(data), codes, train_idx, dev_idx, options,
-                       dev_kind=kind, lengths=lengths)
+                       dev_kind=kind, lengths=lengths, observer=observer)
         self.history_, self.best_epoch_, self.dev_split_ = result.history, result.best_epoch, result.dev_split
         return self
 

@@ -4,8 +4,10 @@
 :meth:`classifiers.protocols.ProbeResult.to_dict` (``uar_mean``, ``uar_std``, ``uar_per_seed``,
 ``layer``, ``chance``, ``metrics``, ``config``, ``config_key``, ``provenance``, ``baseline``,
 ``shots``, ``warnings``, ``seconds``, ...) plus ``method``, ``checkpoints`` (one folder per
-trained model), ``train_seconds`` and ``training`` (best epoch and per-epoch history per seed), so
-the ledger, ``fs results`` and ``fs report`` take it as they take a probe.
+trained model), ``train_seconds``, ``training`` (best epoch and per-epoch history per seed),
+``dev_uar_per_epoch`` (per seed) and ``whisper_input`` (the input mode of the Whisper groups read,
+None for other models), so the ledger, ``fs results`` and ``fs report`` take it as they take a probe.
+A best dev epoch that is the last one is warned about (train longer: ``--epochs``).
 
 Methods:
 
@@ -28,8 +30,11 @@ The best epoch is chosen on a speaker-independent dev split of the training data
 Checkpoints go to ``<workspace>/checkpoints/<train_key>/seed<k>/`` (the configuration's key less its
 number of seeds: a 5-seed run reuses the seeds of a 3-seed one) (``seed<k>-baseline/`` for
 the few-shot baseline), each with ``run.json`` naming the configuration and the store groups it
-was trained from. A run that stops part-way resumes from the seeds already saved; a checkpoint
-folder of another configuration or other store groups is refused (``rerun`` retrains).
+was trained from and the digest of its training data (ids, labels, speakers, audio hashes, frame
+counts, and each store group's key, creation time and content). A run that stops part-way (Ctrl-C,
+SIGTERM: at the next batch) resumes from the seeds already saved; a checkpoint trained on other data
+(relabelled manifest, changed audio, a group re-extracted with ``--overwrite``) is retrained, never
+reused; a folder of another configuration is refused (``rerun`` retrains).
 """
 
 from __future__ import annotations
@@ -50,12 +55,12 @@ from typing import Any
 import numpy as np
 
 from classifiers.metrics import chance_uar, evaluate
-from classifiers.protocols import Sides
+from classifiers.protocols import Sides, _local
 from classifiers.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
-from classifiers.training import TrainingError
+from classifiers.training import TrainingError, TrainingProgress
 from classifiers.views import cached_digest, cached_manifest, get_view, resolve_group
 from featurestore import __version__
-from featurestore.errors import FsError
+from featurestore.errors import FsError, Interrupted, Terminated
 from featurestore.store import FeatureStore, StoreGroup
 from featurestore.view import FeatureView
 from featurestore.workspace import Workspace
@@ -94,7 +99,7 @@ def _noise(value: Any, name: str) -> dict[str, Any] | None:
             or value.get("snr_db") is None:
         raise FinetuneError(f"{name} {value!r}: give {{noise: DIR, snr_db: 10, noise_seed: 0}} (the folder and SNR "
                             "used by `fs extract --noise`)")
-    return {"noise": str(value["noise"]), "snr_db": float(value["snr_db"]),
+    return {"noise": _local(str(value["noise"]), path_only=True), "snr_db": float(value["snr_db"]),
             "noise_seed": int(value.get("noise_seed", 0))}
 
 
@@ -149,6 +154,7 @@ class FinetuneConfig(Sides):
         for name in ("source", "target", "model"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise FinetuneError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
+        put("model", _local(str(self.model)))  # one key for ./dir and /abs/dir, as the probe's
         if self.whisper_input not in (None, "full", "trim"):
             raise FinetuneError(f"whisper_input must be full, trim or unset, got {self.whisper_input!r}")
         if self.model_seed is not None:
@@ -324,6 +330,8 @@ class _Side:
     rows: np.ndarray  # (n,) group row of each view row
     lengths: np.ndarray  # (n,) frames per utterance of the frame layer
     frames: Callable[[np.ndarray], list[np.ndarray]]  # group rows -> arrays
+    audio: np.ndarray  # (n,) sha256 of each utterance's audio, as extracted
+    identity: str  # the group's key, creation and content (see _group_identity)
 
     @property
     def labels(self) -> np.ndarray:
@@ -335,7 +343,7 @@ class _Side:
 
     def subset(self, index: np.ndarray) -> _Side:
         return _Side(self.corpus, self.group, self.view.subset(index), self.rows[index], self.lengths[index],
-                     self.frames)
+                     self.frames, self.audio[index], self.identity)
 
 
 @dataclass
@@ -356,6 +364,17 @@ class Data:
 
     def __len__(self) -> int:
         return int(self.labels.size)
+
+    def digest(self) -> str:
+        """sha256 (hex) of everything in this set that decides a model trained on it: per utterance its
+        id, label, speaker, audio hash and frame count, and the identity of each store group read."""
+        h = hashlib.sha256()
+        for side, idx in self.parts:
+            h.update(side.identity.encode())
+            for column in (side.view.ids, side.labels, side.groups, side.audio):
+                h.update("\x1f".join(np.asarray(column)[idx].astype(str).tolist()).encode() + b"\x1e")
+            h.update(np.ascontiguousarray(side.lengths[idx], dtype=np.int64).tobytes())
+        return h.hexdigest()
 
     def rows(self, indices: np.ndarray) -> list[np.ndarray]:
         """Frames of utterances ``indices`` (positions in this set), one store read per part."""
@@ -385,7 +404,7 @@ class _Method:
     def make(self, seed: int, dev_fraction: float) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def fit(self, est: Any, data: Data) -> Any:  # pragma: no cover - overridden
+    def fit(self, est: Any, data: Data, observer: Any = None) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def predict(self, est: Any, data: Data) -> np.ndarray:  # pragma: no cover - overridden
@@ -418,8 +437,8 @@ class _CNNLSTM(_Method):
 
         return CNNLSTMClassifier(**self.params(seed, dev_fraction), device=self.device)
 
-    def fit(self, est: Any, data: Data) -> Any:
-        return est.fit(data.rows(np.arange(len(data))), data.labels, data.groups)
+    def fit(self, est: Any, data: Data, observer: Any = None) -> Any:
+        return est.fit(data.rows(np.arange(len(data))), data.labels, data.groups, observer=observer)
 
     def predict(self, est: Any, data: Data) -> np.ndarray:
         # one call for the whole test set: corpus normalisation uses the statistics of what it is given
@@ -478,8 +497,8 @@ class _TopLoRA(_Method):
                             epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=seed, dev_fraction=dev_fraction,
                             device=self.device, whisper_input=c.whisper_input or "trim")
 
-    def fit(self, est: Any, data: Data) -> Any:
-        return est.fit(data.rows, data.labels, data.groups, lengths=data.lengths)
+    def fit(self, est: Any, data: Data, observer: Any = None) -> Any:
+        return est.fit(data.rows, data.labels, data.groups, lengths=data.lengths, observer=observer)
 
     def predict(self, est: Any, data: Data) -> np.ndarray:
         return np.asarray(est.predict(data.rows, n=len(data), lengths=data.lengths))
@@ -515,22 +534,10 @@ def _group(config: FinetuneConfig, role: str, store: FeatureStore, cache: Cache)
 
 def frames_command(group: StoreGroup, layer: int) -> str:
     """The ``fs extract`` command that adds frames of ``layer`` to ``group`` (keeping its other frame layers)."""
-    import shlex
+    from featurestore.hints import command_for_group
 
-    from classifiers.sweep import extract_command
-
-    attrs = group.attrs
-    settings = attrs.get("model", {}).get("settings", {})
-    spec = (attrs.get("condition", {}).get("noise") or {}).get("spec") or {}
-    filters = {"whisper_input": settings.get("whisper_input"), "seed": settings.get("seed")
-               if not attrs.get("model", {}).get("pretrained", True) else None}
-    if spec:
-        filters.update(noise=spec.get("source") or spec.get("path") or spec.get("noise"), snr_db=spec.get("snr_db"),
-                       noise_seed=spec.get("seed", spec.get("noise_seed")))
-    name = str(attrs.get("model", {}).get("name") or "MODEL")
-    layers = sorted({*group.frame_layers, int(layer)})
-    return extract_command([group.key.corpus], name, filters) + " " + shlex.join(
-        ["--frames", ",".join(map(str, layers)), "--overwrite"])
+    return command_for_group(group.attrs, group.key.corpus, frames={*group.frame_layers, int(layer)},
+                             extra=("--overwrite",))
 
 
 def _frame_layer(config: FinetuneConfig) -> int:
@@ -551,11 +558,12 @@ def _load_side(config: FinetuneConfig, role: str, store: FeatureStore, workspace
     if config.method == "lora":
         settings = group.attrs.get("model", {}).get("settings", {})
         if family == "whisper" and settings.get("whisper_input") != "trim":
+            from featurestore.hints import command_for_group
+
             raise FinetuneError(f"{group.key} was extracted with Whisper input {settings.get('whisper_input')!r}: "
                                 "its frames are cut from a 30-s padded run, so replaying the top layers on them is "
                                 "not the model's own computation. Use trim groups (--whisper-input trim), made by: "
-                                f"fs extract --model {config.model} --corpus {corpus} --whisper-input trim "
-                                f"--frames {layer}")
+                                f"{command_for_group(group.attrs, corpus, frames=[layer], whisper_input='trim')}")
         if group.num_layers < 2:
             raise FinetuneError(f"{group.key} holds {family} features with no transformer layer to adapt; LoRA "
                                 "needs an encoder (e.g. --model whisper --whisper-input trim)")
@@ -575,7 +583,17 @@ def _load_side(config: FinetuneConfig, role: str, store: FeatureStore, workspace
     key = ("frames", store.url, group.key.path, layer)
     if key not in cache:
         cache[key] = FrameCache(group, layer)
-    return _Side(corpus, group, view, rows, lengths, cache[key])
+    audio = group.audio_hashes()[rows]
+    return _Side(corpus, group, view, rows, lengths, cache[key], audio, _group_identity(group, view))
+
+
+def _group_identity(group: StoreGroup, view: FeatureView) -> str:
+    """sha256 (hex) of a store group's key, creation time and content (the pooled means of the frame
+    layer, (n, D), which the frames decide): a group re-extracted with ``--overwrite`` gets another."""
+    h = hashlib.sha256(json.dumps([group.key.path, group.attrs.get("created"),
+                                   group.attrs.get("model", {}).get("weights_hash")]).encode())
+    h.update(np.ascontiguousarray(view.X).tobytes())
+    return h.hexdigest()
 
 
 def _check_pair(config: FinetuneConfig, src: _Side, tgt: _Side, src_classes: list[str],
@@ -585,7 +603,10 @@ def _check_pair(config: FinetuneConfig, src: _Side, tgt: _Side, src_classes: lis
     if ps.get("model_id") != pt.get("model_id") or ps.get("weights_hash") != pt.get("weights_hash"):
         raise FinetuneError(f"{where} were extracted with different models or weights; extract both corpora with "
                             f"the same --model (`fs extract --model {config.model} --corpus C --overwrite`)")
-    for name in ("whisper_input", "seed"):
+    if ps.get("num_layers") != pt.get("num_layers") or src.view.X.shape[-1] != tgt.view.X.shape[-1]:
+        raise FinetuneError(f"{where} differ in layers or width ({ps.get('num_layers')}x{src.view.X.shape[-1]} vs "
+                            f"{pt.get('num_layers')}x{tgt.view.X.shape[-1]}); use groups of one model")
+    for name in ("whisper_input", "seed", "chunk_seconds"):
         a, b = ps.get("model_settings", {}).get(name), pt.get("model_settings", {}).get(name)
         if a != b:
             raise FinetuneError(f"{where} were extracted with different {name} ({a} vs {b}); pass --whisper-input / "
@@ -654,25 +675,44 @@ def checkpoint_root(workspace: Workspace, config: FinetuneConfig) -> Path:
     return Path(workspace.root) / CHECKPOINTS_DIR / config.train_key()
 
 
-def _run_record(config: FinetuneConfig, identity: dict[str, Any], seed: int, role: str) -> dict[str, Any]:
+def _run_record(config: FinetuneConfig, identity: dict[str, Any], seed: int, role: str,
+                data_digest: str) -> dict[str, Any]:
     return {"train_key": config.train_key(), "config": config.to_dict(), "seed": seed, "role": role,
-            "store_keys": identity["store_keys"], "weights_hashes": identity["weights_hashes"]}
+            "store_keys": identity["store_keys"], "weights_hashes": identity["weights_hashes"],
+            "data_digest": data_digest}
 
 
-def _check_checkpoint(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved run record of ``path``, None when there is none; FinetuneError when it is another run's."""
+_FOREIGN = ("train_key", "seed", "role")  # another configuration's folder: refused
+_STALE = ("data_digest", "store_keys", "weights_hashes")  # this configuration on other data: retrained
+
+
+def _check_checkpoint(path: Path, expected: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """(saved run record of ``path``, None) when it holds this run's model; (None, why) when there is none
+    or it was trained on other data (labels, audio, store group contents); FinetuneError when the
+    folder is another configuration's."""
     record_path = path / RUN_FILE
     if not path.exists():
-        return None
+        return None, None
     if not record_path.is_file():
         raise FinetuneError(f"{path} exists but is not a fine-tuning checkpoint (no {RUN_FILE}); move it away")
-    saved = json.loads(record_path.read_text())
-    diff = [k for k in ("train_key", "seed", "role", "store_keys", "weights_hashes") if saved.get(k) != expected[k]]
+    try:
+        saved = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FinetuneError(f"{record_path} is unreadable ({exc}); move {path} away or run again with --rerun to "
+                            "retrain it") from None
+    if not isinstance(saved, dict):
+        raise FinetuneError(f"{record_path} is not a run record; move {path} away or run again with --rerun")
+    diff = [k for k in _FOREIGN if saved.get(k) != expected[k]]
     if diff:
         detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {expected[k]!r}" for k in diff)
         raise FinetuneError(f"checkpoint {path} comes from another configuration ({detail}); move it away, or run "
                             "again with --rerun to retrain it")
-    return saved
+    stale = [k for k in _STALE if saved.get(k) != expected[k]]
+    if stale:
+        what = {"data_digest": "other labels, speakers, audio or store-group contents",
+                "store_keys": "other store groups", "weights_hashes": "other encoder weights"}
+        return None, f"{path.name} was trained on {' and '.join(what[k] for k in stale)}; retrained"
+    return saved, None
 
 
 def _write_checkpoint(method: _Method, est: Any, path: Path, record: dict[str, Any]) -> None:
@@ -716,46 +756,54 @@ def _align(a: _Side, b: _Side) -> tuple[_Side, _Side]:
 
 
 class _Trainer:
-    """Per-seed training with checkpoints, dev-split fallback and warnings."""
+    """Per-seed training with checkpoints, dev-split fallback, progress and warnings."""
 
     def __init__(self, config: FinetuneConfig, method: _Method, workspace: Workspace, identity: dict[str, Any],
-                 rerun: bool, classes: list[str]):
+                 rerun: bool, classes: list[str], progress: TrainingProgress):
         self.config, self.method, self.identity, self.rerun = config, method, identity, rerun
         self.root = checkpoint_root(workspace, config)
         self.classes = classes
+        self.progress = progress
         self.warnings: list[str] = []
         self.checkpoints: list[str] = []
         self.training: list[dict[str, Any]] = []
         self.train_seconds = 0.0
+        self.current = ""  # the run in training, for an interruption's message
 
     def warn(self, text: str) -> None:
         if text not in self.warnings:
             self.warnings.append(text)
 
     def fit(self, data: Data, seed: int, role: str) -> Any:
-        """A model trained on ``data`` (or loaded from its checkpoint of an earlier, interrupted run)."""
-        path = self.root / (f"seed{seed}" if role == "model" else f"seed{seed}-{role}")
-        expected = _run_record(self.config, self.identity, seed, role)
-        saved = None if self.rerun else _check_checkpoint(path, expected)
+        """A model trained on ``data`` (or loaded from its checkpoint, when that was trained on the same data)."""
+        name = f"seed{seed}" if role == "model" else f"seed{seed}-{role}"
+        path = self.root / name
+        run = f"seed {seed}" if role == "model" else f"seed {seed} ({role})"
+        expected = _run_record(self.config, self.identity, seed, role, data.digest())
+        saved, stale = (None, None) if self.rerun else _check_checkpoint(path, expected)
+        if stale:
+            self.warn(f"checkpoint {stale}")
         if saved is not None:
             est = self.method.load(path, seed, saved["dev_fraction"])
             self.checkpoints.append(str(path))
             self.training.append({k: saved.get(k) for k in ("seed", "role", "best_epoch", "dev_split", "history",
                                                            "train_seconds", "n_train")} | {"resumed": True})
             self.train_seconds += float(saved.get("train_seconds") or 0.0)
+            self.progress.skip(run, f"loaded from its checkpoint {path}")
             return est
+        self.current = run
         start = time.perf_counter()
         dev_fraction = self.config.dev_fraction
         est = self.method.make(seed, dev_fraction)
         try:
-            est = self.method.fit(est, data)
+            est = self.method.fit(est, data, self.progress.start(run))
         except (SplitError, TrainingError, ValueError) as exc:  # ValueError: sklearn's checks on tiny sets
             if np.unique(data.labels).size < 2:
                 raise FinetuneError(f"cannot train {self.config.method} on {len(data)} utterances: {exc}") from None
             self.warn(f"{role} (seed {seed}): no speaker-independent dev split possible on {len(data)} training "
                       f"utterances ({exc}); trained without one, keeping the last epoch")
             dev_fraction = 0.0
-            est = self.method.fit(self.method.make(seed, dev_fraction), data)
+            est = self.method.fit(self.method.make(seed, dev_fraction), data, self.progress.start(run))
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         record = {**expected, "dev_fraction": dev_fraction, "best_epoch": int(est.best_epoch_),
@@ -765,11 +813,37 @@ class _Trainer:
         self.checkpoints.append(str(path))
         self.training.append({k: record[k] for k in ("seed", "role", "best_epoch", "dev_split", "history",
                                                      "train_seconds", "n_train")} | {"resumed": False})
+        self.current = ""
         return est
 
     def evaluate(self, est: Any, data: Data) -> dict[str, Any]:
         pred = self.method.predict(est, data)
         return evaluate(data.labels, pred, labels=self.classes)
+
+    def interrupted(self, exc: KeyboardInterrupt) -> Interrupted:
+        """The account of a stop by Ctrl-C / SIGTERM: where it stopped and which checkpoints are kept."""
+        signal = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        c = self.config
+        where = f" while training {self.current}" if self.current else ""
+        return Interrupted(f"{signal}: stopped fine-tuning {c.method} {c.source} -> {c.target}{where}; "
+                           f"{len(self.checkpoints)} finished model(s) kept in {self.root}/; re-run the same command "
+                           "to resume from them", terminated=isinstance(exc, Terminated))
+
+    def under_training(self) -> str | None:
+        """A warning when the best dev epoch of some model was its last (it may be under-trained)."""
+        epochs = self.config.epochs
+        late = [t for t in self.training if t.get("best_epoch") == epochs and t.get("dev_split") != "none"]
+        if not late:
+            return None
+        runs = ", ".join(str(t["seed"]) + ("" if t["role"] == "model" else f" ({t['role']})") for t in late)
+        return (f"the best dev epoch was the last one ({epochs} of {epochs}) for seed(s) {runs}: the model may be "
+                f"under-trained; train longer with --epochs {2 * epochs} (epochs: {2 * epochs} in a study file)")
+
+
+def dev_uar_per_epoch(training: list[dict[str, Any]] | None, role: str = "model") -> list[list[float | None]]:
+    """Dev UAR of each epoch (0..1; None without a dev split), one list per seed of ``role``, from a
+    result's ``training`` records."""
+    return [[h.get("dev_uar") for h in t.get("history") or []] for t in training or [] if t.get("role") == role]
 
 
 def _confound(side: _Side, what: str) -> str | None:
@@ -777,45 +851,8 @@ def _confound(side: _Side, what: str) -> str | None:
     return f"{side.corpus} ({what}): {found['message']}" if found["confounded"] else None
 
 
-def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, *, device: str = "cpu",
-                 rerun: bool = False, cache: Cache | None = None) -> dict[str, Any]:
-    """Run ``config`` and return its result record (the probe's JSON keys plus ``method``,
-    ``checkpoints``, ``train_seconds``, ``training``); see the module docstring for the protocols.
-
-    Does not touch the ledger (:func:`finetune` does). ``device``: where to train (not part of the
-    configuration; recorded in the provenance). ``rerun`` retrains seeds whose checkpoints exist.
-    Every check (groups, frames, encoder weights, LoRA targets, layers) runs before any training or
-    checkpoint write. Raises :class:`FinetuneError` (or the store's error, with the ``fs extract``
-    command for a condition not extracted yet).
-    """
-    start = time.perf_counter()
-    cache = {} if cache is None else cache
-    if config.method == "head":
-        from classifiers.protocols import ProtocolError, run_probe
-
-        try:
-            result = run_probe(config.probe_config(), store, workspace, views=cache).to_dict()
-        except ProtocolError as exc:
-            raise FinetuneError(str(exc)) from None
-        note = "the head trains on pooled features in memory (fs probe --classifier mlp); no checkpoints are kept"
-        return {**result, "method": "head", "checkpoints": [], "train_seconds": result["seconds"],
-                "training": None, "warnings": [*result["warnings"], note]}
-
-    src = _load_side(config, "source", store, workspace, cache)
-    tgt = _load_side(config, "target", store, workspace, cache)
-    if config.within:
-        src, tgt = _align(src, tgt)
-    src_m, tgt_m = cached_manifest(workspace, config.source, cache), cached_manifest(workspace, config.target, cache)
-    _check_pair(config, src, tgt, list(src_m.classes), list(tgt_m.classes))
-    method = _method(config, store, device, cache)
-    classifier = method.describe()  # builds the model once: bad LoRA targets or layers fail here
-    classes = list(src_m.classes)
-    identity = finetune_identity(config, store, workspace, cache)
-    trainer = _Trainer(config, method, workspace, identity, rerun, classes)
-    missing = [c for c in classes if not np.any(tgt.labels == c)]
-    if missing:
-        trainer.warn(f"target {config.target!r} has no utterance of class(es) {missing}: UAR averages the others")
-
+def _run_seeds(config: FinetuneConfig, trainer: _Trainer, src: _Side, tgt: _Side) -> tuple[Any, ...]:
+    """Train and test each seed: (uars, metrics, n_train, baseline uars, baseline metrics, shots)."""
     uars, metrics, n_train = [], [], []
     shots: list[dict[str, Any]] | None = [] if config.shots else None
     base_uars, base_metrics = [], []
@@ -848,6 +885,62 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
         metrics.append(result)
         n_train.append(len(train))
 
+    return uars, metrics, n_train, base_uars, base_metrics, shots
+
+
+def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, *, device: str = "cpu",
+                 rerun: bool = False, cache: Cache | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run ``config`` and return its result record (the probe's JSON keys plus ``method``,
+    ``checkpoints``, ``train_seconds``, ``training``, ``dev_uar_per_epoch`` and ``whisper_input``);
+    see the module docstring for the protocols.
+
+    Does not touch the ledger (:func:`finetune` does). ``device``: where to train (not part of the
+    configuration; recorded in the provenance). ``rerun`` retrains seeds whose checkpoints exist.
+    ``progress``: report seeds, epochs and dev UAR on stderr as training goes (a bar on a terminal).
+    Every check (groups, frames, encoder weights, LoRA targets, layers) runs before any training or
+    checkpoint write. Raises :class:`FinetuneError` (or the store's error, with the ``fs extract``
+    command for a condition not extracted yet); Ctrl-C or SIGTERM stop training at the next batch
+    and raise :class:`~featurestore.errors.Interrupted` (finished seeds' checkpoints are kept).
+    """
+    start = time.perf_counter()
+    cache = {} if cache is None else cache
+    if config.method == "head":
+        from classifiers.protocols import ProtocolError, run_probe
+
+        try:
+            result = run_probe(config.probe_config(), store, workspace, views=cache).to_dict()
+        except ProtocolError as exc:
+            raise FinetuneError(str(exc)) from None
+        note = "the head trains on pooled features in memory (fs probe --classifier mlp); no checkpoints are kept"
+        return {**result, "method": "head", "checkpoints": [], "train_seconds": result["seconds"], "training": None,
+                "dev_uar_per_epoch": None, "warnings": [*result["warnings"], note]}
+
+    src = _load_side(config, "source", store, workspace, cache)
+    tgt = _load_side(config, "target", store, workspace, cache)
+    if config.within:
+        src, tgt = _align(src, tgt)
+    src_m, tgt_m = cached_manifest(workspace, config.source, cache), cached_manifest(workspace, config.target, cache)
+    _check_pair(config, src, tgt, list(src_m.classes), list(tgt_m.classes))
+    method = _method(config, store, device, cache)
+    classifier = method.describe()  # builds the model once: bad LoRA targets or layers fail here
+    classes = list(src_m.classes)
+    identity = finetune_identity(config, store, workspace, cache)
+    runs = config.seeds * (2 if config.shots else 1)
+    bar = TrainingProgress(runs, config.epochs, f"fine-tune {config.method} {config.source} -> {config.target}",
+                           enabled=progress)
+    trainer = _Trainer(config, method, workspace, identity, rerun, classes, bar)
+    missing = [c for c in classes if not np.any(tgt.labels == c)]
+    if missing:
+        trainer.warn(f"target {config.target!r} has no utterance of class(es) {missing}: UAR averages the others")
+    try:
+        uars, metrics, n_train, base_uars, base_metrics, shots = _run_seeds(config, trainer, src, tgt)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Terminated: finished seeds stay saved
+        bar.close(stopped=True)
+        raise trainer.interrupted(exc) from None
+    bar.close()
+    late = trainer.under_training()
+    if late:
+        trainer.warn(late)
     if config.within:
         trainer.warn(f"within-corpus: one speaker-independent train/test split per seed (about "
                      f"{WITHIN_TEST_FRACTION:.0%} of the speakers tested), not the probe's {5} folds")
@@ -883,14 +976,16 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
         "uar_mean": mean, "uar_std": std, "uar_per_seed": uars, "layer": layer, "chance": chance_uar(classes),
         "per_class_recall": per_class, "metrics": metrics, "n_train": n_train, "config": config.to_dict(),
         "provenance": provenance, "baseline": baseline, "shots": shots, "layer_dev_uar": None,
-        "layer_dev_uar_per_seed": None, "normalisation": normalisation, "transductive": transductive,
+        "layer_dev_uar_per_seed": None, "layer_choice": None, "normalisation": normalisation, "transductive": transductive,
         "warnings": trainer.warnings, "seconds": time.perf_counter() - start,
         "checkpoints": trainer.checkpoints, "train_seconds": trainer.train_seconds, "training": trainer.training,
+        "dev_uar_per_epoch": dev_uar_per_epoch(trainer.training),
+        "whisper_input": model_prov.get("model_settings", {}).get("whisper_input"),
     }
 
 
 def finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, *, device: str = "cpu",
-             rerun: bool = False, cache: Cache | None = None) -> dict[str, Any]:
+             rerun: bool = False, cache: Cache | None = None, progress: bool = False) -> dict[str, Any]:
     """:func:`run_finetune` through the results ledger: an identical configuration on the same store
     groups and labels is answered from it (``from_ledger`` true) unless ``rerun``; a new result is
     stored. Returns the result dict with ``from_ledger``."""
@@ -906,6 +1001,6 @@ def finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, 
     found = None if rerun else ledger.get(config.key(), identity)
     if found is not None and result_is_current(found, identity):
         return {**found, "from_ledger": True}
-    result = run_finetune(config, store, workspace, device=device, rerun=rerun, cache=cache)
+    result = run_finetune(config, store, workspace, device=device, rerun=rerun, cache=cache, progress=progress)
     ledger.put(result)
     return {**result, "from_ledger": False}

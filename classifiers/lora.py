@@ -35,7 +35,16 @@ from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from classifiers.training import TrainingError, TrainOptions, codes_of, dev_split, encode_labels, predict_logits, train
+from classifiers.training import (
+    TrainingError,
+    TrainObserver,
+    TrainOptions,
+    codes_of,
+    dev_split,
+    encode_labels,
+    predict_logits,
+    train,
+)
 from featurestore.encoders import Encoder, EncoderError, load_encoder
 from featurestore.encoders.common import pad_frames, seeded
 from featurestore.errors import FsError
@@ -188,7 +197,7 @@ class _LoRABase:
                             dev_fraction=self.dev_fraction, seed=self.seed, device=self.device, bf16=self.bf16)
 
     def _fit(self, batch_pooled: Callable[[np.ndarray], torch.Tensor], y: Sequence, groups: Sequence | None,
-             n: int, lengths: np.ndarray | None) -> _LoRABase:
+             n: int, lengths: np.ndarray | None, observer: TrainObserver | None = None) -> _LoRABase:
         classes, codes = encode_labels(y)
         if n != codes.size:
             raise TrainingError(f"{n} utterances but {codes.size} labels")
@@ -198,7 +207,7 @@ class _LoRABase:
         self.setup(classes)
         try:
             result = train(self.model_, lambda idx: self.model_.head(batch_pooled(idx)), codes, train_idx,
-                           dev_idx, options, dev_kind=kind, lengths=lengths)
+                           dev_idx, options, dev_kind=kind, lengths=lengths, observer=observer)
         except BaseException:
             del self.model_  # a failed fit leaves the estimator unfitted, not half-trained
             raise
@@ -354,10 +363,11 @@ class LoRAFineTuner(_LoRABase):
         return pooled
 
     def fit(self, waves: Sequence[np.ndarray] | Rows, y: Sequence, groups: Sequence | None = None,
-            lengths: Sequence[int] | None = None) -> LoRAFineTuner:
-        """Train adapters + head on ``waves`` with labels ``y``; keep the best dev epoch."""
+            lengths: Sequence[int] | None = None, observer: TrainObserver | None = None) -> LoRAFineTuner:
+        """Train adapters + head on ``waves`` with labels ``y``; keep the best dev epoch (``observer``:
+        progress, see :func:`classifiers.training.train`)."""
         rows, n, lengths = self._source(waves, len(y), lengths)
-        return self._fit(self._batch_pooled(rows), y, groups, n, lengths)
+        return self._fit(self._batch_pooled(rows), y, groups, n, lengths, observer)
 
     def predict_proba(self, waves: Sequence[np.ndarray] | Rows, n: int | None = None,
                       lengths: Sequence[int] | None = None) -> np.ndarray:
@@ -413,10 +423,10 @@ class TopLayerLoRA(_LoRABase):
         return pooled
 
     def fit(self, frames: Sequence[np.ndarray] | Rows, y: Sequence, groups: Sequence | None = None,
-            lengths: Sequence[int] | None = None) -> TopLayerLoRA:
-        """Train adapters + head from cached frames; keep the best dev epoch."""
+            lengths: Sequence[int] | None = None, observer: TrainObserver | None = None) -> TopLayerLoRA:
+        """Train adapters + head from cached frames; keep the best dev epoch (``observer``: progress)."""
         rows, n, lengths = self._source(frames, len(y), lengths)
-        return self._fit(self._batch_pooled(rows), y, groups, n, lengths)
+        return self._fit(self._batch_pooled(rows), y, groups, n, lengths, observer)
 
     def predict_proba(self, frames: Sequence[np.ndarray] | Rows, n: int | None = None,
                       lengths: Sequence[int] | None = None) -> np.ndarray:

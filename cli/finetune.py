@@ -84,6 +84,7 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
 
     Results go to the results ledger (an identical configuration on the same store groups is
     answered from it; --rerun trains again); checkpoints to WORKSPACE/checkpoints/<config key>/.
+    Progress (seed, epoch, dev UAR, ETA) goes to stderr: a bar on a terminal, plain lines in logs.
     """
     if target_noise is None and source_noise is None:
         for name, flag in (("snr", "--snr"), ("noise_seed", "--noise-seed")):
@@ -113,7 +114,7 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                               target_modules=target_modules, head_hidden=head_hidden, max_frames=max_frames)
                for n in shots]
     cache: dict[Any, Any] = {}
-    results = [run(config, store, ws, device=device, rerun=rerun, cache=cache) for config in configs]
+    results = [run(config, store, ws, device=device, rerun=rerun, cache=cache, progress=True) for config in configs]
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)
         return
@@ -140,8 +141,24 @@ def describe_finetune(result: dict[str, Any]) -> str:
     if training:
         extra.append("  best epoch per seed: " + " ".join(str(t.get("best_epoch")) for t in training)
                      + f" (dev split: {training[0].get('dev_split')})")
+        extra += epoch_curves(training)
     if result.get("checkpoints"):
         root = str(result["checkpoints"][0]).rsplit("/", 1)[0]
         extra.append(f"  checkpoints: {root}/ ({len(result['checkpoints'])})")
     lines = text.split("\n")
     return "\n".join(lines[:1] + extra + lines[1:])
+
+
+def epoch_curves(training: list[dict[str, Any]]) -> list[str]:
+    """``  dev UAR % by epoch, seed 0: 31.2 40.5 [44.1] 43.0`` per seed (the kept epoch in brackets)."""
+    lines = []
+    for t in training:
+        scores = [h.get("dev_uar") for h in t.get("history") or []]
+        if not any(v is not None for v in scores):
+            continue
+        cells = [("-" if v is None else f"{100 * v:.1f}") for v in scores]
+        best = t.get("best_epoch")
+        if isinstance(best, int) and 1 <= best <= len(cells):
+            cells[best - 1] = f"[{cells[best - 1]}]"
+        lines.append(f"  dev UAR % by epoch, seed {t.get('seed')}: {' '.join(cells)}")
+    return lines

@@ -23,7 +23,7 @@ from featurestore.store import FeatureStore
 from featurestore.workspace import Workspace
 
 W2V = "tiny-wav2vec2"  # layers 0..2, 32 wide
-EXTRA_KEYS = {"method", "checkpoints", "train_seconds", "training"}
+EXTRA_KEYS = {"method", "checkpoints", "train_seconds", "training", "dev_uar_per_epoch"}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_each_method_end_to_end_in_the_ledger(setup, args: tuple[str, ...]) -> N
     common = ("--source", "emodb", "--target", "urdu", "--seeds", "2", "--json")
     first = run(ws, *args, *common)
     assert first.exit_code == 0, first.output
-    result = json.loads(first.output)
+    result = json.loads(first.stdout)
     assert set(result) - {"from_ledger"} == probe_keys(ws, store) | EXTRA_KEYS
     assert not result["from_ledger"] and len(result["uar_per_seed"]) == 2 and 0 <= result["uar_mean"] <= 1
     assert result["chance"] == 0.25 and result["protocol"] == "cross-language" and result["metrics"][0]["n"] == 12
@@ -80,7 +80,7 @@ def test_each_method_end_to_end_in_the_ledger(setup, args: tuple[str, ...]) -> N
         assert result["layer"] == 2 and result["provenance"]["classifier"]["params"]["from_layer"] == 1
     rows = Ledger.open(ws).rows(config_key=result["config_key"])
     assert len(rows) == 1 and rows[0]["uar_per_seed"] == result["uar_per_seed"]
-    again = json.loads(run(ws, *args, *common).output)
+    again = json.loads(run(ws, *args, *common).stdout)
     assert again["from_ledger"] and again["uar_per_seed"] == result["uar_per_seed"]
 
 
@@ -115,7 +115,7 @@ def test_few_shot_with_target_only_baseline_and_within_corpus(setup) -> None:
     out = run(ws, "--method", "lora", "--model", W2V, "--from-layer", "1", "--source", "emodb", "--target", "urdu",
               "--seeds", "1", "--shots", "0,1", "--json")
     assert out.exit_code == 0, out.output
-    zero, one = json.loads(out.output)
+    zero, one = json.loads(out.stdout)
     assert zero["baseline"] is None and one["protocol"] == "few-shot"
     assert one["baseline"]["uar_per_seed"] and len(one["shots"][0]["ids"]) == 4
     assert one["metrics"][0]["n"] == 12 - 4 and one["n_train"] == [15 + 4]
