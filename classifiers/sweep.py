@@ -30,7 +30,6 @@ import difflib
 import itertools
 import os
 import re
-import shlex
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
@@ -368,17 +367,9 @@ def _group_query(config: Any, side: str) -> tuple[str, str, str | None, tuple[tu
 
 def extract_command(corpora: list[str], model: str, filters: dict[str, Any]) -> str:
     """The ``fs extract`` command that makes the groups of ``model`` for ``corpora`` under ``filters``."""
-    args = ["fs", "extract", "--model", model]
-    for corpus in corpora:
-        args += ["--corpus", corpus]
-    if filters.get("whisper_input"):
-        args += ["--whisper-input", str(filters["whisper_input"])]
-    if filters.get("seed") is not None:
-        args += ["--seed", str(filters["seed"])]
-    if filters.get("snr_db") is not None:
-        args += ["--noise", str(filters.get("noise") or "NOISE_DIR"), "--snr", f"{float(filters['snr_db']):g}",
-                 "--noise-seed", str(filters.get("noise_seed") or 0)]
-    return shlex.join(args)
+    from featurestore.hints import command_from_filters
+
+    return command_from_filters(model, corpora, filters)
 
 
 @dataclass

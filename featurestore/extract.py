@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import resource
-import shlex
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data_manifests.manifest import Manifest
-from featurestore import __version__
+from featurestore import __version__, hints
 from featurestore.audio import AudioError, decode_audio
 from featurestore.encoders.base import Encoder, EncoderInfo
 from featurestore.errors import FsError, Interrupted, Terminated
@@ -133,21 +132,12 @@ def plan_batches(durations: list[float], batch_size: int, batch_seconds: float,
 
 def extract_command(manifest: Manifest, info: EncoderInfo, noise: NoiseSpec | None,
                     frame_layers: tuple[int, ...]) -> str:
-    """The ``fs extract`` command line that makes this group (printed in advice and ``fs store info``)."""
-    args = ["fs", "extract", "--model", info.name, "--corpus", manifest.name]
-    if info.settings.get("whisper_input") == "trim":
-        args += ["--whisper-input", "trim"]
-    if info.settings.get("chunk_seconds") and info.family != "whisper":
-        args += ["--chunk-seconds", str(info.settings["chunk_seconds"])]
-    if not info.pretrained and "seed" in info.settings and info.settings["seed"]:
-        args += ["--seed", str(info.settings["seed"])]
-    if noise is not None:
-        args += ["--noise", noise.source, "--snr", f"{noise.snr_db:g}", "--noise-seed", str(noise.seed)]
-        if noise.environments:
-            args += ["--noise-env", ",".join(noise.environments)]
-    if frame_layers:
-        args += ["--frames", ",".join(map(str, sorted(frame_layers)))]
-    return shlex.join(args)
+    """The ``fs extract`` command line that makes this group (recorded in provenance, printed in advice)."""
+    spec = noise.to_dict() if noise is not None else {}
+    return hints.extract_command(info.name, [manifest.name], **hints.model_flags(info.__dict__),
+                                 noise=spec.get("source"), snr_db=spec.get("snr_db"), noise_seed=spec.get("seed"),
+                                 noise_env=spec.get("environments") or (), noisy=noise is not None,
+                                 frames=frame_layers)
 
 
 Decoded = tuple[int, "np.ndarray | None", str, dict[str, Any]]  # (row, wave or None, error, mix + "sha256")
@@ -257,8 +247,13 @@ def _check_reusable(group: StoreGroup, manifest: Manifest, options: ExtractOptio
                            f"the files: re-extract with {command} --overwrite")
     missing = sorted(set(options.frame_layers) - set(group.frame_layers))
     if missing:
+        again = hints.command_for_group(group.attrs, group.key.corpus, frames={*group.frame_layers, *missing},
+                                        extra=("--overwrite",))
         raise ExtractError(f"{group.key} has no frame-level states for layers {missing} (stored: "
-                           f"{group.frame_layers}); re-run with --overwrite to extract them")
+                           f"{group.frame_layers or 'none'}). Frames cannot be added to a stored group in place: "
+                           "they are the encoder's hidden states, which are not kept, so every utterance is encoded "
+                           "again (as long as the first extraction; the pooled values come out identical). "
+                           f"To do it: {again}")
     if not group.is_complete:
         if group.attrs.get("fs_version") != __version__:
             raise ExtractError(f"{group.key} is a partial extraction written by fs {group.attrs.get('fs_version')}; "

@@ -15,8 +15,11 @@ Layout of a group ``<corpus>/<condition>/<model_key>/`` (rows in extraction-plan
     frames/layer_<k>/offsets (N+1,) int64     utterance i is values[offsets[i]:offsets[i+1]]
 
 Every chunk carries a crc32c checksum and every chunk is written, even when it equals the fill
-value, so a missing chunk is damage, never "zeros"; float arrays are filled with NaN so that a
-read of a lost chunk can never pass for data. Group attributes hold the provenance.
+value (every write goes through an array opened with ``write_empty_chunks``: zarr does not persist
+that setting), so a missing chunk is damage, never "zeros"; float arrays are filled with NaN so
+that a read of a lost chunk can never pass for data, and reads of the integer index arrays whose
+fill value looks like data (frame offsets, batch boundaries, ids, status) check that their chunks
+exist. Group attributes hold the provenance.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ import zarr.codecs
 import zarr.errors
 from zarr.core.sync import sync
 
+from data_manifests.manifest import is_safe_name
 from featurestore import __version__, remote
 from featurestore.errors import FsError
+from featurestore.hints import command_for_group, command_from_filters
 
 FORMAT_VERSION = 3  # 3: checksummed chunks, audio identity, batch boundaries
 STATUS_PENDING, STATUS_STORED, STATUS_SKIPPED = 0, 1, 2
@@ -48,6 +53,9 @@ ROW_CHUNK = 256
 FRAME_CHUNK = 8192
 _ROW_ARRAYS = ("utt_ids", "audio_sha256", "n_frames", "status", "noise/recording", "noise/offset",
                "noise/snr_db")
+IDENTITY_ARRAYS = ("utt_ids", "audio_sha256", "batch_start")  # written once at creation: only --overwrite remakes them
+_ALWAYS_CHECKED = ("batch_start", "batch_done", "utt_ids", "audio_sha256")  # checked whether or not rows are committed
+ROOT_METADATA = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
 
 class StoreError(FsError, RuntimeError):
@@ -55,8 +63,31 @@ class StoreError(FsError, RuntimeError):
 
 
 def _codecs() -> dict[str, Any]:
-    return {"compressors": [zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()],
-            "config": {"write_empty_chunks": True}}
+    return {"compressors": [zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()]}
+
+
+def _writable(array: zarr.Array) -> zarr.Array:
+    """``array`` set to write every chunk, even one equal to the fill value (a runtime setting of zarr,
+    not stored in the metadata, so every array opened for writing needs it)."""
+    return array.with_config(write_empty_chunks=True)
+
+
+@dataclass(frozen=True)
+class ChunkDamage:
+    """One lost (``corrupt`` None) or corrupt (``corrupt``: what the checksum check said) chunk."""
+
+    array: str
+    chunk: tuple[int, ...]
+    corrupt: str | None = None
+
+    @property
+    def needs_overwrite(self) -> bool:
+        """An identity array (ids, audio hashes, batch plan): resuming cannot recompute it."""
+        return self.array in IDENTITY_ARRAYS
+
+    def __str__(self) -> str:
+        where = f"{self.array}: chunk {'.'.join(map(str, self.chunk))}"
+        return f"{where} is corrupt ({self.corrupt})" if self.corrupt is not None else f"{where} is missing"
 
 
 @dataclass(frozen=True)
@@ -74,8 +105,18 @@ class StoreKey:
     def __str__(self) -> str:
         return self.path
 
+    def __post_init__(self) -> None:
+        """Every part is one plain name (:func:`~data_manifests.manifest.is_safe_name`): a key never
+        reaches outside its store (``../B.zarr/x`` is refused wherever a key is made)."""
+        for part in (self.corpus, self.condition, self.model):
+            if not isinstance(part, str) or not is_safe_name(part):
+                raise StoreError(f"store key {'/'.join(map(str, (self.corpus, self.condition, self.model)))!r}: "
+                                 f"{part!r} is not a plain name (letters, digits, '-', '_', '.'; not starting with "
+                                 "'.'); keys are CORPUS/CONDITION/MODEL as `fs store ls` shows them")
+
     @classmethod
     def parse(cls, text: str) -> StoreKey:
+        """``CORPUS/CONDITION/MODEL`` (one leading or trailing '/' is tolerated); StoreError otherwise."""
         parts = text.strip("/").split("/")
         if len(parts) != 3:
             raise StoreError(f"store key {text!r} must be CORPUS/CONDITION/MODEL (see `fs store ls`)")
@@ -133,8 +174,29 @@ class StoreGroup:
         except StoreError:
             raise
         except Exception as exc:  # checksum mismatch, undecodable chunk
+            fix = self.repair_command([ChunkDamage(name, (0,), f"{type(exc).__name__}: {exc}")])
             raise StoreError(f"{self.key}: array {name!r} is damaged ({type(exc).__name__}: {exc}); "
-                             f"run `fs store verify`, then {self.extract_command()} --repair") from None
+                             f"run `fs store verify`, then {fix}") from None
+
+    def _read_whole(self, name: str) -> np.ndarray:
+        """Array ``name`` in full, refusing (StoreError) a lost chunk: for integer index arrays whose
+        fill value would pass for data (offsets 0 read as empty frames, batch bounds 0)."""
+        arr = self._array(name)
+        grid = [range(math.ceil(s / c)) for s, c in zip(arr.shape, arr.chunks)]
+        lost = sorted(set(np.ndindex(*[len(g) for g in grid])) - self._present_chunks(name)) if 0 not in arr.shape else []
+        if lost:
+            fix = self.repair_command([ChunkDamage(name, lost[0])])
+            raise StoreError(f"{self.key}: chunk {'.'.join(map(str, lost[0]))} of {name!r} is missing (lost); run "
+                             f"`fs store verify`, then {fix}")
+        return self._read(name)
+
+    def repair_command(self, problems: list[ChunkDamage]) -> str:
+        """The command that mends ``problems``: ``--overwrite`` for an identity array, ``--repair`` for a
+        corrupt chunk, else the plain ``fs extract`` that recomputes lost chunks on resume."""
+        command = self.extract_command()
+        if any(p.needs_overwrite for p in problems):
+            return f"{command} --overwrite"
+        return f"{command} --repair" if any(p.corrupt is not None for p in problems) else command
 
     def utt_ids(self) -> np.ndarray:
         """(N,) utterance ids in row order."""
@@ -151,8 +213,8 @@ class StoreGroup:
         return self._read("n_frames")
 
     def batch_bounds(self) -> np.ndarray:
-        """(B+1,) row boundaries of the extraction batches."""
-        return self._read("batch_start")
+        """(B+1,) row boundaries of the extraction batches; StoreError when their chunk is lost."""
+        return self._read_whole("batch_start")
 
     def batches_done(self) -> np.ndarray:
         return self._read("batch_done")
@@ -176,7 +238,7 @@ class StoreGroup:
         for name in ("utt_ids", "status"):  # a lost index chunk would silently empty every read
             if not self._present_chunks(name):
                 raise StoreError(f"{self.key}: the chunk of {name!r} is missing; run `fs store verify`, then "
-                                 f"{self.extract_command()} to recompute it")
+                                 f"{self.repair_command([ChunkDamage(name, (0,))])} to recompute it")
         if not allow_incomplete and not self.is_complete:
             stored = int((self.status() == STATUS_STORED).sum())
             raise StoreError(f"{self.key} is incomplete ({stored} of {self.status().size} rows stored); finish it "
@@ -214,12 +276,14 @@ class StoreGroup:
         return int(layer) % self.num_layers
 
     def frame_offsets(self, layer: int) -> np.ndarray:
-        """(N+1,) offsets of ``layer``'s frame values."""
+        """(N+1,) offsets of ``layer``'s frame values; StoreError when their chunk is lost (zeros would
+        read as empty frames)."""
         if layer not in self.frame_layers:
+            command = command_for_group(self.attrs, self.key.corpus, frames={*self.frame_layers, layer},
+                                        extra=("--overwrite",))
             raise StoreError(f"layer {layer} has no frame-level states in {self.key} (stored: "
-                             f"{self.frame_layers}); extract them with {self.extract_command()} --frames {layer} "
-                             "--overwrite")
-        return self._read(f"frames/layer_{layer}/offsets")
+                             f"{self.frame_layers}); extract them with {command}")
+        return self._read_whole(f"frames/layer_{layer}/offsets")
 
     def frame_rows(self, layer: int, rows: np.ndarray | list[int], *,
                    allow_incomplete: bool = False) -> list[np.ndarray]:
@@ -309,7 +373,10 @@ class StoreGroup:
         n = int(self._array("utt_ids").shape[0])
         arr = self._array(name)
         if name.startswith("frames/") and name.endswith("/values"):
-            offsets = self._read(name.rsplit("/", 1)[0] + "/offsets")
+            try:
+                offsets = self._read_whole(name.rsplit("/", 1)[0] + "/offsets")
+            except StoreError:  # lost or corrupt offsets: damage() reports them, and they cover every row
+                return np.arange(n)
             lo, hi = coord[0] * arr.chunks[0], (coord[0] + 1) * arr.chunks[0]
             return np.flatnonzero((offsets[1:] > lo) & (offsets[:-1] < hi))
         if name in ("batch_start", "batch_done") or name.endswith("/offsets"):
@@ -317,22 +384,29 @@ class StoreGroup:
         lo = coord[0] * arr.chunks[0]
         return np.arange(lo, min(lo + arr.chunks[0], n))
 
-    def damage(self, checksums: bool = False) -> tuple[np.ndarray, list[str]]:
-        """Rows that a missing (or, with ``checksums``, corrupt) chunk makes unreliable.
-
-        Returns ``(bad_rows (N,) bool, problems)``. Only chunks that committed rows need count as
-        missing. With ``checksums`` every chunk is read and its crc32c checked (reads the group).
-        """
-        n = int(self._array("utt_ids").shape[0])
-        bad = np.zeros(n, dtype=bool)
-        problems: list[str] = []
+    def _committed(self, n: int) -> np.ndarray:
+        """(N,) bool: rows of committed batches; every row when the batch records cannot be read."""
         try:
             bounds, done = self.batch_bounds(), self.batches_done()
-        except StoreError as exc:
-            return np.ones(n, dtype=bool), [str(exc)]
+        except StoreError:
+            return np.ones(n, dtype=bool)
         committed = np.zeros(n, dtype=bool)
         for b in np.flatnonzero(done):
             committed[bounds[b]:bounds[b + 1]] = True
+        return committed
+
+    def damage(self, checksums: bool = False, drop_corrupt: bool = False) -> tuple[np.ndarray, list[ChunkDamage]]:
+        """Rows that a missing (or, with ``checksums``, corrupt) chunk makes unreliable.
+
+        Returns ``(bad_rows (N,) bool, problems)``. Only chunks that committed rows need count as
+        missing. With ``checksums`` every chunk is read and its crc32c checked (reads the group);
+        with ``drop_corrupt`` too, a corrupt chunk of an array that resuming recomputes is deleted,
+        so that it reads as lost from then on (``fs extract --repair``).
+        """
+        n = int(self._array("utt_ids").shape[0])
+        bad = np.zeros(n, dtype=bool)
+        problems: list[ChunkDamage] = []
+        committed = self._committed(n)
         for name in self._array_names():
             arr = self._array(name)
             if 0 in arr.shape:
@@ -341,19 +415,20 @@ class StoreGroup:
             present = self._present_chunks(name)
             for coord in np.ndindex(*[len(g) for g in grid]):
                 rows = self.chunk_rows(name, coord)
-                if not committed[rows].any() and name not in ("batch_start", "batch_done", "utt_ids",
-                                                              "audio_sha256"):
+                if not committed[rows].any() and name not in _ALWAYS_CHECKED:
                     continue
                 if coord not in present:
-                    problems.append(f"{name}: chunk {'.'.join(map(str, coord))} is missing")
+                    problems.append(ChunkDamage(name, coord))
                     bad[rows] = True
                 elif checksums:
                     sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coord, arr.chunks))
                     try:
                         arr[sel]
                     except Exception as exc:
-                        problems.append(f"{name}: chunk {'.'.join(map(str, coord))} is corrupt ({exc})")
+                        problems.append(ChunkDamage(name, coord, f"{type(exc).__name__}: {exc}"))
                         bad[rows] = True
+                        if drop_corrupt and name not in IDENTITY_ARRAYS:
+                            self.drop_chunk(name, coord)
         return bad, problems
 
     def drop_chunk(self, name: str, coord: tuple[int, ...]) -> None:
@@ -373,43 +448,41 @@ class StoreGroup:
         stop = start + len(mean)
         for layer, per_utt in frames.items():
             node = self.group[f"frames/layer_{layer}"]
-            offsets_arr = node["offsets"]
+            offsets_arr = _writable(node["offsets"])
             begin = int(offsets_arr[start])
             counts = np.array([f.shape[0] for f in per_utt], dtype=np.int64)
             new_offsets = begin + np.cumsum(counts)
             end = int(new_offsets[-1]) if len(counts) else begin
-            values = node["values"]
+            values = _writable(node["values"])
             if values.shape[0] < end:
                 values.resize((end, self.dim))
             if end > begin:
                 values[begin:end] = np.concatenate(per_utt).astype(np.float16)
             offsets_arr[start + 1: stop + 1] = new_offsets
-        self.group["mean"][start:stop] = mean.astype(np.float32)
-        self.group["std"][start:stop] = std.astype(np.float32)
-        self.group["n_frames"][start:stop] = n_frames.astype(np.int32)
-        self.group["status"][start:stop] = status.astype(np.int8)
-        for name, values in (noise or {}).items():
-            self.group[f"noise/{name}"][start:stop] = values
+        for name, rows in (("mean", mean.astype(np.float32)), ("std", std.astype(np.float32)),
+                           ("n_frames", n_frames.astype(np.int32)), ("status", status.astype(np.int8)),
+                           *((f"noise/{k}", v) for k, v in (noise or {}).items())):
+            _writable(self.group[name])[start:stop] = rows
         merged = self.skipped()
         for utt in self.utt_ids()[start:stop][status.astype(np.int8) == STATUS_STORED]:
             merged.pop(str(utt), None)
         merged.update(skipped)
         if merged != self.skipped():
             self.group.attrs["skipped"] = merged
-        self.group["batch_done"][batches.start:batches.stop] = True
+        _writable(self.group["batch_done"])[batches.start:batches.stop] = True
 
     def reopen_batches(self, batches: list[int]) -> None:
         """Mark batches uncommitted (to recompute them) and the group incomplete."""
         done = self.batches_done()
         done[np.asarray(batches, dtype=np.int64)] = False
         self.group.attrs["state"] = "incomplete"
-        self.group["batch_done"][:] = done
+        _writable(self.group["batch_done"])[:] = done
 
     def set_audio_hashes(self, rows: np.ndarray, hashes: list[str]) -> None:
         """Record new audio hashes for ``rows`` (skipped rows retried after their file was fixed)."""
         current = self._read("audio_sha256").astype(object)
         current[np.asarray(rows, dtype=np.int64)] = hashes
-        self.group["audio_sha256"][:] = np.asarray(current.tolist(), dtype=str)
+        _writable(self.group["audio_sha256"])[:] = np.asarray(current.tolist(), dtype=str)
 
     def add_alias(self, name: str) -> None:
         """Remember another name a user extracted these weights under (``find`` matches it)."""
@@ -578,13 +651,9 @@ class FeatureStore:
             others = [k.path for k in self.find(corpus=corpus, model=model)]
             given = {k: v for k, v in filters.items() if v is not None}
             hint = f"; groups of that model and corpus: {others}" if others else ""
-            noise = ""
-            if condition != "clean":
-                noise = (f" --noise {filters.get('noise') or 'DIR'} --snr {filters.get('snr_db') or 'SNR'}"
-                         f" --noise-seed {filters.get('noise_seed') or 0}")
+            command = command_from_filters(model, [corpus], filters, noisy=condition not in (None, "clean"))
             raise StoreError(f"no group for corpus {corpus!r}, model {model!r}, condition {condition!r}"
-                             f"{' with ' + str(given) if given else ''}{hint}. Make it with: "
-                             f"fs extract --model {model} --corpus {corpus}{noise}")
+                             f"{' with ' + str(given) if given else ''}{hint}. Make it with: {command}")
         described = []
         for key in found:
             s = self.open(key).summary()
@@ -592,7 +661,7 @@ class FeatureStore:
                              f"snr {s['snr_db']}, noise seed {s['noise_seed']})")
         raise StoreError(f"{len(found)} groups match corpus {corpus!r}, model {model!r}, condition "
                          f"{condition!r}: " + "; ".join(described) +
-                         ". Narrow it down (whisper_input / seed / snr / noise_seed) or give the model key")
+                         ". Narrow it down (--whisper-input / --model-seed / --snr / --noise-seed) or give the model key")
 
     def has(self, key: StoreKey) -> bool:
         """Whether the group's metadata exists."""
@@ -631,21 +700,21 @@ class FeatureStore:
         rows = min(ROW_CHUNK, max(n, 1))
         kw = _codecs()
         group.create_array("utt_ids", shape=(n,), dtype=str, chunks=whole, **kw)
-        group["utt_ids"][:] = np.asarray(utt_ids, dtype=str)
+        _writable(group["utt_ids"])[:] = np.asarray(utt_ids, dtype=str)
         group.create_array("audio_sha256", shape=(n,), dtype=str, chunks=whole, **kw)
-        group["audio_sha256"][:] = np.asarray(audio_sha256, dtype=str)
+        _writable(group["audio_sha256"])[:] = np.asarray(audio_sha256, dtype=str)
         for stat in ("mean", "std"):
             group.create_array(stat, shape=(n, num_layers, dim), dtype="float32", chunks=(rows, 1, dim),
                                fill_value=np.nan, **kw)
         group.create_array("n_frames", shape=(n,), dtype="int32", chunks=whole, fill_value=0, **kw)
         group.create_array("status", shape=(n,), dtype="int8", chunks=whole, fill_value=0, **kw)
-        group["status"][:] = np.zeros(n, np.int8)
+        _writable(group["status"])[:] = np.zeros(n, np.int8)
         bounds = np.asarray(batch_start, dtype=np.int64)
         group.create_array("batch_start", shape=bounds.shape, dtype="int64", chunks=bounds.shape, **kw)
-        group["batch_start"][:] = bounds
+        _writable(group["batch_start"])[:] = bounds
         group.create_array("batch_done", shape=(bounds.size - 1,), dtype="bool", chunks=(max(bounds.size - 1, 1),),
                            fill_value=False, **kw)
-        group["batch_done"][:] = np.zeros(bounds.size - 1, bool)
+        _writable(group["batch_done"])[:] = np.zeros(bounds.size - 1, bool)
         if noisy:
             noise = group.create_group("noise")
             noise.create_array("recording", shape=(n,), dtype=str, chunks=whole, **kw)
@@ -656,7 +725,7 @@ class FeatureStore:
             node.create_array("values", shape=(0, dim), dtype="float16", chunks=(FRAME_CHUNK, dim),
                               fill_value=np.nan, **kw)
             node.create_array("offsets", shape=(n + 1,), dtype="int64", chunks=(n + 1,), fill_value=0, **kw)
-            node["offsets"][:] = np.zeros(n + 1, np.int64)
+            _writable(node["offsets"])[:] = np.zeros(n + 1, np.int64)
         attrs = dict(provenance)
         attrs.update({"format_version": FORMAT_VERSION, "fs_version": __version__, "state": "incomplete",
                       "layers": num_layers, "dim": dim, "frame_layers": list(frame_layers), "skipped": {}})
