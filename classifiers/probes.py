@@ -283,6 +283,19 @@ class LGBMProbe(_Probe):
             )
         )
 
+    def fit(self, X: Any, y: Any, groups: Any = None) -> LGBMProbe:
+        """Train on ``X (n, D)``, ``y (n,)``; parameters LightGBM rejects raise :class:`ClassifierError`."""
+        from lightgbm.basic import LightGBMError
+
+        X, y, groups = check_training_data(X, y, groups)  # data errors are ours, not LightGBM's
+        try:
+            return super().fit(X, y, groups)
+        except (LightGBMError, ValueError) as exc:
+            reason = str(exc).split(" at /")[0].strip().splitlines()[0]
+            params = {k: v for k, v in self.get_params().items() if v != LGBMProbe().get_params()[k]}
+            raise ClassifierError(f"LightGBM rejects the lgbm parameters {params}: {reason}; fix classifier_params "
+                                  "(see https://lightgbm.readthedocs.io/en/latest/Parameters.html)") from None
+
     def decision_function(self, X: Any) -> np.ndarray:
         """Raw boosting scores ``(n, C)`` (``(n,)`` for two classes)."""
         return self.model_.predict(self._features(X), raw_score=True)

@@ -122,3 +122,15 @@ def test_bad_data_gives_classifier_errors() -> None:
     est.fit(X, y)
     with pytest.raises(ClassifierError, match=r"\(n, 8\)"):
         est.predict(X[:, :4])
+
+
+@pytest.mark.parametrize("params, reason", [
+    ({"num_leaves": -3}, r"num_leaves"),
+    ({"learning_rate": "fast"}, r"fast"),
+    ({"subsample": 2.0}, r"bagging_fraction"),
+    ({"n_estimators": 0}, r"boosting rounds"),
+])
+def test_bad_lgbm_parameter_is_a_classifier_error(params: dict, reason: str) -> None:
+    X, y, groups = blobs()
+    with pytest.raises(ClassifierError, match=rf"LightGBM rejects the lgbm parameters .*{reason}.*classifier_params"):
+        make_classifier("lgbm", seed=0, **params).fit(X, y, groups)
