@@ -222,6 +222,22 @@ def model_names(result: dict[str, Any], group_attrs: Callable[[str], dict[str, A
     return found
 
 
+def group_attrs_reader(store_url: str) -> Callable[[str], dict[str, Any]]:
+    """Store key -> that group's attributes in the store at ``store_url`` (``{}`` when it is gone), cached."""
+    from featurestore.store import FeatureStore, StoreKey
+
+    store, cache = FeatureStore(store_url), {}
+
+    def attrs(key: str) -> dict[str, Any]:
+        if key not in cache:
+            try:
+                cache[key] = dict(store.open(StoreKey.parse(key)).attrs)
+            except FsError:
+                cache[key] = {}
+        return cache[key]
+    return attrs
+
+
 def condition_of(config: dict[str, Any]) -> str:
     """A short name of a configuration's noise condition: ``clean``, ``target@10dB``, ``source@5dB+target@10dB``."""
     parts = []
@@ -429,23 +445,6 @@ class Ledger:
             out.append(result)
         return out
 
-    def _group_attrs(self) -> Callable[[str], dict[str, Any]] | None:
-        """Store key -> that group's attributes (``{}`` when it is gone), cached; None without a store."""
-        if not self.store_url:
-            return None
-        from featurestore.store import FeatureStore, StoreKey
-
-        store, cache = FeatureStore(self.store_url), {}
-
-        def attrs(key: str) -> dict[str, Any]:
-            if key not in cache:
-                try:
-                    cache[key] = dict(store.open(StoreKey.parse(key)).attrs)
-                except FsError:
-                    cache[key] = {}
-            return cache[key]
-        return attrs
-
     def model_rows(self, models: str | list[str] | tuple[str, ...]) -> set[str]:
         """Row keys of the results whose model goes by any of ``models``: a name of the model (see
         :func:`model_names`) or a weights hash of 8+ characters, widened to every result with the same
@@ -453,7 +452,7 @@ class Ledger:
         when one of ``models`` matches no result."""
         with self._connect() as con:
             found = con.execute("SELECT row_key, result FROM results").fetchall()
-        attrs = self._group_attrs()
+        attrs = group_attrs_reader(self.store_url) if self.store_url else None
         infos = {key: model_names(json.loads(text), attrs) for key, text in found}
         out: set[str] = set()
         for model in [models] if isinstance(models, str) else list(models):
@@ -471,6 +470,19 @@ class Ledger:
                                        "model also goes by its folder, id, family or weights hash)")
             out |= matched
         return out
+
+    def seconds_per_seed(self, recent: int = 2000) -> dict[str, float]:
+        """Median seconds per seed of one cell, by classifier (or fine-tuning method), over the ``recent``
+        latest results that recorded their time (what a sweep estimate starts from)."""
+        sql = ("SELECT coalesce(json_extract(result, '$.config.method'), classifier), "
+               "json_extract(result, '$.seconds') / max(coalesce(seeds, 1), 1) FROM results "
+               "WHERE json_extract(result, '$.seconds') IS NOT NULL ORDER BY created DESC LIMIT ?")
+        with self._connect() as con:
+            found = con.execute(sql, (recent,)).fetchall()
+        by_kind: dict[str, list[float]] = {}
+        for kind, seconds in found:
+            by_kind.setdefault(str(kind), []).append(float(seconds))
+        return {kind: sorted(v)[len(v) // 2] for kind, v in by_kind.items()}
 
     def studies(self) -> dict[str, int]:
         """Study names with their row counts."""

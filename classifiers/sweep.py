@@ -59,6 +59,11 @@ LAYER_WORDS = ("last", "best", "mean")
 STATS = ("mean", "mean+std")
 WHISPER_INPUTS = ("full", "trim")
 VIEW_CACHE_MB = int(os.environ.get("FS_VIEW_CACHE_MB", "3000"))
+LARGE_STUDY_CELLS = 2000  # above this many configurations `fs sweep` asks before running (--yes skips)
+# Rough seconds per seed of one cell (5-fold within-corpus or one cross-corpus fit on a few hundred
+# utterances of 512-1024-d features) when the ledger has no timing of that classifier yet.
+SECONDS_PER_SEED = {"logreg": 1.0, "svm": 1.0, "ridge": 0.3, "lgbm": 3.0, "mlp": 3.0, "head": 3.0,
+                    "cnn-lstm": 60.0, "lora": 120.0}
 # Kept between tasks by a worker: loky restarts a worker whose memory grew by 300 MB after its first task.
 KEEP_BETWEEN_TASKS_MB = 200
 
@@ -140,7 +145,12 @@ def load_study(name_or_path: str | Path) -> Study:
     """Read and validate a study file (path or shipped name); :class:`StudyError` says what is wrong."""
     path = study_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+                         "save the study file as UTF-8") from None
+    except OSError as exc:
+        raise StudyError(f"{path}: cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise StudyError(f"{path}: not valid YAML ({exc})") from None
     return parse_study(data, name=path.stem, path=str(path))
@@ -302,6 +312,52 @@ def parse_study(data: Any, name: str = "study", path: str = "") -> Study:
         raise StudyError(f"{where}: name {study_name!r} must be letters, digits, '.', '_' or '-'")
     return Study(name=study_name, experiments=tuple(experiments), noise=noise,
                  description=str(data.get("description", "")), note=str(data.get("note", "")), path=path)
+
+
+def count_cells(study: Study) -> int:
+    """How many configurations ``study`` asks for, without making them: per experiment its pairs times the
+    product of its list lengths (a configuration shared by two experiments counts twice)."""
+    total = 0
+    for exp in study.experiments:
+        total += len(exp.pairs) * int(np.prod([len(v) for k, v in exp.settings.items() if k in LIST_KEYS]))
+    return total
+
+
+def estimate_seconds(study: Study, n_jobs: int, ledger: Any = None) -> float:
+    """Rough wall seconds to run every cell of ``study`` on ``n_jobs`` workers: per cell the median
+    seconds per seed of this classifier in ``ledger`` (a :class:`~classifiers.ledger.Ledger`), else
+    :data:`SECONDS_PER_SEED`, times its seeds."""
+    from classifiers.protocols import ProbeConfig
+
+    past = ledger.seconds_per_seed() if ledger is not None else {}
+    total = 0.0
+    for exp in study.experiments:
+        kinds = [exp.settings["method"]] if exp.settings.get("method") else list(
+            exp.settings.get("classifiers", (ProbeConfig.classifier,)))
+        per_cell = float(np.mean([past.get(k, SECONDS_PER_SEED.get(k, 1.0)) for k in kinds]))
+        seeds = exp.settings.get("seeds", ProbeConfig.seeds)
+        total += count_cells(Study(name=study.name, experiments=(exp,))) * per_cell * int(seeds)
+    return total / max(1, n_jobs)
+
+
+def describe_size(study: Study, n_jobs: int, ledger: Any = None) -> str:
+    """One line: how many configurations ``study`` has and about how long they take (cells in the ledger
+    are answered from it, so a rerun of a finished study is quicker)."""
+    n = count_cells(study)
+    seconds = estimate_seconds(study, n_jobs, ledger)
+    many = "up to " if len(study.experiments) > 1 else ""
+    return (f"study {study.name}: {many}{n:,} configurations, about {_duration(seconds)} on {n_jobs} worker(s) "
+            "(less for those already in the ledger)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def expand_study(study: Study) -> list[Cell]:
@@ -499,15 +555,19 @@ def _worker_views(token: str) -> ViewCache:
 
 
 def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str,
-              token: str = "") -> list[dict[str, Any]]:
+              token: str = "", study: str | None = None) -> list[dict[str, Any]]:
     """Run probe configurations (dicts) in this process, reusing loaded views across them.
 
-    Returns one dict per configuration: the result, or ``{"config_key", "error"}`` for an fs error.
+    With ``study`` each result is written to the workspace's ledger (tagged with ``study``) the
+    moment it is finished, so an interrupted task keeps its finished cells. Returns one dict per
+    configuration: the result, or ``{"config_key", "error"}`` for an fs error.
     """
+    from classifiers.ledger import Ledger
     from classifiers.protocols import run_probe
 
     store = FeatureStore(store_url)
     workspace = Workspace.open(workspace_root, store_url)
+    ledger = Ledger.open(workspace) if study is not None else None
     views = _worker_views(token or uuid.uuid4().hex)
     out = []
     for data in configs:
@@ -516,11 +576,15 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
             if getattr(config, "method", None):
                 from classifiers.finetune import run_finetune
 
-                out.append(run_finetune(config, store, workspace, cache=views))
+                result = run_finetune(config, store, workspace, cache=views)
             else:
-                out.append(run_probe(config, store, workspace, views=views).to_dict())
+                result = run_probe(config, store, workspace, views=views).to_dict()
         except FsError as exc:
             out.append({"config_key": config.key(), "error": str(exc), "config": config.to_dict()})
+            continue
+        if ledger is not None:
+            ledger.put(result, study=study)
+        out.append(result)
     views.trim(KEEP_BETWEEN_TASKS_MB * 2**20)
     return out
 
@@ -528,7 +592,8 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
 def _tasks(cells: list[Cell], n_jobs: int) -> list[list[Cell]]:
     """Cells grouped so that a worker reuses what it loaded and fitted: by (model, source), so one source
     model serves every target, or by (model, source, target) when that leaves too few tasks for the
-    workers. Tasks of one model come together (a worker keeps its views for the tasks that follow)."""
+    workers; tasks are then split in halves until every worker has one (a single pair uses ``n_jobs``
+    workers too). Tasks of one model come together (a worker keeps its views for the tasks that follow)."""
     def grouped(with_target: bool) -> list[list[Cell]]:
         groups: dict[tuple, list[Cell]] = {}
         for cell in cells:
@@ -538,7 +603,13 @@ def _tasks(cells: list[Cell], n_jobs: int) -> list[list[Cell]]:
         return [groups[k] for k in sorted(groups)]
 
     tasks = grouped(False)
-    return tasks if len(tasks) >= 2 * n_jobs else grouped(True)
+    if len(tasks) < 2 * n_jobs:
+        tasks = grouped(True)
+    while len(tasks) < n_jobs and any(len(t) > 1 for t in tasks):
+        i = max(range(len(tasks)), key=lambda j: len(tasks[j]))
+        half = (len(tasks[i]) + 1) // 2
+        tasks[i:i + 1] = [tasks[i][:half], tasks[i][half:]]
+    return tasks
 
 
 def default_jobs() -> int:
@@ -551,15 +622,20 @@ def default_jobs() -> int:
 
 def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspace, n_jobs: int | None = None,
               progress: bool = True, rerun: bool = False, backend: str = "local",
-              address: str | None = None) -> list[dict[str, Any]]:
+              address: str | None = None, echo: Callable[[str], None] | None = None,
+              confirm: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
     """Run every configuration of ``study``; results in study order, each also in the ledger.
 
     Answers configurations already in the ledger (same store groups and weights) from it unless
-    ``rerun``; runs the rest in ``n_jobs`` processes (default: the cores; 1 = in this process), or
-    with ``backend="ray"`` as ``n_jobs`` tasks on a Ray cluster (``address``: HOST:PORT, ``auto``, or
-    None for a local runtime) through joblib's Ray backend. Either way only this process writes
-    the ledger. On a cluster every node needs the store (a shared path or an object-store URL) and
-    the workspace's manifests at the same paths.
+    ``rerun``; runs the rest in ``n_jobs`` processes (default: the cores; 1 = in this process), each
+    writing every result to the ledger as it finishes (an interrupted sweep keeps every finished cell
+    and a rerun resumes), or with ``backend="ray"`` as ``n_jobs`` tasks on a Ray cluster
+    (``address``: HOST:PORT, ``auto``, or None for a local runtime) through joblib's Ray backend,
+    where this process writes the results as each task returns. On a cluster every node needs the
+    store (a shared path or an object-store URL) and the workspace's manifests at the same paths.
+    Before anything is expanded, ``echo`` (when given) gets the number of configurations and an
+    estimated time; above :data:`LARGE_STUDY_CELLS` configurations ``confirm`` (when given) is asked
+    with that line and a False answer raises :class:`SweepError` with nothing run.
     Each returned dict is a ``ProbeResult.to_dict()`` plus ``from_ledger`` (bool) and
     ``experiments`` (names). Raises :class:`SweepError` before running anything when corpora or
     groups are missing, and after running the rest when some cells failed (their errors listed).
@@ -568,9 +644,17 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     from classifiers.protocols import result_is_current
 
     study = study if isinstance(study, Study) else load_study(study)
+    if backend not in ("local", "ray"):
+        raise SweepError(f"unknown sweep backend {backend!r}; use local or ray")
+    ledger = Ledger.open(workspace)
+    if echo is not None or confirm is not None:
+        size = describe_size(study, n_jobs or default_jobs(), ledger)
+        if echo is not None:
+            echo(size)
+        if confirm is not None and count_cells(study) > LARGE_STUDY_CELLS and not confirm(size):
+            raise SweepError(f"{size}: not run (answer yes, or pass --yes to run it without asking)")
     cells = expand_study(study)
     plan = plan_sweep(cells, store, workspace)
-    ledger = Ledger.open(workspace)
     results: dict[str, dict[str, Any]] = {}
     known_rows = []
     for cell in cells:
@@ -583,12 +667,10 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
         ledger.tag(known_rows, study.name)
     pending = [cell for cell in cells if cell.key not in results]
     failures: dict[str, str] = {}
-    if backend not in ("local", "ray"):
-        raise SweepError(f"unknown sweep backend {backend!r}; use local or ray")
-    for batch in _execute(pending, store, workspace, n_jobs, progress, backend, address):
+    for batch in _execute(pending, store, workspace, n_jobs, progress, backend, address, study.name):
         done = [r for r in batch if "error" not in r]
         failures.update({r["config_key"]: r["error"] for r in batch if "error" in r})
-        if done:
+        if done and backend == "ray":  # local workers wrote each result as it finished
             ledger.put_many(done, study=study.name)
         results.update({r["config_key"]: {**r, "from_ledger": False} for r in done})
     if failures:
@@ -608,8 +690,10 @@ def _describe(config: Any) -> str:
 
 
 def _execute(cells: list[Cell], store: FeatureStore, workspace: Workspace, n_jobs: int | None,
-             progress: bool, backend: str = "local", address: str | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Run ``cells`` and yield result batches as they finish (with a progress bar over cells)."""
+             progress: bool, backend: str = "local", address: str | None = None,
+             study: str | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Run ``cells`` and yield result batches as they finish (with a progress bar over cells); local
+    workers write each result to the ledger under ``study`` as it finishes."""
     from tqdm.auto import tqdm
 
     if not cells:
@@ -621,7 +705,7 @@ def _execute(cells: list[Cell], store: FeatureStore, workspace: Workspace, n_job
     tasks = _tasks(cells, n_jobs)
     n_jobs = min(n_jobs, len(tasks))
     token = uuid.uuid4().hex
-    args = [([c.config.to_dict() for c in task], store.url, str(workspace.root), token) for task in tasks]
+    args = [([c.config.to_dict() for c in task], store.url, str(workspace.root), token, study) for task in tasks]
     with tqdm(total=len(cells), unit="cell", desc="sweep", disable=not progress, dynamic_ncols=True) as bar:
         if n_jobs <= 1:
             batches: Any = (run_cells(*a) for a in args)

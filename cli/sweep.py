@@ -45,9 +45,10 @@ def _filters(**kwargs: Any) -> dict[str, Any]:
 @click.option("--report/--no-report", "make_report", default=False, show_default=True,
               help="Write the study's report when the sweep ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (a list of objects).")
+@click.option("--yes", "-y", is_flag=True, help="Run a large study (thousands of configurations) without asking.")
 @click.pass_obj
 def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, backend: str, address: str | None,
-          make_report: bool, as_json: bool) -> None:
+          make_report: bool, as_json: bool, yes: bool) -> None:
     """Run every configuration of STUDY (a YAML file, or a shipped study: paper, demo).
 
     Results go to the workspace's ledger; configurations already there are answered from it.
@@ -60,7 +61,8 @@ def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, backend: s
     spec = load_study(study)
     store = FeatureStore(ws.store_url)
     results = run_sweep(spec, store, ws, n_jobs=n_jobs, progress=not as_json, rerun=rerun, backend=backend,
-                        address=address)
+                        address=address, echo=lambda line: click.echo(line, err=True),
+                        confirm=None if yes else _ask)
     if make_report:
         from classifiers.report import write_report
 
@@ -73,6 +75,17 @@ def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, backend: s
     click.echo(f"{len(results)} configurations of study {spec.name!r}: {len(results) - cached} run, {cached} "
                f"answered from the ledger ({ws.results_dir / 'ledger.sqlite'})")
     click.echo(f"report: {folder / 'report.md'}" if make_report else f"report: fs report --study {spec.name}")
+
+
+def _ask(size: str) -> bool:
+    """Whether to run a large study: asked on a terminal; elsewhere (batch jobs) only ``--yes`` runs it."""
+    import sys
+
+    from classifiers.sweep import SweepError
+
+    if not sys.stdin.isatty():
+        raise SweepError(f"{size}: not run; pass --yes to run a study this large")
+    return click.confirm("run it?", default=False, err=True)
 
 
 def _print_rows(results: list[dict[str, Any]]) -> None:

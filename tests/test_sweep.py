@@ -15,6 +15,7 @@ from classifiers.sweep import (
     StudyError,
     SweepError,
     ViewCache,
+    _tasks,
     expand_study,
     load_study,
     parse_study,
@@ -216,3 +217,94 @@ def test_a_study_experiment_can_fine_tune(tmp_path: Path) -> None:
     assert all(r["from_ledger"] for r in run_sweep(study, store, ws, n_jobs=1, progress=False))
     with pytest.raises(StudyError, match="did you mean 'cnn-lstm'"):
         parse_study({"name": "ft", "experiments": [{"pairs": ["a->b"], "models": "m", "method": "cnn-lstn"}]})
+
+
+# --------------------------------------------------------------------------- issue 14: reliability
+def test_a_rerun_of_another_study_keeps_the_shared_cells(tmp_path: Path) -> None:
+    ws = tiny_workspace(tmp_path)
+    store = FeatureStore(ws.store_url)
+    first = parse_study(study_dict(layers=["last", 0]))
+    other = parse_study({**study_dict(layers=[0, 1]), "name": "u"})
+    run_sweep(first, store, ws, n_jobs=1, progress=False)
+    run_sweep(other, store, ws, n_jobs=1, progress=False, rerun=True)  # recomputes the shared layer-0 cell
+    run_sweep(first, store, ws, n_jobs=1, progress=False, rerun=True)
+    ledger = Ledger.open(ws)
+    assert sorted(str(r["config"]["layer"]) for r in ledger.rows(study="t")) == ["0", "last"]
+    assert sorted(str(r["config"]["layer"]) for r in ledger.rows(study="u")) == ["0", "1"]
+
+
+def test_an_interrupted_sweep_keeps_every_finished_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM raises Terminated (a KeyboardInterrupt) in the middle of a task: the cells it finished are kept."""
+    import classifiers.protocols as protocols
+
+    ws = tiny_workspace(tmp_path)
+    store = FeatureStore(ws.store_url)
+    study = parse_study(study_dict(layers=["last", 0, 1, 2]))
+    real, calls = protocols.run_probe, []
+
+    def dies_at_the_third(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocols, "run_probe", dies_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(study, store, ws, n_jobs=1, progress=False)
+    assert len(Ledger.open(ws).rows(study="t")) == 2  # one task of four cells: the first two are in the ledger
+    monkeypatch.setattr(protocols, "run_probe", real)
+    again = run_sweep(study, store, ws, n_jobs=1, progress=False)
+    assert sum(r["from_ledger"] for r in again) == 2 and len(Ledger.open(ws).rows(study="t")) == 4
+
+
+def test_jobs_split_a_single_pair_across_the_workers() -> None:
+    cells = expand_study(parse_study(study_dict(layers=["last", 0, 1, 2], shots=[0, 3])))
+    tasks = _tasks(cells, 4)
+    assert len(tasks) == 4 and sorted(c.key for t in tasks for c in t) == sorted(c.key for c in cells)
+    assert len(_tasks(cells, 1)) == 1 and len(_tasks(cells[:2], 8)) == 2
+
+
+HUGE = {"name": "huge", "defaults": {"classifiers": ["logreg", "svm", "ridge", "lgbm"], "seeds": 5},
+        "experiments": [{"name": "all", "all_pairs": [f"c{i}" for i in range(20)], "models": ["m1", "m2"],
+                         "layers": list(range(12)) + ["last", "best"], "shots": list(range(0, 190, 5)),
+                         "norms": ["none", "corpus", "speaker"]}]}
+
+
+def test_a_huge_study_is_counted_and_asked_about_before_anything_runs(ws: Workspace, tmp_path: Path) -> None:
+    import time
+
+    from click.testing import CliRunner
+
+    from classifiers.sweep import count_cells, describe_size
+    from cli.main import fs
+
+    study = parse_study(HUGE)
+    start = time.perf_counter()
+    assert count_cells(study) == 380 * 2 * 14 * 38 * 3 * 4 == 4_851_840
+    line = describe_size(study, 4)
+    assert time.perf_counter() - start < 2.0
+    assert "4,851,840 configurations" in line and "days" in line
+    asked: list[str] = []
+    before = len(Ledger.open(ws))
+    with pytest.raises(SweepError, match="not run.*--yes"):
+        run_sweep(study, FeatureStore(ws.store_url), ws, n_jobs=4, progress=False, confirm=lambda s: asked.append(s)
+                  or False)
+    assert asked == [line] and len(Ledger.open(ws)) == before
+    path = write_study(tmp_path / "huge.yaml", HUGE)
+    start = time.perf_counter()
+    out = CliRunner().invoke(fs, ["--workspace", str(ws.root), "sweep", str(path), "--jobs", "4"])
+    assert out.exit_code == 1 and "4,851,840 configurations" in out.output and "pass --yes" in out.output
+    assert time.perf_counter() - start < 10 and "bug in fs" not in out.output
+
+
+def test_a_non_utf8_study_file_is_a_study_error(ws: Workspace, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import fs
+
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: t\nnote: café\n".encode("latin-1"))
+    with pytest.raises(StudyError, match="not UTF-8 text.*save the study file as UTF-8"):
+        load_study(path)
+    out = CliRunner().invoke(fs, ["--workspace", str(ws.root), "sweep", str(path)])
+    assert out.exit_code == 1 and "not UTF-8" in out.output and "bug in fs" not in out.output
