@@ -655,6 +655,12 @@ def _data_warnings(runner: _Runner, src: _Side, tgt: _Side) -> None:
                          "removing the speaker's mean removes the label too")
 
 
+def baseline_wins_warning(shots: int, baseline_uar: float, source_plus_shots_uar: float) -> str:
+    """The warning of a few-shot result whose target-only baseline beats source+shots (UARs in %, as tables)."""
+    return (f"the target-only baseline ({shots} shots per class alone) scores UAR {100 * baseline_uar:.1f} %, above "
+            f"source+shots ({100 * source_plus_shots_uar:.1f} %): the source data does not help here")
+
+
 def _normalisation_info(norm: str) -> dict[str, Any]:
     info: dict[str, Any] = {"mode": norm, "transductive": norm in ("corpus", "speaker")}
     if norm == "corpus":
@@ -729,9 +735,7 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
         baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars,
                     "metrics": [r.baseline for r in runs], "beats_source_plus_shots": mean > float(np.mean(uars))}
         if baseline["beats_source_plus_shots"]:
-            runner._warn(f"the target-only baseline ({config.shots} shots per class alone) scores UAR "
-                         f"{100 * mean:.1f} %, above source+shots ({100 * float(np.mean(uars)):.1f} %): the source "
-                         "data does not help here")
+            runner._warn(baseline_wins_warning(config.shots, mean, float(np.mean(uars))))
     dev_scores = [r.dev_uar for r in runs] if best else None
     per_layer = {k: float(np.mean([d[k] for d in dev_scores])) for k in dev_scores[0]} if dev_scores else None
     if best:

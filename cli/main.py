@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("sweep", "cli.sweep:sweep", "Run a study (YAML) of probe configurations in parallel into the ledger."),
     ("results", "cli.sweep:results", "List, filter and export the results ledger (CSV, JSON)."),
     ("report", "cli.sweep:report", "Markdown tables and PNG plots from the results ledger."),
+    ("predict", "cli.predict:predict", "Label new audio with a probe result's saved probe (label + probabilities)."),
 ]
 
 ENVIRONMENT = """\b

@@ -78,17 +78,23 @@ def _noise(directory: str | None, snr: float | None, seed: int) -> dict[str, Any
 @click.option("--snr", type=float, default=None, help="SNR in dB of the noisy groups [default: 10].")
 @click.option("--noise-seed", type=int, default=0, show_default=True, help="Noise seed of the noisy groups.")
 @click.option("--rerun", is_flag=True, help="Compute again even if the results ledger holds this configuration.")
+@click.option("--save-model/--no-save-model", default=True, show_default=True,
+              help="Save the fitted probe (seed 0) with the result, for `fs predict --result KEY`.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Report fits done on stderr: a bar on a terminal, else a plain line every 15 s with an ETA.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result object (a list for several --shots).")
 @click.pass_context
 def probe(ctx: click.Context, source: str, target: str, model: str, whisper_input: str | None,
           model_seed: int | None, layer: str, stat: str, classifier: str, params: dict[str, Any], norm: str,
           seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, dev_fraction: float,
           target_noise: str | None, source_noise: str | None, snr: float | None, noise_seed: int, rerun: bool,
-          as_json: bool) -> None:
+          save_model: bool, progress: bool, as_json: bool) -> None:
     """Train a probe on SOURCE's stored features and report UAR on TARGET (mean ± std over seeds).
 
     Results go to the workspace's results ledger; an identical configuration on the same store
-    groups is answered from it (--rerun computes again).
+    groups is answered from it (--rerun computes again). The fitted probe (seed 0, trained on all
+    of the source) is saved beside the ledger, so `fs predict AUDIO --result KEY` applies it to
+    new audio.
     """
     if target_noise is None and source_noise is None:
         for name, flag in (("snr", "--snr"), ("noise_seed", "--noise-seed")):
@@ -98,7 +104,9 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
         raise click.UsageError("--shots needs a target other than the source (within a corpus, folds are used)")
     ws: Workspace = ctx.obj
 
+    from classifiers.predict import ensure_saved
     from classifiers.protocols import ProbeConfig, probe_identity, result_is_current, run_probe
+    from featurestore.progress import Progress
     from featurestore.store import FeatureStore
 
     store = FeatureStore(ws.store_url)
@@ -117,12 +125,15 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
         found = None if rerun or ledger is None else ledger.get(config.key(), identity)
         if found is not None and result_is_current(found, identity):
             found["from_ledger"] = True
-            results.append(found)
-            continue
-        result = run_probe(config, store, ws, views=cache).to_dict()
-        if ledger is not None:
-            ledger.put(result)
-        result["from_ledger"] = False
+            result = found
+        else:
+            result = run_probe(config, store, ws, views=cache, progress=Progress if progress else None).to_dict()
+            if ledger is not None:
+                ledger.put(result)
+            result["from_ledger"] = False
+        if save_model:
+            result["saved_model"] = str(ensure_saved(config, identity, store, ws, cache,
+                                                     refit=not result["from_ledger"]))
         results.append(result)
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)
@@ -147,18 +158,42 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def _best_layer_lines(result: dict[str, Any]) -> list[str]:
+    """Two lines for a ``--layer best`` result: the layer chosen per seed (per fold within a corpus),
+    the single layer a table shows, and the mean dev UAR per layer (``*`` at the highest)."""
+    from classifiers.protocols import best_layer_choice
+
+    dev = result.get("layer_dev_uar") or {}
+    choice = result.get("layer_choice") or best_layer_choice(result["layer"], dev)
+    if result["protocol"] == "within-corpus":
+        picks = " · ".join(f"seed {i}: {','.join(map(str, seed))}" for i, seed in enumerate(choice["per_seed"]))
+    else:
+        picks = "per seed: " + ",".join(str(k) for seed in choice["per_seed"] for k in seed)
+    most, best_dev = choice["most_chosen"], choice["best_mean_dev"]
+    lines = [f"  layer: best on a source-only dev split, {picks}; layer used: {most} (most chosen, "
+             f"{choice['times_chosen']} of {choice['choices']}; the UAR uses each seed's own choice)"]
+    curve = " · ".join(f"{k} {_pct(v)}" + ("*" if int(k) == best_dev else "")
+                       for k, v in sorted(dev.items(), key=lambda kv: int(kv[0])))
+    other = "" if best_dev == most else f", not the most chosen {most}"
+    lines.append(f"  dev UAR by layer (mean over seeds): {curve}  (* highest: layer {best_dev}{other})")
+    return lines
+
+
 def _layer_text(result: dict[str, Any]) -> str:
     asked, used = result["config"]["layer"], result["layer"]
-    if asked == "best":
-        flat = [k for entry in used for k in (entry if isinstance(entry, list) else [entry])]
-        counts = {k: flat.count(k) for k in sorted(set(flat))}
-        chosen = ", ".join(f"{k} ({n}x)" for k, n in counts.items())
-        return f"best on a source-only dev split: {chosen}"
     if asked == "last":
         return f"{used} (last)"
     if isinstance(used, list):
         return "concat " + ",".join(str(k) for k in used)
     return str(used)
+
+
+def model_text(result: dict[str, Any]) -> str:
+    """The model of a result as people name it, with the Whisper input mode when there is one."""
+    from classifiers.protocols import whisper_input_of
+
+    mode = whisper_input_of(result)
+    return result["config"]["model"] + (f" (Whisper input {mode})" if mode else "")
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -170,18 +205,17 @@ def describe(result: dict[str, Any]) -> str:
             n = c[f"{side}_noise"]
             noise.append(f"{side} + {n['noise']} @ {n['snr_db']:g} dB (seed {n['noise_seed']})")
     lines = [
-        f"{c['source']} -> {c['target']}  [{result['protocol']}]  model {c['model']}  {c['classifier']}  "
+        f"{c['source']} -> {c['target']}  [{result['protocol']}]  model {model_text(result)}  {c['classifier']}  "
         f"norm {c['norm']}  {c['stat']}  {c['seeds']} seed(s)" + ("  (from the ledger)" if result.get("from_ledger")
                                                                  else f"  {result['seconds']:.1f} s"),
         f"  UAR {_pct(result['uar_mean'])} ± {_pct(result['uar_std'])} %   (chance {_pct(result['chance'])} %)   "
         f"per seed: {' '.join(_pct(u) for u in result['uar_per_seed'])}",
         "  per-class recall: " + "  ".join(f"{k} {_pct(v)}" for k, v in result["per_class_recall"].items()),
-        f"  layer: {_layer_text(result)}",
     ]
-    if result.get("layer_dev_uar"):
-        per_layer = sorted(result["layer_dev_uar"].items(), key=lambda kv: int(kv[0]))
-        curve = "  ".join(f"{k}:{_pct(v)}" for k, v in per_layer)
-        lines.append(f"  dev UAR per layer: {curve}")
+    if c["layer"] == "best":
+        lines += _best_layer_lines(result)
+    else:
+        lines.append(f"  layer: {_layer_text(result)}")
     if noise:
         lines.append("  noise: " + "; ".join(noise))
     if result.get("transductive"):
@@ -197,4 +231,6 @@ def describe(result: dict[str, Any]) -> str:
                      + verdict)
     for warning in result.get("warnings", []):
         lines.append(f"  warning: {warning}")
+    if result.get("saved_model"):
+        lines.append(f"  fitted probe saved: fs predict AUDIO... --result {result['config_key'][:12]}")
     return "\n".join(lines)

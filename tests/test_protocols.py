@@ -44,6 +44,18 @@ def build_workspace(tmp: Path) -> tuple[Workspace, FeatureStore, Path]:
     return ws, store, noise
 
 
+def build_whisper_workspace(tmp: Path) -> tuple[Workspace, FeatureStore]:
+    """Tiny EMODB and URDU with tiny-whisper groups of the trim input mode only."""
+    ws = Workspace.open(tmp / "ws")
+    store = FeatureStore(ws.store_url)
+    encoder = load_encoder("tiny-whisper", whisper_input="trim")
+    for name in ("emodb", "urdu"):
+        manifest = build_manifest(name, name, generate_corpus(name, tmp / name, size="tiny"))
+        ws.save_manifest(manifest)
+        extract(manifest, encoder, store, options=ExtractOptions(progress=False))
+    return ws, store
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory):
     return build_workspace(tmp_path_factory.mktemp("protocols"))
@@ -69,6 +81,7 @@ def test_cross_language_result_record(setup) -> None:
     assert prov["source"]["weights_hash"] == prov["target"]["weights_hash"]
     assert prov["source"]["label_map"] == "paper" and prov["target"]["audio_digest"] and prov["fs_version"]
     assert result["config_key"] == config().key() and result["config"]["model"] == MODEL
+    assert result["whisper_input"] is None and result["layer_choice"] is None  # not Whisper, not best
 
 
 def test_within_corpus_folds_are_speaker_disjoint(setup, monkeypatch) -> None:
@@ -249,3 +262,59 @@ def test_within_corpus_sides_align_on_common_utterances(setup) -> None:
     left, right = protocols._align(a, b)
     assert len(left.labels) == len(view) - 1 and np.array_equal(left.view.ids, right.view.ids)
     assert np.array_equal(left.view.X, right.view.X) and left.ident != a.ident
+
+
+def test_whisper_input_of_the_group_read_is_recorded(tmp_path) -> None:
+    ws, store = build_whisper_workspace(tmp_path)
+    cfg = ProbeConfig(source="emodb", target="urdu", model="tiny-whisper", seeds=1)  # the mode left to the store
+    result = run_probe(cfg, store, ws).to_dict()
+    assert result["whisper_input"] == "trim" and result["config"]["whisper_input"] is None
+    assert result["config_key"] == cfg.key()  # the ledger identity of existing configs is unchanged
+    assert protocols.whisper_input_of(result) == "trim"
+    older = {**result, "whisper_input": None}  # a result stored before the field: read from its provenance
+    assert protocols.whisper_input_of(older) == "trim"
+    from cli.probe import describe
+
+    assert "model tiny-whisper (Whisper input trim)  logreg" in describe(result)
+
+
+def test_best_layer_choice_names_the_most_chosen_and_the_best_dev_layer() -> None:
+    dev = {"0": 0.412, "1": 0.44, "2": 0.479, "3": 0.481}
+    cross = protocols.best_layer_choice([2, 2, 3], dev)
+    assert cross == {"per_seed": [[2], [2], [3]], "most_chosen": 2, "times_chosen": 2, "choices": 3,
+                     "best_mean_dev": 3}
+    within = protocols.best_layer_choice([[3, 3, 1], [1, 1, 3]], dev)  # 3 and 1 chosen 3 times each
+    assert within["most_chosen"] == 3 and within["choices"] == 6 and within["per_seed"] == [[3, 3, 1], [1, 1, 3]]
+
+
+def test_best_layer_result_records_its_choice(setup) -> None:
+    ws, store, _ = setup
+    result = run_probe(config(target="emodb", layer="best", seeds=2), store, ws).to_dict()
+    assert result["layer_choice"] == protocols.best_layer_choice(result["layer"], result["layer_dev_uar"])
+
+
+def test_progress_counts_every_fit_with_seed_and_fold(setup) -> None:
+    import io
+    from functools import partial
+
+    from featurestore.progress import Progress
+
+    ws, store, _ = setup
+    out = io.StringIO()
+    run_probe(config(target="emodb", layer="best", seeds=2), store, ws,
+              progress=partial(Progress, stream=out, interval_s=0, bar=False))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"probe emodb->emodb {MODEL} layer best: started, 24 fit to do"  # 2 seeds x 3 folds x 4 fits
+    assert any("seed 2/2, fold 3/3" in line and "ETA" in line for line in lines)
+    assert lines[-1].startswith(f"probe emodb->emodb {MODEL} layer best: finished 24/24 fit in ")
+    out = io.StringIO()  # a cached selection still counts its dev fits: the count reaches the total
+    cache: dict = {}
+    run_probe(config(shots=1, layer="best", seeds=2), store, ws, views=cache)
+    run_probe(config(shots=1, layer="best", seeds=2), store, ws, views=cache,
+              progress=partial(Progress, stream=out, interval_s=0, bar=False))
+    assert "finished 10/10 fit" in out.getvalue().splitlines()[-1]  # 2 seeds x (3 dev + probe + baseline)
+
+
+def test_baseline_warning_gives_percent_as_the_tables() -> None:
+    text = protocols.baseline_wins_warning(5, 0.6123, 0.5)
+    assert "scores UAR 61.2 %, above source+shots (50.0 %)" in text
