@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from classifiers.ledger import group_attrs_reader, model_names, whisper_input_of
 from data_manifests.atomic import atomic_write_text
 from featurestore.errors import FsError
 from featurestore.workspace import Workspace
@@ -77,8 +78,8 @@ def setting_line(setting: str) -> str:
 
 
 def model_label(row: dict[str, Any]) -> str:
-    """The model as a column name: alias, plus the Whisper input mode and model seed when set; a
-    fine-tuning method names itself (``CNN-LSTM``, ``whisper + LoRA@3``)."""
+    """The model as a column name: alias (a folder by its name), plus the Whisper input mode the result
+    used and the model seed when set; a fine-tuning method names itself (``CNN-LSTM``, ``whisper + LoRA@3``)."""
     c = _config(row)
     method = c.get("method")
     if method == "cnn-lstm":
@@ -88,8 +89,9 @@ def model_label(row: dict[str, Any]) -> str:
         label = pathlib.Path(label).name  # a model folder: its name, not the whole path
     if method == "lora":
         label += f" + LoRA@{c.get('from_layer')}"
-    if c.get("whisper_input"):
-        label += f" ({c['whisper_input']})"
+    mode = whisper_input_of(row)
+    if mode:
+        label += f" ({mode})"
     if c.get("model_seed") is not None:
         label += f" seed {c['model_seed']}"
     return label
@@ -197,14 +199,33 @@ def _layer_rank(layer: str) -> tuple[int, int, str]:
 
 
 def load_paper_table() -> dict[str, Any]:
-    """The published Table II: ``{"models": {alias: column}, "table": {"src->tgt": {alias: UAR %}}}``."""
+    """The published Table II: ``{"models": {alias: column}, "families": {family: alias},
+    "table": {"src->tgt": {alias: UAR %}}}``."""
     path = resources.files("classifiers") / "studies" / PAPER_TABLE
     return yaml.safe_load(path.read_text())
 
 
+def paper_column(row: dict[str, Any], published: dict[str, Any],
+                 group_attrs: Callable[[str], dict[str, Any]] | None = None) -> str | None:
+    """The published column of ``row``'s model: ``cnn-lstm`` for the CNN-LSTM, the alias it was given,
+    else the one column of its family (from the store groups it read: a Whisper given as a folder takes
+    the paper's Whisper); None when there is none."""
+    c = _config(row)
+    if c.get("method") == "cnn-lstm":
+        return "cnn-lstm"
+    if c.get("method") or c.get("model_seed") is not None:
+        return None  # fine-tuned or randomly initialised: not the published model
+    if c.get("model") in published["models"]:
+        return str(c["model"])
+    by_family = published.get("families") or {}
+    return next((by_family[f] for f in sorted(model_names(row, group_attrs).families) if f in by_family), None)
+
+
 # --------------------------------------------------------------------------- sections
-def cross_language_sections(rows: list[dict[str, Any]], notes: _Notes, paper: bool) -> list[str]:
-    """Table II layout per setting: one row per (source → target), one column per model."""
+def cross_language_sections(rows: list[dict[str, Any]], notes: _Notes, paper: bool,
+                            group_attrs: Callable[[str], dict[str, Any]] | None = None) -> list[str]:
+    """Table II layout per setting: one row per (source → target), one column per model; with ``paper``
+    the published column of each model (:func:`paper_column`) beside it."""
     swept = {id(r) for g in layer_sweeps(rows).values() for layer, r in g.items() if layer != "last"}
     clean = [r for r in rows if shots_of(r) == 0 and not is_noisy(r) and id(r) not in swept]
     if not clean:
@@ -223,14 +244,15 @@ def cross_language_sections(rows: list[dict[str, Any]], notes: _Notes, paper: bo
         models = list(dict.fromkeys(model_label(r) for r in group))
         cells = {(_pair(r), model_label(r)): r for r in group}
         pairs = sorted(dict.fromkeys(_pair(r) for r in group), key=_pair_rank)
+        column = {model_label(r): paper_column(r, published, group_attrs) for r in group} if published else {}
         shown = published if published and any(f"{a}->{b}" in published["table"] for a, b in pairs) else None
         if published and not shown:
             out += ["(`--paper`: none of these pairs is in the published table; the study's corpora are named "
                     "iemocap, emodb, emovo and urdu.)", ""]
         header = ["source → target"]
         for m in models:
-            header += [m, f"{m} (paper)"] if shown and m in shown["models"] else [m]
-        if shown and "cnn-lstm" not in models:
+            header += [m, f"{m} (paper: {shown['models'][column[m]]})"] if shown and column[m] else [m]
+        if shown and "cnn-lstm" not in column.values():
             header.append("CNN-LSTM (paper)")
         body = []
         for pair in pairs:
@@ -241,9 +263,9 @@ def cross_language_sections(rows: list[dict[str, Any]], notes: _Notes, paper: bo
             for m in models:
                 r = cells.get((pair, m))
                 line.append(pct(r["uar_mean"], r.get("uar_std")) if r else "–")
-                if shown and m in shown["models"]:
-                    line.append(f"*{paper_row[m]:.2f}*" if m in paper_row else "–")
-            if shown and "cnn-lstm" not in models:
+                if shown and column[m]:
+                    line.append(f"*{paper_row[column[m]]:.2f}*" if column[m] in paper_row else "–")
+            if shown and "cnn-lstm" not in column.values():
                 line.append(f"*{paper_row['cnn-lstm']:.2f}*" if "cnn-lstm" in paper_row else "–")
             body.append(line)
         chance = {round(float(r["chance"]), 4) for r in group if r.get("chance") is not None}
@@ -587,6 +609,10 @@ def embedding_views(rows: list[dict[str, Any]], store: Any, workspace: Workspace
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
         counts[str(_config(r).get("model"))] += 1
+    if model is not None:  # any name of the model (alias, folder, weights hash), as `fs results --model`
+        chosen = next((r for r in rows if _config(r).get("model") == model or model in model_names(r).names
+                       or model in model_names(r).hashes), None)
+        model = str(_config(chosen).get("model")) if chosen else model
     model = model or max(counts, key=lambda m: counts[m])
     example = next((_config(r) for r in rows if _config(r).get("model") == model), {})
     corpora = _corpora([c for r in rows for c in _pair(r)])
@@ -620,7 +646,8 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
         raise ReportError(f"cannot create the report folder {folder} ({exc.strerror}); pass --out DIR") from None
     notes = _Notes()
     body: list[str] = []
-    body += cross_language_sections(rows, notes, paper)
+    attrs = group_attrs_reader(store.url) if store is not None else None
+    body += cross_language_sections(rows, notes, paper, attrs)
     body += layer_section(rows, notes)
     body += few_shot_section(rows, notes)
     body += noise_section(rows, notes)
@@ -634,9 +661,10 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
         try:
             views, model = embedding_views(rows, store, workspace, map_model, map_layer)
             points = embedding_points(views, method=embedding)
+            label = next((model_label(r) for r in rows if _config(r).get("model") == model), model)
             plots["Embedding map"] = plot_embedding(
                 points, folder / "embedding.png",
-                f"{model}, layer {views[0].layers[0]} ({embedding.upper()}): corpus and emotion")
+                f"{label}, layer {views[0].layers[0]} ({embedding.upper()}): corpus and emotion")
         except FsError as exc:
             plots["Embedding map"] = None
             body += ["## Embedding map", "", f"Not drawn: {exc}", ""]

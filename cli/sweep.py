@@ -61,7 +61,7 @@ def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, backend: s
     spec = load_study(study)
     store = FeatureStore(ws.store_url)
     results = run_sweep(spec, store, ws, n_jobs=n_jobs, progress=not as_json, rerun=rerun, backend=backend,
-                        address=address, echo=lambda line: click.echo(line, err=True),
+                        address=address, echo=None if as_json else lambda line: click.echo(line, err=True),
                         confirm=None if yes else _ask)
     if make_report:
         from classifiers.report import write_report

@@ -112,3 +112,43 @@ def test_cli_module_imports_no_torch_or_matplotlib() -> None:
     code = ("import sys, cli.sweep, cli.main; "
             "assert not {'torch', 'matplotlib', 'sklearn'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# --------------------------------------------------------------------------- issue 14 (1, 2) and 12
+def test_whisper_input_modes_are_told_apart(swept: Workspace) -> None:
+    from classifiers.ledger import flat_row
+    from classifiers.report import model_label
+
+    row = Ledger.open(swept).rows(study="small")[0]
+    trimmed = {**row, "whisper_input": "trim"}  # recorded by the result
+    old = {**row, "config": {**row["config"], "whisper_input": "full"}}  # an older result: only the config says
+    assert (model_label(trimmed), model_label(old), model_label(row)) == ("whisper (trim)", "whisper (full)", "whisper")
+    assert (flat_row(trimmed)["whisper_input"], flat_row(old)["whisper_input"]) == ("trim", "full")
+
+
+def test_paper_column_and_titles_for_a_whisper_given_as_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Whisper extracted from a local folder gets the paper's Whisper column; figures name it by its folder name."""
+    import classifiers.report as report
+    from classifiers.protocols import ProbeConfig, run_probe
+
+    folder = tmp_path / "models" / "whisper-base-encoder"
+    folder.mkdir(parents=True)
+    ws = bench_module().synthetic_workspace(tmp_path / "ws", corpora={"emodb": 30, "urdu": 30}, models={"m1": (2, 8)},
+                                            speakers={"emodb": 5, "urdu": 5}, separation=1.0)
+    store = FeatureStore(ws.store_url)
+    for key in store.find(model="m1"):
+        group = store.open(key, mode="a").group
+        group.attrs["model"] = {**group.attrs["model"], "name": str(folder), "model_id": str(folder),
+                                "family": "whisper", "settings": {"whisper_input": "trim"}}
+    result = run_probe(ProbeConfig(source="emodb", target="urdu", model=str(folder), classifier="logreg", seeds=1),
+                       store, ws).to_dict()
+    Ledger.open(ws).put({**result, "whisper_input": "trim"}, study="f")
+    titles: list[str] = []
+    monkeypatch.setattr(report, "plot_embedding", lambda points, path, title: titles.append(title) or path)
+    folder_out = write_report(Ledger.open(ws).rows(study="f"), ws, name="f", store=store, paper=True,
+                              map_model="whisper-base-encoder")
+    text = (folder_out / "report.md").read_text()
+    published = load_paper_table()["table"]["emodb->urdu"]
+    assert "| whisper-base-encoder (trim) | whisper-base-encoder (trim) (paper: Whisper) | CNN-LSTM (paper) |" in text
+    assert f"*{published['whisper']:.2f}* | *{published['cnn-lstm']:.2f}*" in text
+    assert titles and titles[0].startswith("whisper-base-encoder (trim), layer") and str(tmp_path) not in titles[0]
