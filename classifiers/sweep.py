@@ -20,8 +20,10 @@ Every key and value is checked before anything runs (an unknown key gets a did-y
 every store group the study needs is resolved first: what is missing is listed as the ``fs
 extract`` commands that make it. Configurations already in the ledger (same configuration, same
 store groups and weights) are answered from it; the rest run in joblib worker processes, each
-keeping the feature views it loaded for the cells that follow, and the driver writes each result
-to the ledger as it arrives.
+keeping the feature views it loaded for the cells that follow and writing each result to the ledger
+the moment it is finished (an interrupted sweep keeps every finished cell; a rerun resumes). The
+number of configurations and an estimated time are known before any is made (:func:`count_cells`);
+``fs sweep`` asks before running more than :data:`LARGE_STUDY_CELLS`.
 """
 
 from __future__ import annotations
