@@ -9,7 +9,7 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_protocols import MODEL, build_workspace
+from test_protocols import MODEL, build_whisper_workspace, build_workspace
 
 from classifiers.metrics import uar
 from classifiers.normalise import _apply, standardise_set
@@ -34,13 +34,14 @@ def probe(ws: Workspace, *args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def stored_features(ws: Workspace, corpus: str, saved, ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stored_features(ws: Workspace, corpus: str, saved, ids: list[str],
+                    model: str = MODEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The saved probe's input (before normalisation) for stored utterances ``ids``, for all of the
     corpus, and the corpus's labels."""
     from featurestore.store import FeatureStore
 
     store = FeatureStore(ws.store_url)
-    view = get_view(store, cached_manifest(ws, corpus), resolve_group(store, corpus, MODEL), saved.layers, saved.stat)
+    view = get_view(store, cached_manifest(ws, corpus), resolve_group(store, corpus, model), saved.layers, saved.stat)
     X = layer_matrix(view, saved.choice)
     rows = [int(np.flatnonzero(view.ids == u)[0]) for u in ids]
     return X[rows], X, view.labels
@@ -113,3 +114,30 @@ def test_bad_keys_and_files_are_one_line_errors(ws, tmp_path) -> None:
     assert bad.exit_code == 1 and "not a saved probe" in bad.output and "Traceback" not in bad.output
     noprobe = fs_run(ws, "predict", "--result", "0123456789ab")
     assert noprobe.exit_code == 2  # no AUDIO: usage error
+
+
+def test_whisper_probe_predicts_with_the_stored_input_mode(tmp_path) -> None:
+    from classifiers.predict import embed_files, load_probe_encoder
+    from featurestore.encoders import load_encoder
+
+    ws, _ = build_whisper_workspace(tmp_path)
+    out = fs_run(ws, "probe", "--model", "tiny-whisper", "--source", "emodb", "--target", "urdu", "--seeds", "1",
+                 "--layer", "concat:0,2", "--stat", "mean+std", "--json", "--no-progress")
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert result["whisper_input"] == "trim"
+    saved = load_probe(Path(result["saved_model"]))
+    assert saved.whisper_input == "trim" and saved.choice == "concat:0,2"
+    files, ids = files_of(ws, "urdu", 3)
+    got = fs_run(ws, "predict", *files, "--result", result["config_key"], "--json", "--device", "cpu")
+    assert got.exit_code == 0, got.output
+    body = json.loads(got.stdout)
+    assert body["probe"]["whisper_input"] == "trim" and body["probe"]["layer_used"] == "concat:0,2"
+    X = stored_features(ws, "urdu", saved, ids, model="tiny-whisper")[0]
+    assert [p["label"] for p in body["predictions"]] == saved.estimator.predict(X).tolist()
+    proba = np.array([[p["probabilities"][c] for c in saved.estimator.classes_] for p in body["predictions"]])
+    np.testing.assert_allclose(proba, saved.estimator.predict_proba(X), atol=1e-4)
+    # the mode matters: the full-input encoder gives other vectors, which predict does not use
+    trim, _ = embed_files(files, load_probe_encoder(saved))
+    full, _ = embed_files(files, load_encoder("tiny-whisper", whisper_input="full"))
+    assert not np.allclose(trim, full, atol=1e-3)
