@@ -161,7 +161,6 @@ def rm(ws: Workspace, name: str, yes: bool) -> None:
         ws.load_manifest(name)  # the library's error: names the corpora that exist
     if not yes:
         click.confirm(f"remove corpus {name!r} ({path})?", abort=True)
-    remover = getattr(ws, "remove_manifest", None)
-    removed = remover(name) if remover is not None else (path.unlink() or path)
+    removed = ws.remove_manifest(name)
     click.echo(f"removed corpus {name} ({removed}); features extracted from it stay in the store "
                "(`fs store ls`, `fs store rm KEY`)")

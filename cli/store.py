@@ -17,9 +17,16 @@ def store() -> None:
 
 
 def _open_store(ws: Workspace):
+    """The workspace's store, checked first: an unreachable or refusing remote store is an error here, and
+    a store whose root metadata was lost (it would read as empty) gets it back, with a note."""
     from featurestore.store import FeatureStore
 
-    return FeatureStore(ws.store_url)
+    fstore = FeatureStore(ws.store_url)
+    fstore.exists()
+    if fstore.restored_root:
+        click.echo(f"note: store {ws.store_url} had lost its root metadata (zarr.json); restored it (the groups "
+                   "were intact)", err=True)
+    return fstore
 
 
 def condition_text(s: dict[str, Any]) -> str:
@@ -191,10 +198,9 @@ def export(ws: Workspace, key: str, fmt: str, out: str | None, overwrite: bool) 
         raise click.ClickException(f"{path} exists; pass --overwrite to replace it, or choose --out")
     try:
         manifest = ws.load_manifest(group.key.corpus)
-    except FsError:
+    except FsError as exc:  # missing or unreadable: the group is still worth exporting
         manifest = None
-        click.echo(f"note: corpus {group.key.corpus!r} is not in this workspace; exporting without labels",
-                   err=True)
+        click.echo(f"note: {exc}; exporting without labels", err=True)
     export_h5(group, path, manifest=manifest)
     click.echo(f"{group.key} -> {path}")
 

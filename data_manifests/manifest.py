@@ -115,15 +115,27 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """The manifest saved as ``data``; ManifestError when it is another format or malformed."""
+        readd = ("re-add the corpus with `fs corpus add ... --overwrite` (stored features are kept: groups are keyed "
+                 "on audio content)")
+        if not isinstance(data, dict):
+            raise ManifestError(f"malformed manifest (a JSON {type(data).__name__}, not an object); {readd}")
         if data.get("format") != MANIFEST_FORMAT:
-            raise ManifestError(f"manifest format {data.get('format')!r} is not {MANIFEST_FORMAT}; "
-                                "re-add the corpus with `fs corpus add ... --overwrite` (stored features are kept: "
-                                "groups are keyed on audio content)")
-        data = dict(data)
-        data["suspicious_audio"] = [tuple(x) for x in data.get("suspicious_audio", [])]
-        data["rejected"] = [tuple(x) for x in data.get("rejected", [])]
-        data["excluded_audio"] = [tuple(x) for x in data.get("excluded_audio", [])]
-        return cls(**data)
+            raise ManifestError(f"manifest format {data.get('format')!r} is not {MANIFEST_FORMAT}; {readd}")
+        try:
+            data = dict(data)
+            for name in ("suspicious_audio", "rejected", "excluded_audio"):
+                data[name] = [tuple(x) for x in data.get(name, [])]
+            manifest = cls(**data)
+            if not isinstance(manifest.name, str) or not isinstance(manifest.label_map, dict):
+                raise TypeError("name must be a string and label_map an object")
+            for row in manifest.rows:
+                missing = [c for c in COLUMNS if c not in row]
+                if missing:
+                    raise TypeError(f"a row lacks {missing}")
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ManifestError(f"malformed manifest ({exc}); {readd}") from None
+        return manifest
 
     def save(self, path: str | Path) -> Path:
         """Write atomically: a temp file in the same folder, then rename."""
@@ -133,12 +145,15 @@ class Manifest:
     def load(cls, path: str | Path) -> Manifest:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ManifestError(f"no manifest at {path}") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{path}: corrupt manifest ({exc}); re-add the corpus with --overwrite") from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ManifestError as exc:
+            raise ManifestError(f"{path}: {exc}") from None
 
 
 def write_manifest_csv(manifest: Manifest, path: str | Path) -> Path:
@@ -164,7 +179,7 @@ def build_manifest(name: str, layout: str, root: str | Path, *, labels: str = "p
     from featurestore import __version__
     from featurestore.audio import AudioError, check_audio
 
-    _check_name(name)
+    check_corpus_name(name)
     root = Path(root).expanduser().resolve()
     if not root.exists():
         raise ManifestError(f"corpus root {root} does not exist; pass --root PATH to the corpus folder")
@@ -217,9 +232,19 @@ def build_manifest(name: str, layout: str, root: str | Path, *, labels: str = "p
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), fs_version=__version__)
 
 
-def _check_name(name: str) -> None:
-    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
-        raise ManifestError(f"corpus name {name!r} must be letters, digits, '-', '_' or '.'")
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` may name a corpus or one part of a store key: letters, digits, '-', '_' and '.',
+    not starting with '.'. Such a name is one plain path component (no '/', no '..'), so nothing
+    named by it resolves outside its workspace or store."""
+    return bool(name) and not name.startswith(".") and all(c.isalnum() or c in "-_." for c in name)
+
+
+def check_corpus_name(name: str) -> str:
+    """``name`` if it is a valid corpus name (:func:`is_safe_name`), else ManifestError with the rule."""
+    if not is_safe_name(name):
+        raise ManifestError(f"corpus name {name!r} must be letters, digits, '-', '_' or '.' (not starting with "
+                            "'.'); see `fs corpus ls`")
+    return name
 
 
 def _check_duplicates(scan: ScanResult) -> None:

@@ -36,12 +36,13 @@ def export_h5(group: StoreGroup, path: str | Path, manifest: Manifest | None = N
     """Write the group (pooled stats, frames, provenance, noise records and, given the corpus
     ``manifest``, labels/speakers/gender/language) to ``path`` atomically (temp file + rename).
 
-    Refuses (StoreError) a group with a missing chunk under a committed row.
+    Refuses (StoreError) a group with a missing or corrupt chunk under a committed row (every chunk
+    is read and its checksum checked first: nothing is written for a damaged group).
     """
-    _, problems = group.damage()
+    _, problems = group.damage(checksums=True)
     if problems:
         raise StoreError(f"{group.key} is damaged ({problems[0]}{' ...' if len(problems) > 1 else ''}); "
-                         f"nothing exported: run `fs store verify`, then {group.extract_command()} --repair")
+                         f"nothing exported: run `fs store verify`, then {group.repair_command(problems)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

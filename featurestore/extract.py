@@ -215,10 +215,12 @@ def _open_group(store: FeatureStore, key: StoreKey, manifest: Manifest, info: En
     """Open the group to resume or repair, or create it; ``result.already_done`` when nothing is left."""
     if store.has(key) and not options.overwrite:
         group = store.open(key, mode="a")
+        # first: the reads below refuse a corrupt chunk, which --repair drops here (it then reads as lost)
+        damage = group.damage(checksums=options.repair, drop_corrupt=options.repair)
         _check_reusable(group, manifest, options, command)
         group.add_alias(info.name)
         result.rows_before = int((group.status() == STATUS_STORED).sum())
-        redo = _batches_to_redo(group, manifest, options, result)
+        redo = _batches_to_redo(group, manifest, options, result, damage)
         if redo:
             group.reopen_batches(redo)
         if group.is_complete:
@@ -263,17 +265,13 @@ def _check_reusable(group: StoreGroup, manifest: Manifest, options: ExtractOptio
                                "with the same --frames or re-run with --overwrite")
 
 
-def _batches_to_redo(group: StoreGroup, manifest: Manifest, options: ExtractOptions,
-                     result: ExtractResult) -> list[int]:
-    """Committed batches to compute again: damaged chunks, and skipped rows worth retrying."""
+def _batches_to_redo(group: StoreGroup, manifest: Manifest, options: ExtractOptions, result: ExtractResult,
+                     damage: tuple[np.ndarray, list[Any]]) -> list[int]:
+    """Committed batches to compute again: ``damage`` (``group.damage()``: bad rows, problems), and
+    skipped rows worth retrying."""
     bounds = group.batch_bounds()
-    bad, problems = group.damage(checksums=options.repair)
-    if options.repair:
-        for problem in problems:
-            if "corrupt" in problem:
-                name, coord = problem.split(": chunk ")[0], problem.split(": chunk ")[1].split(" ")[0]
-                group.drop_chunk(name, tuple(int(c) for c in coord.split(".")))
-    result.repaired = problems
+    bad, problems = damage
+    result.repaired = [str(p) for p in problems]
     retry = _skipped_to_retry(group, manifest, options)
     result.retried = len(retry)
     if retry.size:

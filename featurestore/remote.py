@@ -8,8 +8,10 @@
 * **Temp files.** Object stores write every chunk with one atomic PUT: a killed writer leaves
   no temp objects to clean.
 * **Sizes.** ``du`` over the group's prefix.
-* **Errors.** A missing bucket or denied access becomes a :class:`~featurestore.errors.FsError`
-  naming the URL and the fix.
+* **Errors.** An unreachable endpoint, refused credentials, a missing bucket or denied access
+  becomes a :class:`~featurestore.errors.FsError` naming the URL, the endpoint, the real cause
+  and the fix. :func:`probe` finds them before anything else is read, in seconds (one attempt,
+  short timeouts), so that no read command mistakes them for an empty store.
 
 Credentials and endpoints come from the usual places of each filesystem (for S3: the AWS
 environment variables or config files, ``AWS_ENDPOINT_URL`` for S3-compatible servers).
@@ -31,6 +33,7 @@ from featurestore.errors import FsError
 
 S3_EXTRA = 'pip install "fs-ser[s3]"  (or: pip install s3fs)'
 LEASE_SECONDS = 120.0  # a lease not renewed for this long is stale (its owner is presumed dead)
+PROBE_SECONDS = 3  # connect timeout of probe(): an unreachable endpoint is reported in seconds
 
 
 class RemoteStoreError(FsError, RuntimeError):
@@ -42,32 +45,105 @@ def is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
-def filesystem(url: str) -> tuple[Any, str]:
-    """``(fsspec filesystem, path inside it)`` of ``url``; a clear error when its package is missing."""
+def _is_s3(url: str) -> bool:
+    return url.startswith(("s3://", "s3a://"))
+
+
+def filesystem(url: str, *, quick: bool = False) -> tuple[Any, str]:
+    """``(fsspec filesystem, path inside it)`` of ``url``; a clear error when its package is missing.
+
+    ``quick``: an S3 filesystem that tries once with short timeouts (for :func:`probe`).
+    """
     import fsspec.core
 
+    options: dict[str, Any] = {}
+    if quick and _is_s3(url):
+        options = {"retries": 1, "config_kwargs": {"connect_timeout": PROBE_SECONDS, "read_timeout": 4 * PROBE_SECONDS,
+                                                   "retries": {"max_attempts": 1, "mode": "standard"}}}
     try:
-        return fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
-        extra = S3_EXTRA if url.startswith(("s3://", "s3a://")) else f"the fsspec package for {url.split('://')[0]}://"
+        extra = S3_EXTRA if _is_s3(url) else f"the fsspec package for {url.split('://')[0]}://"
         raise RemoteStoreError(f"cannot open store {url}: {exc}. Install {extra}") from None
     except ValueError as exc:
         raise RemoteStoreError(f"cannot open store {url}: {exc}") from None
 
 
-def access_error(url: str, exc: BaseException, doing: str) -> RemoteStoreError:
-    """``exc`` from the object store as an error naming ``url`` and the fix."""
+def endpoint(url: str, fs: Any = None) -> str:
+    """The server a store URL talks to, for messages: the S3 endpoint URL (client, environment or AWS)."""
+    if not _is_s3(url):
+        return url.split("://", 1)[0] + "://"
+    client = getattr(fs, "_s3", None)
+    found = getattr(getattr(client, "meta", None), "endpoint_url", None)
+    return str(found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+               or "the AWS S3 endpoint")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A connection that could not be made or timed out (as opposed to an answer from the server)."""
+    kinds: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        kinds += (BotoConnectionError, HTTPClientError)
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientConnectionError
+
+        kinds += (ClientConnectionError,)
+    except ImportError:
+        pass
+    return isinstance(exc, kinds)
+
+
+def access_error(url: str, exc: BaseException, doing: str, fs: Any = None) -> RemoteStoreError:
+    """``exc`` from the object store as an error naming ``url``, the endpoint, the cause and the fix.
+
+    Decided by the exception's type (fsspec maps S3 error codes onto FileNotFoundError /
+    PermissionError), never by its text: refused credentials are not a missing bucket.
+    """
     text = str(exc) or type(exc).__name__
     bucket = url.split("://", 1)[-1].split("/", 1)[0]
-    if isinstance(exc, FileNotFoundError) or "NoSuchBucket" in text or "does not exist" in text:
-        return RemoteStoreError(f"{doing} {url}: the bucket {bucket!r} does not exist ({text}); create it "
-                                f"(e.g. `aws s3 mb s3://{bucket}`) or give another --store")
-    if isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text:
-        return RemoteStoreError(f"{doing} {url}: access denied ({text}); give these credentials read, write and "
-                                f"delete rights on {bucket!r} (s3:ListBucket, s3:GetObject, s3:PutObject, "
-                                "s3:DeleteObject) or give another --store")
-    return RemoteStoreError(f"{doing} {url}: {type(exc).__name__}: {text}; check the URL, the credentials and "
-                            "the endpoint (AWS_ENDPOINT_URL for S3-compatible servers)")
+    where = endpoint(url, fs)
+    if _unreachable(exc):
+        return RemoteStoreError(f"{doing} {url}: cannot reach the endpoint {where} ({type(exc).__name__}: {text}); "
+                                "check that the server runs and the address (AWS_ENDPOINT_URL for S3-compatible "
+                                "servers) and network are right")
+    if isinstance(exc, FileNotFoundError):
+        return RemoteStoreError(f"{doing} {url}: the bucket {bucket!r} does not exist at {where} ({text}); create "
+                                f"it (e.g. `aws s3 mb s3://{bucket}`) or give another --store")
+    if isinstance(exc, PermissionError):
+        return RemoteStoreError(f"{doing} {url}: {where} refused access ({text}); check the credentials "
+                                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE) and give them read, write "
+                                f"and delete rights on {bucket!r} (s3:ListBucket, s3:GetObject, s3:PutObject, "
+                                "s3:DeleteObject), or give another --store")
+    return RemoteStoreError(f"{doing} {url} at {where}: {type(exc).__name__}: {text}; check the URL, the "
+                            "credentials and the endpoint (AWS_ENDPOINT_URL for S3-compatible servers)")
+
+
+def probe(url: str) -> list[str]:
+    """Names directly under the store at ``url`` ([] when nothing is stored there yet).
+
+    One quick attempt: an unreachable endpoint, refused credentials or a missing bucket raise
+    RemoteStoreError naming the endpoint and the cause within seconds.
+    """
+    fs, path = filesystem(url, quick=True)
+    path = path.rstrip("/")
+    bucket = path.split("/", 1)[0]
+    fs.invalidate_cache()
+    try:
+        try:
+            return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+        except FileNotFoundError:
+            if path != bucket:
+                fs.ls(bucket, detail=False)  # the bucket exists: the store is just not made yet
+            else:
+                raise
+            return []
+    except Exception as exc:
+        raise access_error(url, exc, "cannot read", fs) from None
 
 
 def _owner() -> dict[str, Any]:
@@ -142,7 +218,7 @@ class Lease:
         except RemoteStoreError:
             raise
         except Exception as exc:
-            raise access_error(self.url, exc, "cannot write to") from None
+            raise access_error(self.url, exc, "cannot write to", self.fs) from None
         self._thread = threading.Thread(target=self._renew, name="fs-lease", daemon=True)
         self._thread.start()
 
@@ -193,4 +269,4 @@ def du(url: str, sub: str = "") -> int:
     except FileNotFoundError:
         return 0
     except Exception as exc:
-        raise access_error(url, exc, "cannot list") from None
+        raise access_error(url, exc, "cannot list", fs) from None

@@ -55,7 +55,6 @@ _ROW_ARRAYS = ("utt_ids", "audio_sha256", "n_frames", "status", "noise/recording
                "noise/snr_db")
 IDENTITY_ARRAYS = ("utt_ids", "audio_sha256", "batch_start")  # written once at creation: only --overwrite remakes them
 _ALWAYS_CHECKED = ("batch_start", "batch_done", "utt_ids", "audio_sha256")  # checked whether or not rows are committed
-ROOT_METADATA = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
 
 class StoreError(FsError, RuntimeError):
@@ -69,7 +68,7 @@ def _codecs() -> dict[str, Any]:
 def _writable(array: zarr.Array) -> zarr.Array:
     """``array`` set to write every chunk, even one equal to the fill value (a runtime setting of zarr,
     not stored in the metadata, so every array opened for writing needs it)."""
-    return array.with_config(write_empty_chunks=True)
+    return array.with_config({"write_empty_chunks": True})
 
 
 @dataclass(frozen=True)
@@ -530,6 +529,7 @@ class FeatureStore:
     def __init__(self, url: str | Path):
         self.url = str(url)
         self._local = remote.is_local(self.url)
+        self.restored_root = False  # set when exists() found groups under a lost root zarr.json and restored it
 
     def _root(self, mode: str = "a") -> zarr.Group:
         try:
@@ -562,13 +562,38 @@ class FeatureStore:
             return False
 
     def exists(self) -> bool:
+        """Whether a store is at the URL. Its root metadata (``zarr.json``, which holds nothing but the
+        format) is restored when it was lost but groups are stored, so that no command reads such a
+        store as empty (``restored_root`` says so). A remote store is probed first: an unreachable
+        endpoint, refused credentials or a missing bucket raise StoreError naming the cause."""
         if self._local:
-            return (self._local_path() / "zarr.json").exists()
+            root = self._local_path()
+            if (root / "zarr.json").exists():
+                return True
+            if not any(root.glob("*/*/*/zarr.json")):
+                return False
+        else:
+            try:
+                names = remote.probe(self.url)
+            except remote.RemoteStoreError as exc:
+                raise StoreError(str(exc)) from None
+            if "zarr.json" in names:
+                return True
+            if not any(is_safe_name(n) for n in names):
+                return False
+        self._restore_root()
+        return True
+
+    def _restore_root(self) -> None:
+        """Write the lost root metadata of a store that still holds groups (StoreError with the manual fix)."""
         try:
-            zarr.open_group(self.url, mode="r")
-            return True
-        except Exception:
-            return False
+            zarr.open_group(self.url, mode="a")
+        except Exception as exc:
+            raise StoreError(f"store {self.url} lost its root metadata (zarr.json) but still holds groups, and it "
+                             f"cannot be restored here ({type(exc).__name__}: {exc}); make the store writable and run "
+                             f"`fs store ls` again, or write {self.url.rstrip('/')}/zarr.json containing "
+                             '{"zarr_format": 3, "node_type": "group", "attributes": {}}') from None
+        self.restored_root = True
 
     def keys(self) -> list[StoreKey]:
         """Every group in the store, sorted; on a local store also folders whose metadata is lost."""
@@ -577,15 +602,15 @@ class FeatureStore:
         if self._local:
             root = self._local_path()
             found = {StoreKey(*p.relative_to(root).parts) for p in root.glob("*/*/*")
-                     if p.is_dir() and not p.name.startswith(".")
+                     if p.is_dir() and all(is_safe_name(part) for part in p.relative_to(root).parts)
                      and ((p / "zarr.json").exists() or any(p.glob("*/zarr.json")))}
             return sorted(found, key=lambda k: k.path)
         found_remote = []  # the same walk through the store's listing: groups whose metadata is lost count too
         for corpus in self._children(""):
-            if corpus == "zarr.json" or corpus.startswith("."):
+            if corpus == "zarr.json" or not is_safe_name(corpus):
                 continue
-            for condition in self._children(f"{corpus}/"):
-                for model in self._children(f"{corpus}/{condition}/"):
+            for condition in filter(is_safe_name, self._children(f"{corpus}/")):
+                for model in filter(is_safe_name, self._children(f"{corpus}/{condition}/")):
                     path = f"{corpus}/{condition}/{model}/"
                     names = self._children(path)
                     if "zarr.json" in names or any("zarr.json" in self._children(f"{path}{n}/")

@@ -17,6 +17,8 @@ from featurestore.errors import FsError
 from featurestore.store import STATUS_PENDING, STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreGroup, StoreKey
 from featurestore.workspace import Workspace
 
+_VALUE_ARRAYS = ("mean", "std", "/values", "noise/snr_db")  # NaN-filled: a lost chunk cannot pass for data
+
 
 @dataclass
 class VerifyReport:
@@ -45,30 +47,30 @@ def verify_store(store: FeatureStore, workspace: Workspace, keys: list[StoreKey]
         except FsError as exc:
             reports.append(VerifyReport(key=key.path, errors=[str(exc)]))
             continue
+        manifest_error = None
         try:
             manifest = workspace.load_manifest(key.corpus)
-        except FsError:
-            manifest = None
+        except FsError as exc:  # missing, unreadable or malformed: reported for this group only
+            manifest, manifest_error = None, str(exc)
         try:
-            reports.append(verify_group(group, manifest, checksums=checksums))
+            reports.append(verify_group(group, manifest, checksums=checksums, manifest_error=manifest_error))
         except FsError as exc:
             reports.append(VerifyReport(key=key.path, errors=[str(exc)]))
     return reports
 
 
-def verify_group(group: StoreGroup, manifest: Manifest | None, checksums: bool = True) -> VerifyReport:
+def verify_group(group: StoreGroup, manifest: Manifest | None, checksums: bool = True,
+                 manifest_error: str | None = None) -> VerifyReport:
     """Chunks (present, checksums), counts, NaNs, frame offsets, noise records, and identity against
-    ``manifest`` (None: manifest missing)."""
+    ``manifest`` (None: manifest missing, or unusable as ``manifest_error`` says)."""
     report = VerifyReport(key=group.key.path)
     command = group.extract_command()
     bad, problems = group.damage(checksums=checksums)
     if problems:
-        fix = "--repair" if any("corrupt" in p for p in problems) else ""
         report.errors.append(f"{len(problems)} damaged chunk(s) affecting {int(bad.sum())} row(s), e.g. "
-                             f"{problems[:3]}; recompute them with: {command} {fix}".rstrip())
-        if any(p.startswith(("utt_ids", "audio_sha256", "batch_start")) for p in problems):
-            report.errors.append(f"the group's index arrays are damaged: re-extract with {command} --overwrite")
-            return report
+                             f"{[str(p) for p in problems[:3]]}; recompute them with: {group.repair_command(problems)}")
+        if any(not p.array.endswith(_VALUE_ARRAYS) for p in problems):
+            return report  # the checks below read the damaged index arrays; the fix above comes first
     ids = group.utt_ids()
     status = group.status()
     n_frames = group.n_frames()
@@ -98,8 +100,8 @@ def verify_group(group: StoreGroup, manifest: Manifest | None, checksums: bool =
     if group.attrs.get("fs_version") != __version__:
         report.warnings.append(f"written by fs {group.attrs.get('fs_version')}, this is fs {__version__}")
     if manifest is None:
-        report.errors.append(f"manifest of corpus {group.key.corpus!r} not found in this workspace; add it with "
-                             f"`fs corpus add {group.key.corpus} --layout LAYOUT --root PATH`")
+        report.errors.append(manifest_error or f"manifest of corpus {group.key.corpus!r} not found in this workspace; "
+                             f"add it with `fs corpus add {group.key.corpus} --layout LAYOUT --root PATH`")
         return report
     _check_identity(group, manifest, command, report)
     return report

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_manifests.manifest import Manifest, ManifestError
+from data_manifests.manifest import Manifest, ManifestError, check_corpus_name, is_safe_name
 
 DEFAULT_WORKSPACE = "./fs-workspace"
 
@@ -33,12 +33,14 @@ class Workspace:
         return self.root / "results"
 
     def manifest_path(self, name: str) -> Path:
-        return self.manifests_dir / f"{name}.json"
+        """``<root>/manifests/<name>.json``; every corpus name that enters fs passes here, so a name that
+        is not a plain corpus name (``../x``, ``a/b``) is refused (ManifestError) before any file is touched."""
+        return self.manifests_dir / f"{check_corpus_name(name)}.json"
 
     def corpus_names(self) -> list[str]:
         if not self.manifests_dir.is_dir():
             return []
-        return sorted(p.stem for p in self.manifests_dir.glob("*.json"))
+        return sorted(p.stem for p in self.manifests_dir.glob("*.json") if is_safe_name(p.stem))
 
     def save_manifest(self, manifest: Manifest, *, force: bool = False) -> Path:
         """Save atomically; refuse to replace an existing corpus unless ``force``."""
