@@ -122,15 +122,13 @@ DEMO_STEPS: list[DemoStep] = [add_demo_corpora, extract_demo, verify_demo]
 
 def real_model_status() -> dict[str, str]:
     """Where each real encoder's weights would come from here (nothing is downloaded)."""
-    from huggingface_hub import try_to_load_from_cache
-
     from featurestore.encoders import list_encoders
+    from featurestore.encoders.sources import in_hf_cache
 
     ids = {e["alias"]: e["model_id"] for e in list_encoders()}
     status = {}
     for alias in REAL_MODELS:
-        cached = try_to_load_from_cache(ids[alias], "config.json")
-        status[alias] = f"{ids[alias]}: " + ("in the HF cache" if isinstance(cached, str) else
+        status[alias] = f"{ids[alias]}: " + ("in the HF cache" if in_hf_cache(ids[alias]) else
                                              "not cached (needs the hub, a cache copy, or --model DIR)")
     return status
 

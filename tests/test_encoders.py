@@ -219,3 +219,48 @@ def test_real_whisper_base(shared_dir: Path) -> None:
     cos = cosine_similarity(pooled_last["full"], pooled_last["trim"], dim=-1)
     assert torch.isfinite(cos).all()
     print(f"whisper-base full vs trim, last layer, mean pooled cosine: {cos.mean().item():.4f}")
+
+
+_LOAD_AND_TIME = """
+import sys, time
+from featurestore.encoders import EncoderError, load_encoder
+import featurestore.encoders.hf_whisper  # imports done before the clock starts
+began = time.perf_counter()
+try:
+    load_encoder(sys.argv[1])
+except EncoderError as exc:
+    print(f"{time.perf_counter() - began:.2f}")
+    print(exc)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}],
+                         ids=["offline", "unreachable-endpoint"])
+def test_uncached_hub_model_is_refused_at_once(tmp_path: Path, env: dict) -> None:
+    """Not in the (empty) HF cache and no hub: the clear message within seconds, no retries."""
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE")}
+    run = subprocess.run([sys.executable, "-c", _LOAD_AND_TIME, "whisper"], capture_output=True, text=True,
+                         env={**clean, "HF_HOME": str(tmp_path / "hf"), **env}, timeout=120)
+    seconds, _, message = run.stdout.partition("\n")
+    assert message, run.stdout + run.stderr
+    assert float(seconds) < 3.0, seconds
+    assert "openai/whisper-base" in message and "--model /path/to/dir" in message and "HF_HUB_OFFLINE=1" in message
+    assert "Retrying" not in run.stderr
+    if "HF_ENDPOINT" in env:
+        assert "http://127.0.0.1:9 cannot be reached" in message
+
+
+def test_registry_listing_needs_no_torch() -> None:
+    """`fs models` lists the registry without importing torch or transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cli.extract import models; from featurestore.encoders import list_encoders; "
+            "assert len(list_encoders()) > 10; print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stderr
