@@ -80,6 +80,8 @@ class ExtractResult:
     wall_seconds: float = 0.0
     peak_rss_mb: float = 0.0
     peak_gpu_mb: float = 0.0
+    oom_halvings: int = 0  # forward passes halved after the device ran out of memory
+    oom_batch_seconds: float | None = None  # padded audio seconds per forward pass after the last halving
 
     @property
     def utterances_per_second(self) -> float:
@@ -183,9 +185,11 @@ def _collate(items: list) -> list:
 def pool_states(hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over each utterance's real frames: (L,B,T,D) → two (B,L,D) float32 arrays.
 
-    A thin alias of :func:`featurestore.pooling.masked_mean_std` (the one pooling code).
+    A thin alias of :func:`featurestore.pooling.masked_mean_std` (the one pooling code), always in
+    float32 with autocast off, whatever precision the encoder ran in.
     """
-    mean, std = masked_mean_std(hidden, lengths)
+    with torch.autocast(hidden.device.type, enabled=False):
+        mean, std = masked_mean_std(hidden.float(), lengths)
     return mean.transpose(0, 1).float().cpu().numpy(), std.transpose(0, 1).float().cpu().numpy()
 
 
@@ -325,6 +329,8 @@ class Block:
     frame_bytes: int = 0
     failed_hashes: dict[int, str] = field(default_factory=dict)
     audio_seconds: float = 0.0
+    oom_halvings: int = 0  # forward passes halved because the device ran out of memory
+    oom_batch_seconds: float | None = None  # then: padded audio seconds per forward pass after the last halving
 
     def __len__(self) -> int:
         return len(self.status)
@@ -341,19 +347,83 @@ class Block:
                      np.concatenate([self.n_frames, other.n_frames]), np.concatenate([self.status, other.status]),
                      {k: v + other.frames[k] for k, v in self.frames.items()}, {**self.skipped, **other.skipped},
                      noise, self.frame_bytes + other.frame_bytes, {**self.failed_hashes, **other.failed_hashes},
-                     self.audio_seconds + other.audio_seconds)
+                     self.audio_seconds + other.audio_seconds, self.oom_halvings + other.oom_halvings,
+                     other.oom_batch_seconds if other.oom_halvings else self.oom_batch_seconds)
+
+
+@dataclass
+class MemoryBudget:
+    """Padded audio seconds one forward pass may take: unbounded until the device runs out of memory,
+    then half of what failed; kept across the batches of a run (a plan's batches cost about the same)."""
+
+    seconds: float = math.inf
+    halvings: int = 0
+
+
+def _embedded(encoder: Encoder, waves: list[np.ndarray], budget: MemoryBudget,
+              frame_layers: tuple[int, ...]) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, np.ndarray,
+                                                             dict[int, list[np.ndarray]]]]:
+    """Embed and pool ``waves`` (longest first) in forward passes within ``budget``, halving one that runs
+    out of device memory (torch.OutOfMemoryError) and counting it in ``budget.halvings``.
+
+    Yields (indices into ``waves``, mean (b, L, D), std (b, L, D), frame counts (b,), layer -> b arrays
+    (T_i, D) float16). Raises ExtractError when one utterance alone does not fit.
+    """
+    cost = [padded_seconds(w.size / encoder.info.sample_rate, encoder.info) for w in waves]
+    pending = list(range(len(waves)))
+    while pending:
+        part = pending[:_fits(pending, cost, budget.seconds)]
+        try:
+            pooled = _embed_pooled(encoder, [waves[i] for i in part], frame_layers)
+        except torch.cuda.OutOfMemoryError:
+            pooled = None  # leave the except block first: its traceback holds the failed pass's tensors
+        if pooled is None:
+            if len(part) == 1:
+                raise ExtractError(f"{encoder.info.name}: one utterance of {cost[part[0]]:.0f} s of (padded) audio "
+                                   "does not fit in the device's memory; cut long audio with --chunk-seconds 30, "
+                                   "or use a device with more memory")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            budget.seconds = min(budget.seconds, len(part) * max(cost[i] for i in part) / 2)
+            budget.halvings += 1
+            continue
+        pending = pending[len(part):]
+        yield (part, *pooled)
+
+
+def _fits(pending: list[int], cost: list[float], seconds: float) -> int:
+    """How many of ``pending`` (longest first) one forward pass takes: count x longest <= ``seconds``, at least 1."""
+    count, longest = 1, cost[pending[0]]
+    while count < len(pending) and (count + 1) * max(longest, cost[pending[count]]) <= seconds:
+        longest = max(longest, cost[pending[count]])
+        count += 1
+    return count
+
+
+def _embed_pooled(encoder: Encoder, waves: list[np.ndarray], frame_layers: tuple[int, ...]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, list[np.ndarray]]]:
+    """One forward pass: mean, std (b, L, D), frame counts (b,) and the frames of ``frame_layers`` (fp16)."""
+    states = encoder.embed(waves)
+    mean, std = pool_states(states.hidden, states.lengths)
+    lengths = states.lengths.cpu().numpy()
+    frames = {layer: [states.hidden[layer, k, : lengths[k]].to(torch.float16).cpu().numpy() for k in range(len(waves))]
+              for layer in frame_layers}
+    return mean, std, lengths, frames
 
 
 def compute_block(batch_index: int, start: int, items: list[Decoded], rows: Sequence[dict[str, Any]] | Mapping,
                   encoder: Encoder, *, frame_layers: tuple[int, ...] = (), on_bad_audio: str = "fail",
-                  noisy: bool = False) -> Block:
+                  noisy: bool = False, memory: MemoryBudget | None = None) -> Block:
     """Embed and pool one plan batch (a pure function of the decoded audio: no store access).
 
     ``items`` are :func:`decode_row` results whose indices are group rows (``rows[i]`` is the
     manifest row of group row i); the block holds rows ``start:start+len(items)``. Raises
     ExtractError for bad audio with ``on_bad_audio="fail"`` and for audio changed since
-    ``fs corpus add``.
+    ``fs corpus add``. ``memory`` bounds the forward passes (halved on out-of-memory; see
+    :func:`_embedded`); the block counts its halvings.
     """
+    memory = memory if memory is not None else MemoryBudget()
+    halvings_before = memory.halvings
     n = len(items)
     dim, layers = encoder.info.dim, encoder.info.num_layers
     mean = np.zeros((n, layers, dim), np.float32)
@@ -385,18 +455,17 @@ def compute_block(batch_index: int, start: int, items: list[Decoded], rows: Sequ
         good.append((j, wave))
     frame_bytes = 0
     audio_seconds = 0.0
-    if good:
-        states = encoder.embed([w for _, w in good])
-        m, s = pool_states(states.hidden, states.lengths)
-        lengths = states.lengths.cpu().numpy()
-        for k, (j, wave) in enumerate(good):
+    for part, m, s, lengths, part_frames in _embedded(encoder, [w for _, w in good], memory, tuple(frame_layers)):
+        for k, g in enumerate(part):
+            j, wave = good[g]
             mean[j], std[j], n_frames[j], status[j] = m[k], s[k], lengths[k], STATUS_STORED
             audio_seconds += len(wave) / encoder.info.sample_rate
             for layer in frame_layers:
-                frames[layer][j] = states.hidden[layer, k, : lengths[k]].to(torch.float16).cpu().numpy()
+                frames[layer][j] = part_frames[layer][k]
                 frame_bytes += frames[layer][j].nbytes
     return Block(range(batch_index, batch_index + 1), start, mean, std, n_frames, status, frames, skipped,
-                 noise, frame_bytes, failed_hashes, audio_seconds)
+                 noise, frame_bytes, failed_hashes, audio_seconds, memory.halvings - halvings_before,
+                 memory.seconds if memory.halvings > halvings_before else None)
 
 
 def commit_block(group: StoreGroup, block: Block | None, result: ExtractResult) -> None:
@@ -433,22 +502,44 @@ class Runner(Protocol):
         ...
 
 
+@dataclass
+class RunnerTimes:
+    """Where a :class:`LocalRunner`'s time went: waiting for decoded audio, and computing blocks (embed,
+    pool, copy back; the GPU's work, as the copy back waits for it). The rest of a run is the store's."""
+
+    decode_wait_s: float = 0.0
+    compute_s: float = 0.0
+
+
 class LocalRunner:
-    """Blocks computed in this process; DataLoader workers decode and resample ahead of the encoder."""
+    """Blocks computed in this process; DataLoader workers decode and resample ahead of the encoder.
+
+    ``memory`` is the forward-pass budget, halved (and kept) when the device runs out of memory;
+    ``times`` adds up the waits on decoding and the compute.
+    """
 
     def __init__(self, encoder: Encoder):
         self.encoder = encoder
         self.info = encoder.info
         self.device = str(getattr(encoder, "device", "cpu"))
+        self.memory = MemoryBudget()
+        self.times = RunnerTimes()
 
     def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], noise: NoiseBank | None,
                options: ExtractOptions) -> Iterator[Block]:
         loader = DataLoader(_UtteranceAudio(rows, self.info.sample_rate, noise),
                             batch_sampler=[list(range(a, b)) for _, a, b in plan],
                             num_workers=options.num_workers, collate_fn=_collate)
-        for (index, start, _), items in zip(plan, loader):
-            yield compute_block(index, start, items, rows, self.encoder, frame_layers=tuple(options.frame_layers),
-                                on_bad_audio=options.on_bad_audio, noisy=noise is not None)
+        decoded = iter(loader)
+        for index, start, _ in plan:
+            began = time.perf_counter()
+            items = next(decoded)
+            ready = time.perf_counter()
+            block = compute_block(index, start, items, rows, self.encoder, frame_layers=tuple(options.frame_layers),
+                                  on_bad_audio=options.on_bad_audio, noisy=noise is not None, memory=self.memory)
+            self.times.decode_wait_s += ready - began
+            self.times.compute_s += time.perf_counter() - ready
+            yield block
 
 
 def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise: NoiseSpec | None = None,
@@ -517,6 +608,9 @@ def _run(group: StoreGroup, manifest: Manifest, runner: Runner, bank: NoiseBank 
                 commit_block(group, ready, result)
             pending = block if pending is None else pending.extend(block)
             result.audio_seconds += block.audio_seconds
+            if block.oom_halvings:
+                result.oom_halvings += block.oom_halvings
+                result.oom_batch_seconds = block.oom_batch_seconds
             if len(pending) >= options.commit_rows or pending.frame_bytes >= MAX_PENDING_FRAME_BYTES:
                 ready, pending = pending, None
                 commit_block(group, ready, result)

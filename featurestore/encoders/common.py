@@ -66,6 +66,20 @@ def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def to_device(waves: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    """1-D float32 arrays as tensors on ``device`` (the arrays' memory is shared on the CPU).
+
+    On CUDA the batch is packed into one pinned host buffer and moved with one asynchronous copy,
+    not one blocking copy per utterance from pageable memory.
+    """
+    if device.type != "cuda":
+        return [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) for w in waves]
+    sizes = [int(w.size) for w in waves]
+    host = torch.empty(sum(sizes), dtype=torch.float32, pin_memory=True)
+    np.concatenate([np.asarray(w, dtype=np.float32).ravel() for w in waves], out=host.numpy())
+    return list(host.to(device, non_blocking=True).split(sizes))
+
+
 def pad_frames(seqs: list[torch.Tensor]) -> torch.Tensor:
     """Right-pad (T_i, D) tensors with zeros into (B, T_max, D)."""
     return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)
@@ -91,6 +105,7 @@ class SegmentEncoder(ABC):
     device: torch.device
     chunk_samples: int | None = None  # segment length; None = whole utterance
     min_samples: int = 1  # shorter segments are zero-padded up to this
+    autocast_dtype: torch.dtype | None = torch.bfloat16  # on CUDA (settings['dtype']); None: fp32, for references
 
     @abstractmethod
     def _segment_frames(self, num_samples: int) -> int:
@@ -122,9 +137,15 @@ class SegmentEncoder(ABC):
         return _reassemble(hidden, seg_lengths, owner, len(waves))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.device.type == "cuda" and self.autocast_dtype is not None:
+            return torch.autocast("cuda", dtype=self.autocast_dtype)
         return contextlib.nullcontext()
+
+    @property
+    def attention(self) -> str:
+        """The attention kernel transformers runs ("sdpa" where it offers it, "eager", ...); "none" without one."""
+        config = getattr(getattr(self, "model", None), "config", None)
+        return str(getattr(config, "_attn_implementation", None) or "none")
 
     # --- fine-tuning: the frozen front end, then a trainable stack of layers -------------------
 

@@ -40,6 +40,7 @@ from .common import (
     run_dtype,
     run_layer,
     seeded,
+    to_device,
 )
 from .sources import Source, fetch
 from .weights import weights_hash
@@ -116,7 +117,7 @@ class Wav2Vec2LikeEncoder(SegmentEncoder):
 
     def _project(self, segments: list[np.ndarray]) -> torch.Tensor:
         """CNN + feature projection: (S, T, hidden) padded with zeros."""
-        waves = [torch.as_tensor(np.ascontiguousarray(s), device=self.device) for s in segments]
+        waves = to_device(segments, self.device)
         if self.per_utterance_cnn:
             feats = pad_frames([self._cnn(w[None])[0] for w in waves])
         else:

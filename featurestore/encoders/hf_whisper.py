@@ -37,6 +37,7 @@ from .common import (
     run_dtype,
     run_layer,
     seeded,
+    to_device,
 )
 from .sources import Source, fetch
 from .weights import weights_hash
@@ -112,8 +113,8 @@ class WhisperLikeEncoder(SegmentEncoder):
     def _windows(self, segments: list[np.ndarray]) -> torch.Tensor:
         """(S, window_samples) segments zero-padded to Whisper's 30 s window."""
         waves = torch.zeros(len(segments), self.window_samples, device=self.device)
-        for i, seg in enumerate(segments):
-            waves[i, :seg.size] = torch.as_tensor(seg, device=self.device)
+        for i, seg in enumerate(to_device(segments, self.device)):
+            waves[i, :seg.numel()] = seg
         return waves
 
     def _full(self, segments: list[np.ndarray]) -> torch.Tensor:
@@ -138,7 +139,7 @@ class WhisperLikeEncoder(SegmentEncoder):
     def _trim_front(self, segments: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, T, D) first-layer input (conv front end + positions) of the real frames, and (S,) T_s."""
         enc = self.model
-        mels = [self.log_mel(torch.as_tensor(seg, device=self.device)[None])[0] for seg in segments]
+        mels = [self.log_mel(seg[None])[0] for seg in to_device(segments, self.device)]
         mel_len = torch.tensor([m.shape[1] for m in mels], device=self.device)
         x = pad_frames([m.T for m in mels]).transpose(1, 2)
         h = F.gelu(enc.conv1(x))
