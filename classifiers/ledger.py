@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from classifiers.layer_choice import layer_used_text
 from data_manifests.atomic import atomic_write_text
 from featurestore.errors import FsError
 from featurestore.workspace import Workspace
@@ -168,8 +169,10 @@ def _row_key(config_key: str, identity: str) -> str:
 
 def whisper_input_of(result: dict[str, Any]) -> str | None:
     """The Whisper input mode a result used (``trim``/``full``; None for other models): the result's own
-    record, else (older results) the mode its configuration asked for."""
-    return result.get("whisper_input") or (result.get("config") or {}).get("whisper_input")
+    record, else (older results) the mode its configuration asked for or its source group recorded."""
+    source = (result.get("provenance") or {}).get("source") or {}
+    return (result.get("whisper_input") or (result.get("config") or {}).get("whisper_input")
+            or (source.get("model_settings") or {}).get("whisper_input"))
 
 
 def _folder_forms(name: str) -> set[str]:
@@ -255,7 +258,7 @@ def _columns(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "source": config.get("source"), "target": config.get("target"), "model": config.get("model"),
         "layer": None if config.get("layer") is None else str(config.get("layer")),
-        "layer_used": None if result.get("layer") is None else str(result.get("layer")),
+        "layer_used": None if result.get("layer") is None else layer_used_text(result),
         "classifier": config.get("classifier"), "norm": config.get("norm"),
         "shots": None if config.get("shots") is None else int(config.get("shots")),
         "condition": condition_of(config),
@@ -517,7 +520,7 @@ def flat_row(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "config_key": result.get("config_key"), "study": ",".join(result.get("_studies", [])),
         "source": config.get("source"), "target": config.get("target"), "model": config.get("model"),
-        "whisper_input": whisper_input_of(result), "layer": config.get("layer"), "layer_used": result.get("layer"),
+        "whisper_input": whisper_input_of(result), "layer": config.get("layer"), "layer_used": layer_used_text(result),
         "classifier": config.get("classifier"),
         "norm": config.get("norm"), "shots": config.get("shots"), "condition": condition_of(config),
         "seeds": len(seeds) if isinstance(seeds, (list, tuple)) else seeds,

@@ -20,7 +20,6 @@ import difflib
 import hashlib
 import json
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.layer_choice import best_layer_choice
 from classifiers.metrics import chance_uar, evaluate, uar
 from classifiers.normalise import MODES, _apply, _stats, normalise
 from classifiers.probes import ClassifierError, classifier_config, classifier_names, make_classifier
@@ -285,35 +285,6 @@ class ProbeResult:
             "normalisation": self.normalisation, "transductive": bool(self.normalisation.get("transductive")),
             "warnings": list(self.warnings), "seconds": self.seconds,
         }
-
-
-def best_layer_choice(per_seed: Sequence[Any], dev_uar: dict[str, float]) -> dict[str, Any]:
-    """What a ``--layer best`` result chose, in one record.
-
-    ``per_seed``: the result's ``layer`` (one int per seed, or within a corpus one list of per-fold
-    ints per seed); ``dev_uar``: mean dev UAR per layer (``{"0": 0.41, ...}``). Returns
-    ``per_seed`` (a list of lists of ints), ``most_chosen`` (the layer picked most often over seeds
-    and folds, ties to the higher mean dev UAR: the single "layer used" a table shows),
-    ``times_chosen`` / ``choices`` (how often, out of how many picks) and ``best_mean_dev``
-    (the layer of highest mean dev UAR, ties to the lowest). The UAR itself uses each seed's (and
-    fold's) own pick.
-    """
-    picks = [[int(k) for k in (entry if isinstance(entry, list) else [entry])] for entry in per_seed]
-    counts = Counter(k for seed in picks for k in seed)
-    most = max(sorted(counts), key=lambda k: (counts[k], dev_uar.get(str(k), float("-inf"))))
-    best_dev = max(sorted(dev_uar, key=int), key=lambda k: dev_uar[k])
-    return {"per_seed": picks, "most_chosen": most, "times_chosen": counts[most], "choices": sum(counts.values()),
-            "best_mean_dev": int(best_dev)}
-
-
-def whisper_input_of(result: dict[str, Any]) -> str | None:
-    """The Whisper input mode a probe result read (``trim`` / ``full``), None for other models;
-    from the result's own field, else (results stored before it existed) its source provenance."""
-    if result.get("whisper_input"):
-        return str(result["whisper_input"])
-    source = (result.get("provenance") or {}).get("source") or {}
-    mode = (source.get("model_settings") or {}).get("whisper_input")
-    return str(mode) if mode else None
 
 
 # --------------------------------------------------------------------------- data sides

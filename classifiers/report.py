@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from classifiers.layer_choice import layer_used_text
 from classifiers.ledger import group_attrs_reader, model_names, whisper_input_of
 from data_manifests.atomic import atomic_write_text
 from featurestore.errors import FsError
@@ -105,12 +106,8 @@ def pct(mean: float | None, std: float | None = None) -> str:
 
 
 def layer_used(row: dict[str, Any]) -> str:
-    """The layer(s) a result used: ``12``, or per seed ``7,8,7`` for best-layer selection."""
-    layer = row.get("layer")
-    if isinstance(layer, list):
-        flat = [str(x) for x in layer]
-        return flat[0] if len(set(flat)) == 1 else ",".join(flat)
-    return str(layer)
+    """The layer(s) a result used: ``12``, ``0,2``; for best-layer selection the most chosen (``7 (3/5 picks)``)."""
+    return layer_used_text(row)
 
 
 def is_noisy(row: dict[str, Any]) -> bool:

@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from cli._output import echo_json
+from cli.options import whisper_input_option
 from featurestore.workspace import Workspace
 
 CLASSIFIERS = ("logreg", "svm", "ridge", "lgbm", "mlp")
@@ -50,8 +51,7 @@ def _noise(directory: str | None, snr: float | None, seed: int) -> dict[str, Any
 @click.option("--source", required=True, help="Corpus to train on (a name from `fs corpus ls`).")
 @click.option("--target", required=True, help="Corpus to test on; the source itself for speaker-independent folds.")
 @click.option("--model", required=True, help="The model as given to `fs extract --model` (alias, id or folder).")
-@click.option("--whisper-input", type=click.Choice(["full", "trim"]), default=None,
-              help="Whisper groups: the input mode they were extracted with [default: the only one stored].")
+@whisper_input_option()
 @click.option("--model-seed", type=click.IntRange(min=0), default=None,
               help="Randomly initialised models: the seed they were extracted with.")
 @click.option("--layer", default="last", show_default=True,
@@ -161,7 +161,7 @@ def _pct(value: float | None) -> str:
 def _best_layer_lines(result: dict[str, Any]) -> list[str]:
     """Two lines for a ``--layer best`` result: the layer chosen per seed (per fold within a corpus),
     the single layer a table shows, and the mean dev UAR per layer (``*`` at the highest)."""
-    from classifiers.protocols import best_layer_choice
+    from classifiers.layer_choice import best_layer_choice
 
     dev = result.get("layer_dev_uar") or {}
     choice = result.get("layer_choice") or best_layer_choice(result["layer"], dev)
@@ -190,7 +190,7 @@ def _layer_text(result: dict[str, Any]) -> str:
 
 def model_text(result: dict[str, Any]) -> str:
     """The model of a result as people name it, with the Whisper input mode when there is one."""
-    from classifiers.protocols import whisper_input_of
+    from classifiers.ledger import whisper_input_of
 
     mode = whisper_input_of(result)
     return result["config"]["model"] + (f" (Whisper input {mode})" if mode else "")

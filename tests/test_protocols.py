@@ -270,27 +270,38 @@ def test_whisper_input_of_the_group_read_is_recorded(tmp_path) -> None:
     result = run_probe(cfg, store, ws).to_dict()
     assert result["whisper_input"] == "trim" and result["config"]["whisper_input"] is None
     assert result["config_key"] == cfg.key()  # the ledger identity of existing configs is unchanged
-    assert protocols.whisper_input_of(result) == "trim"
+    from classifiers.ledger import whisper_input_of
+
+    assert whisper_input_of(result) == "trim"
     older = {**result, "whisper_input": None}  # a result stored before the field: read from its provenance
-    assert protocols.whisper_input_of(older) == "trim"
+    assert whisper_input_of(older) == "trim"
     from cli.probe import describe
 
     assert "model tiny-whisper (Whisper input trim)  logreg" in describe(result)
 
 
 def test_best_layer_choice_names_the_most_chosen_and_the_best_dev_layer() -> None:
+    from classifiers.layer_choice import best_layer_choice, layer_used_text
+
     dev = {"0": 0.412, "1": 0.44, "2": 0.479, "3": 0.481}
-    cross = protocols.best_layer_choice([2, 2, 3], dev)
+    cross = best_layer_choice([2, 2, 3], dev)
     assert cross == {"per_seed": [[2], [2], [3]], "most_chosen": 2, "times_chosen": 2, "choices": 3,
                      "best_mean_dev": 3}
-    within = protocols.best_layer_choice([[3, 3, 1], [1, 1, 3]], dev)  # 3 and 1 chosen 3 times each
+    within = best_layer_choice([[3, 3, 1], [1, 1, 3]], dev)  # 3 and 1 chosen 3 times each
     assert within["most_chosen"] == 3 and within["choices"] == 6 and within["per_seed"] == [[3, 3, 1], [1, 1, 3]]
+    best = {"config": {"layer": "best"}, "layer": [[3, 3, 1], [1, 1, 3]], "layer_dev_uar": dev}
+    assert layer_used_text(best) == "3 (3/6 picks)"  # the table's one cell: the most chosen, and how often
+    assert layer_used_text({**best, "layer": [2, 2]}) == "2"
+    assert layer_used_text({"config": {"layer": "concat:0,2"}, "layer": [0, 2]}) == "0,2"
+    assert layer_used_text({"config": {"layer": "last"}, "layer": 12}) == "12"
 
 
 def test_best_layer_result_records_its_choice(setup) -> None:
     ws, store, _ = setup
     result = run_probe(config(target="emodb", layer="best", seeds=2), store, ws).to_dict()
-    assert result["layer_choice"] == protocols.best_layer_choice(result["layer"], result["layer_dev_uar"])
+    from classifiers.layer_choice import best_layer_choice
+
+    assert result["layer_choice"] == best_layer_choice(result["layer"], result["layer_dev_uar"])
 
 
 def test_progress_counts_every_fit_with_seed_and_fold(setup) -> None:
