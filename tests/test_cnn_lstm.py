@@ -109,3 +109,28 @@ def test_bad_input() -> None:
     clf = small(epochs=1).fit(frames, y, groups)
     with pytest.raises(TrainingError, match="not seen in training"):
         clf.score(frames, np.array(["neu"] * 24))
+
+
+def test_training_progress_reports_batches_epochs_and_dev_uar() -> None:
+    """Plain lines (not a terminal): a status line per batch here (interval 0), one line per finished
+    epoch with the dev UAR, and the epochs of a run loaded from a checkpoint leave the total."""
+    import io
+
+    from classifiers.training import TrainingProgress
+
+    frames, y, groups = corpus(24, 6)
+    log = io.StringIO()
+    progress = TrainingProgress(runs=3, epochs=2, desc="fit", stream=log, interval_s=0.0)
+    progress.skip("seed 0", "loaded from its checkpoint")
+    clf = small(epochs=2, batch_size=8).fit(frames, y, groups, observer=progress.start("seed 1"))
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "fit: started, 6 epoch to do" and lines[1] == "fit: seed 0: loaded from its checkpoint"
+    batches = [x for x in lines if "at seed 1 epoch 1/2 batch" in x]
+    assert batches and batches[-1].endswith(f"batch {len(batches)}/{len(batches)}")
+    for record in clf.history_:
+        line = f"fit: seed 1 epoch {record['epoch']}/2: train loss {record['train_loss']:.3f}, dev UAR " \
+               f"{100 * record['dev_uar']:.1f} %"
+        assert any(x.startswith(line) for x in lines), line
+    assert any("ETA" in x for x in lines if "epoch 2/2 batch" in x)  # after an epoch, a rate to go by
+    assert lines[-1].startswith("fit: finished 2/4 epoch in")
