@@ -718,7 +718,7 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
                             "settings": src.view.provenance.get("model_settings", {})},
                   "classifier": classifier_config(make_classifier(config.classifier, 0, **config.classifier_params)),
                   "classes": classes, "fs_version": __version__}
-    mode = src.view.provenance.get("model_settings", {}).get("whisper_input")
+    mode = src.view.provenance.get("whisper_input")
     return ProbeResult(config=config, uar_per_seed=uars, layer=layer, chance=chance_uar(classes),
                        metrics=[r.metrics for r in runs], provenance=provenance, n_train=[r.n_train for r in runs],
                        baseline=baseline, shots=[r.shots for r in runs] if config.shots else None,

@@ -97,7 +97,8 @@ def view_group(group: StoreGroup, manifest: Manifest, layers: int | str | list[i
         "store_key": group.key.path, "corpus": manifest.name, "label_map": manifest.label_map_name,
         "label_map_digest": manifest.digest(), "audio_digest": manifest.audio_digest(),
         "model": model.get("name"), "model_id": model.get("model_id"), "weights_hash": model.get("weights_hash"),
-        "model_settings": model.get("settings", {}), "condition": group.key.condition,
+        "model_settings": model.get("settings", {}), "whisper_input": model.get("settings", {}).get("whisper_input"),
+        "condition": group.key.condition,
         "noise": (attrs.get("condition", {}).get("noise") or {}).get("spec"),
         "layers": chosen, "num_layers": group.num_layers, "stat": stat, "pooling": attrs.get("pooling"),
     }

@@ -38,6 +38,7 @@ def test_view_joins_labels_speakers_and_provenance(setup) -> None:
     assert [rows[u]["label"] for u in view.ids] == view.labels.tolist()
     assert [rows[u]["speaker"] for u in view.ids] == view.speakers.tolist()
     assert view.provenance["weights_hash"] and view.provenance["label_map"] == "paper"
+    assert view.provenance["whisper_input"] is None  # not a Whisper group (trim/full: tests/test_protocols.py)
     both = load_view(store, manifest, "tiny-wav2vec2", layers=[0, 2], stat="mean+std")
     assert both.X.shape == (len(manifest), 2, 64)
     assert np.allclose(both.X[:, 1, :32], view.X)
