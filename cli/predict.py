@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from cli._output import echo_json, echo_table
-from cli.extract import _device, _resolve_device
+from cli.options import device_option, resolve_device
 from featurestore.workspace import Workspace
 
 
@@ -18,7 +18,7 @@ from featurestore.workspace import Workspace
                    "or a saved .joblib file.")
 @click.option("--speaker", "speakers", multiple=True,
               help="Speaker of each file, in order (only for probes with --norm speaker) [default: one speaker].")
-@click.option("--device", default=None, callback=_device, help="cpu, cuda, cuda:N or mps [default: cuda if available].")
+@device_option("Where to run the encoder")
 @click.option("--json", "as_json", is_flag=True, help="Print the probe and one object per file as JSON.")
 @click.pass_context
 def predict(ctx: click.Context, audio: tuple[str, ...], result_key: str, speakers: tuple[str, ...],
@@ -36,7 +36,7 @@ def predict(ctx: click.Context, audio: tuple[str, ...], result_key: str, speaker
     saved = load_probe(find_model(ws, result_key))
     if speakers and saved.norm != "speaker":
         raise click.UsageError(f"--speaker is only used by probes trained with --norm speaker (this one: {saved.norm})")
-    rows = predict_files(saved, list(audio), device=_resolve_device(device), speakers=list(speakers) or None)
+    rows = predict_files(saved, list(audio), device=resolve_device(device), speakers=list(speakers) or None)
     about = {**describe_saved(saved), "normalisation": normalisation_note(saved, speakers)}
     if as_json:
         echo_json({"probe": about, "predictions": rows})

@@ -141,3 +141,24 @@ def test_whisper_probe_predicts_with_the_stored_input_mode(tmp_path) -> None:
     trim, _ = embed_files(files, load_probe_encoder(saved))
     full, _ = embed_files(files, load_encoder("tiny-whisper", whisper_input="full"))
     assert not np.allclose(trim, full, atol=1e-3)
+
+
+def test_speaker_norm_standardises_each_given_speaker(ws) -> None:
+    result = probe(ws, "--source", "emodb", "--target", "urdu", "--norm", "speaker", "--seeds", "1")
+    saved = load_probe(Path(result["saved_model"]))
+    rows = ws.load_manifest("urdu").rows
+    by_speaker: dict[str, list[dict]] = {}
+    for r in rows:
+        by_speaker.setdefault(r["speaker"], []).append(r)
+    chosen = [r for rs in list(by_speaker.values())[:2] for r in rs[:2]]  # 2 speakers, 2 files each
+    files, ids, speakers = [r["path"] for r in chosen], [r["utt_id"] for r in chosen], [r["speaker"] for r in chosen]
+    flags = [x for s in speakers for x in ("--speaker", s)]
+    out = fs_run(ws, "predict", *files, "--result", result["config_key"], "--json", "--device", "cpu", *flags)
+    assert out.exit_code == 0, out.output
+    X = standardise_set(stored_features(ws, "urdu", saved, ids)[0], np.array(speakers))
+    assert [p["label"] for p in json.loads(out.stdout)["predictions"]] == saved.estimator.predict(X).tolist()
+    lone = fs_run(ws, "predict", *files[:3], "--result", result["config_key"], "--device", "cpu", *flags[:6])
+    assert lone.exit_code == 1 and f"speaker(s) {speakers[2]} have 1" in lone.output
+    other = probe(ws, "--source", "emodb", "--target", "urdu", "--seeds", "1")  # norm none: --speaker is refused
+    refused = fs_run(ws, "predict", *files, "--result", other["config_key"], *flags)
+    assert refused.exit_code == 2 and "only used by probes trained with --norm speaker" in refused.output
