@@ -6,16 +6,14 @@ torch and transformers are imported inside the commands, so that other commands 
 from __future__ import annotations
 
 import os
-import re
-import sys
 
 import click
 from click.core import ParameterSource
 
 from cli._output import echo_json, echo_table
+from cli.options import DEFAULT_WHISPER_INPUT, device_option, resolve_device, whisper_input_option
 from featurestore.workspace import Workspace
 
-_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 _NOISE_ONLY = (("snrs", "--snr"), ("noise_seed", "--noise-seed"), ("noise_env", "--noise-env"))
 
 
@@ -33,30 +31,6 @@ def _layers(ctx: click.Context, param: click.Parameter, text: str | None) -> tup
     return tuple(sorted(layers))
 
 
-def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not _DEVICE.match(value):
-        raise click.BadParameter(f"{value!r}: use cpu, cuda, cuda:N or mps")
-    return value
-
-
-def _resolve_device(device: str | None) -> str:
-    """``device`` checked against what torch sees; default cuda when available, else cpu."""
-    import torch
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise click.UsageError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise click.UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible "
-                                   f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise click.UsageError("--device mps: not available here; use --device cpu")
-    return device
-
-
 @click.command()
 @click.option("--model", "model_name", required=True,
               help="Alias (see `fs models`), <alias>-random, HF id or local model folder.")
@@ -67,7 +41,7 @@ def _resolve_device(device: str | None) -> str:
 @click.option("--noise-seed", default=0, show_default=True, type=int,
               help="Seed choosing each utterance's noise recording and offset (needs --noise).")
 @click.option("--noise-env", default="", help="Comma-separated DEMAND environments / noise file stems (needs --noise).")
-@click.option("--device", default=None, callback=_device, help="cpu, cuda, cuda:N or mps [default: cuda if available].")
+@device_option("Where to run the encoder")
 @click.option("--batch-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Audio seconds per batch, padding included: bounds memory whatever the mix of lengths "
                    "[default: 240].")
@@ -78,8 +52,7 @@ def _resolve_device(device: str | None) -> str:
                    "[default: the family's own rule].")
 @click.option("--frames", "frames", default=None, callback=_layers,
               help="Also store frame-level states of these layers, e.g. 6,12.")
-@click.option("--whisper-input", type=click.Choice(["full", "trim"]), default="full", show_default=True,
-              help="Whisper: pad to 30 s as trained (full) or run only the real frames (trim).")
+@whisper_input_option()
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of randomly initialised models.")
 @click.option("--on-bad-audio", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Unreadable audio: stop, or skip it with a recorded reason.")
@@ -97,8 +70,8 @@ def _resolve_device(device: str | None) -> str:
               help="With --backend ray: GPUs per Ray worker (0.5: two workers share a GPU; 0: CPU workers).")
 @click.option("--commit-rows", default=256, show_default=True, type=click.IntRange(min=1),
               help="Rows buffered per store commit (a killed run redoes at most this many).")
-@click.option("--progress/--no-progress", default=None,
-              help="Show a progress bar on stderr [default: when stderr is a terminal].")
+@click.option("--progress/--no-progress", default=True,
+              help="Progress on stderr: a bar on a terminal, else a plain line every 15 s (for logs) [default: on].")
 @click.option("--repair", is_flag=True,
               help="Read every chunk, drop corrupt ones and recompute their rows (after `fs store verify` FAILs).")
 @click.option("--overwrite", is_flag=True, help="Re-extract even if the group exists.")
@@ -106,9 +79,9 @@ def _resolve_device(device: str | None) -> str:
 def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise: str | None,
             snrs: tuple[float, ...], noise_seed: int, noise_env: str, device: str | None,
             batch_seconds: float | None, batch_size: int | None, chunk_seconds: float | None,
-            frames: tuple[int, ...], whisper_input: str, seed: int, on_bad_audio: str, retry_skipped: bool,
+            frames: tuple[int, ...], whisper_input: str | None, seed: int, on_bad_audio: str, retry_skipped: bool,
             workers: int | None, backend: str, address: str | None, gpus_per_worker: float, commit_rows: int,
-            progress: bool | None, repair: bool, overwrite: bool) -> None:
+            progress: bool, repair: bool, overwrite: bool) -> None:
     """Extract layer-wise embeddings of MODEL over CORPUS into the store (idempotent, resumable).
 
     Ctrl-C or SIGTERM keeps the finished rows (exit 130 / 143); the same command resumes.
@@ -123,6 +96,7 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
                 raise click.UsageError(f"{flag} needs --backend ray")
     ws: Workspace = ctx.obj
     manifests = [ws.load_manifest(name) for name in corpora]  # before loading a model: fail fast
+    whisper_input = whisper_input or DEFAULT_WHISPER_INPUT
 
     from featurestore.encoders import load_encoder
     from featurestore.extract import ExtractOptions
@@ -138,13 +112,13 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
                      address, gpus_per_worker, frames, on_bad_audio, commit_rows, overwrite, retry_skipped, repair,
                      progress, batch_size, batch_seconds)
         return
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if workers is None:
         workers = min(4, max((os.cpu_count() or 1) - 1, 0)) if device.startswith("cuda") else 0
     limits = {k: v for k, v in (("batch_size", batch_size), ("batch_seconds", batch_seconds)) if v is not None}
     options = ExtractOptions(frame_layers=frames, on_bad_audio=on_bad_audio, num_workers=workers,
                              commit_rows=commit_rows, overwrite=overwrite, retry_skipped=retry_skipped,
-                             repair=repair, progress=sys.stderr.isatty() if progress is None else progress,
+                             repair=repair, progress=progress,
                              **limits)
     encoder = load_encoder(model_name, device=device, seed=seed, whisper_input=whisper_input,
                            chunk_seconds=chunk_seconds)
@@ -157,7 +131,7 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
 def _extract_ray(ws: Workspace, manifests: list, specs: list, model_name: str, seed: int, whisper_input: str,
                  chunk_seconds: float | None, device: str | None, workers: int | None, address: str | None,
                  gpus_per_worker: float, frames: tuple[int, ...], on_bad_audio: str, commit_rows: int,
-                 overwrite: bool, retry_skipped: bool, repair: bool, progress: bool | None,
+                 overwrite: bool, retry_skipped: bool, repair: bool, progress: bool,
                  batch_size: int | None, batch_seconds: float | None) -> None:
     """``fs extract --backend ray``: Ray workers compute, this process writes (see featurestore.distributed)."""
     from featurestore.distributed import EncoderSpec, RayOptions, RayRunner
@@ -172,7 +146,7 @@ def _extract_ray(ws: Workspace, manifests: list, specs: list, model_name: str, s
     limits = {k: v for k, v in (("batch_size", batch_size), ("batch_seconds", batch_seconds)) if v is not None}
     options = ExtractOptions(frame_layers=frames, on_bad_audio=on_bad_audio, commit_rows=commit_rows,
                              overwrite=overwrite, retry_skipped=retry_skipped, repair=repair,
-                             progress=sys.stderr.isatty() if progress is None else progress, **limits)
+                             progress=progress, **limits)
     spec = EncoderSpec(model_name, seed=seed, whisper_input=whisper_input, chunk_seconds=chunk_seconds,
                        device=worker_device)
     fstore = FeatureStore(ws.store_url)

@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from cli._output import echo_json
+from cli.options import device_option, resolve_device, whisper_input_option
 from cli.probe import NORMS, _noise, _shots, describe
 from featurestore.workspace import Workspace
 
@@ -33,8 +34,7 @@ def _modules(ctx: click.Context, param: click.Parameter, text: str | None) -> tu
 @click.option("--target", required=True, help="Corpus to test on; the source itself for one speaker-independent split.")
 @click.option("--model", default=None,
               help="The model as given to `fs extract --model` [default for cnn-lstm: logmel].")
-@click.option("--whisper-input", type=click.Choice(["full", "trim"]), default=None,
-              help="Whisper groups: the input mode they were extracted with (LoRA needs trim).")
+@whisper_input_option()
 @click.option("--model-seed", type=click.IntRange(min=0), default=None,
               help="Randomly initialised models: the seed they were extracted with.")
 @click.option("--from-layer", type=int, default=None,
@@ -68,8 +68,7 @@ def _modules(ctx: click.Context, param: click.Parameter, text: str | None) -> tu
 @click.option("--source-noise", type=click.Path(), default=None, help="Train on the source mixed with this noise.")
 @click.option("--snr", type=float, default=None, help="SNR in dB of the noisy groups [default: 10].")
 @click.option("--noise-seed", type=int, default=0, show_default=True, help="Noise seed of the noisy groups.")
-@click.option("--device", default="cpu", show_default=True, help="Where to train: cpu, cuda, cuda:1 (not part of "
-              "the configuration).")
+@device_option("Where to train (not part of the configuration)")
 @click.option("--rerun", is_flag=True,
               help="Train again even if the ledger or the checkpoints hold this configuration.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result object (a list for several --shots).")
@@ -79,7 +78,7 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
              seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, epochs: int, batch_size: int,
              lr: float, rank: int, alpha: float, target_modules: tuple[str, ...] | None, head_hidden: int,
              max_frames: int | None, dev_fraction: float, target_noise: str | None, source_noise: str | None,
-             snr: float | None, noise_seed: int, device: str, rerun: bool, as_json: bool) -> None:
+             snr: float | None, noise_seed: int, device: str | None, rerun: bool, as_json: bool) -> None:
     """Train on SOURCE from the store and report UAR on TARGET (mean ± std over seeds), like fs probe.
 
     Results go to the results ledger (an identical configuration on the same store groups is
@@ -114,6 +113,7 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                               target_modules=target_modules, head_hidden=head_hidden, max_frames=max_frames)
                for n in shots]
     cache: dict[Any, Any] = {}
+    device = resolve_device(device)
     results = [run(config, store, ws, device=device, rerun=rerun, cache=cache, progress=True) for config in configs]
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)

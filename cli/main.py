@@ -85,7 +85,10 @@ def _debug(ctx: click.Context) -> bool:
     return bool(ctx.params.get("debug")) or os.environ.get("FS_DEBUG", "") not in ("", "0")
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, epilog=ENVIRONMENT, context_settings={"max_content_width": 110})
+CONTEXT_SETTINGS = {"max_content_width": 110, "help_option_names": ["-h", "--help"]}  # inherited by every command
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, epilog=ENVIRONMENT, context_settings=CONTEXT_SETTINGS)
 @click.option("--workspace", "workspace", envvar="FS_WORKSPACE", type=click.Path(file_okay=False),
               default="./fs-workspace", show_default=True,
               help="Folder for manifests, the store and results (env FS_WORKSPACE).")

@@ -563,7 +563,7 @@ def run_extraction(manifest: Manifest, runner: Runner, store: FeatureStore, *, n
     if bad:
         raise ExtractError(f"--frames {bad}: {info.name} has layers 0..{info.num_layers - 1}")
     if options.on_bad_audio not in ("fail", "skip"):
-        raise ExtractError(f"on_bad_audio must be 'fail' or 'skip', not {options.on_bad_audio!r}")
+        raise ExtractError(f"--on-bad-audio must be fail or skip, not {options.on_bad_audio!r}")
     if options.batch_size < 1 or options.commit_rows < 1 or not options.batch_seconds > 0:
         raise ExtractError("batch size, batch seconds and commit rows must be positive")
     if any("audio_sha256" not in r for r in manifest.rows[:1]):

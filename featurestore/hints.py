@@ -48,6 +48,16 @@ def extract_command(model: str, corpora: Sequence[str], *, whisper_input: str | 
     return shlex.join([*args, *extra])
 
 
+READ_FLAGS = {"whisper_input": "--whisper-input", "seed": "--model-seed", "snr_db": "--snr",
+              "noise_seed": "--noise-seed", "noise": "--noise"}  # store filters as the reading commands spell them
+
+
+def filter_flags(filters: Mapping[str, Any]) -> str:
+    """The given (non-None) store filters as flags of ``fs probe`` / ``fs finetune``: ``--whisper-input trim``."""
+    return shlex.join([part for name, value in filters.items() if value is not None
+                       for part in (READ_FLAGS.get(name, "--" + name.replace("_", "-")), f"{value}")])
+
+
 def command_from_filters(model: str, corpora: Sequence[str], filters: Mapping[str, Any], *, noisy: bool = False,
                          frames: Iterable[int] = (), extra: Sequence[str] = ()) -> str:
     """The command for groups asked for by store filters (``FeatureStore.find``'s keywords:

@@ -45,7 +45,7 @@ from zarr.core.sync import sync
 from data_manifests.manifest import is_safe_name
 from featurestore import __version__, remote
 from featurestore.errors import FsError
-from featurestore.hints import command_for_group, command_from_filters
+from featurestore.hints import command_for_group, command_from_filters, filter_flags
 
 FORMAT_VERSION = 3  # 3: checksummed chunks, audio identity, batch boundaries
 STATUS_PENDING, STATUS_STORED, STATUS_SKIPPED = 0, 1, 2
@@ -674,11 +674,11 @@ class FeatureStore:
             return found[0]
         if not found:
             others = [k.path for k in self.find(corpus=corpus, model=model)]
-            given = {k: v for k, v in filters.items() if v is not None}
+            given = filter_flags(filters)
             hint = f"; groups of that model and corpus: {others}" if others else ""
             command = command_from_filters(model, [corpus], filters, noisy=condition not in (None, "clean"))
             raise StoreError(f"no group for corpus {corpus!r}, model {model!r}, condition {condition!r}"
-                             f"{' with ' + str(given) if given else ''}{hint}. Make it with: {command}")
+                             f"{' with ' + given if given else ''}{hint}. Make it with: {command}")
         described = []
         for key in found:
             s = self.open(key).summary()

@@ -26,6 +26,14 @@ def shared_dir() -> Path:
     return root
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the real data (the ``shared_dir`` fixture) is marked ``shared``, so that
+    ``pytest -m shared`` selects all of them and ``-m "not shared"`` none."""
+    for item in items:
+        if "shared_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared)
+
+
 @pytest.fixture(autouse=True)
 def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach a model hub."""

@@ -406,3 +406,66 @@ def test_extract_passes_batch_seconds_and_chunk_seconds(tmp_path: Path, urdu_roo
     assert "resumed" not in res.output
     res = run(tmp_path, "extract", "--model", "tiny-wav2vec2", "--corpus", "u", "--chunk-seconds", "0.5")
     assert res.exit_code == 0 and "already complete" in res.output
+
+
+def _every_command(group: click.Group, ctx: click.Context, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        found.append((*path, name))
+        if isinstance(command, click.Group):
+            found += _every_command(command, ctx, (*path, name))
+    return found
+
+
+def test_dash_h_is_help_everywhere(tmp_path: Path) -> None:
+    """`-h` works like `--help` on the root and on every command and subcommand."""
+    ctx = click.Context(fs)
+    commands = _every_command(fs, ctx)
+    assert ("store", "ls") in commands and ("extract",) in commands
+    for path in [(), *commands]:
+        short, long = run(tmp_path, *path, "-h"), run(tmp_path, *path, "--help")
+        assert short.exit_code == 0 and short.output == long.output and "Usage: fs" in short.output, path
+
+
+def test_device_and_whisper_input_declared_once() -> None:
+    """--device and --whisper-input: one declaration (cli.options), same default and choices in every command."""
+    ctx = click.Context(fs)
+
+    def option(command: str, name: str) -> click.Option:
+        return next(p for p in fs.get_command(ctx, command).params if p.name == name)
+
+    modes = [option(c, "whisper_input") for c in ("extract", "probe", "finetune")]
+    assert {(o.default, tuple(o.type.choices), o.help) for o in modes} == {(None, ("full", "trim"), modes[0].help)}
+    devices = [option(c, "device") for c in ("extract", "finetune")]
+    assert {o.default for o in devices} == {None} and devices[0].callback is devices[1].callback
+    bad = CliRunner().invoke(fs, ["finetune", "--source", "a", "--target", "b", "--device", "gpu0"])
+    assert bad.exit_code == 2 and "'gpu0': use cpu, cuda, cuda:N or mps" in bad.output
+
+
+def test_errors_name_flags_not_python_parameters(tmp_path: Path) -> None:
+    from featurestore.encoders import EncoderError
+    from featurestore.store import StoreError
+
+    with pytest.raises(EncoderError, match="--whisper-input must be one of full, trim"):
+        load_encoder("tiny-whisper", whisper_input="half")
+    with pytest.raises(StoreError) as err:
+        FeatureStore(tmp_path / "s.zarr").resolve("urdu", "whisper", None, whisper_input="trim", snr_db=5.0)
+    assert "with --whisper-input trim --snr 5.0." in str(err.value) and "whisper_input" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_every_real_data_test_is_marked_shared() -> None:
+    """`pytest -m shared` selects every test that uses the real data (the shared_dir fixture)."""
+    import ast
+
+    uses = set()
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and \
+                    any(a.arg == "shared_dir" for a in node.args.args):
+                uses.add(f"tests/{path.name}::{node.name}")
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "shared", "-p",
+                          "no:cacheprovider", "tests"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    selected = {line.split("[")[0] for line in out.stdout.splitlines() if "::" in line}
+    assert len(uses) >= 11 and uses <= selected, (uses - selected, out.stdout[-2000:])
