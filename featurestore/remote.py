@@ -58,7 +58,7 @@ def filesystem(url: str, *, quick: bool = False) -> tuple[Any, str]:
 
     options: dict[str, Any] = {}
     if quick and _is_s3(url):
-        options = {"retries": 1, "config_kwargs": {"connect_timeout": PROBE_SECONDS, "read_timeout": 4 * PROBE_SECONDS,
+        options = {"config_kwargs": {"connect_timeout": PROBE_SECONDS, "read_timeout": 4 * PROBE_SECONDS,
                                                    "retries": {"max_attempts": 1, "mode": "standard"}}}
     try:
         return fsspec.core.url_to_fs(url, **options)
@@ -115,7 +115,7 @@ def access_error(url: str, exc: BaseException, doing: str, fs: Any = None) -> Re
         return RemoteStoreError(f"{doing} {url}: the bucket {bucket!r} does not exist at {where} ({text}); create "
                                 f"it (e.g. `aws s3 mb s3://{bucket}`) or give another --store")
     if isinstance(exc, PermissionError):
-        return RemoteStoreError(f"{doing} {url}: {where} refused access ({text}); check the credentials "
+        return RemoteStoreError(f"{doing} {url}: access denied by {where} ({text}); check the credentials "
                                 "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE) and give them read, write "
                                 f"and delete rights on {bucket!r} (s3:ListBucket, s3:GetObject, s3:PutObject, "
                                 "s3:DeleteObject), or give another --store")

@@ -142,7 +142,7 @@ def test_damage_is_found_and_repaired_on_s3(tmp_path: Path, s3: str, manifest: M
 
     boto3.client("s3").delete_object(Bucket=BUCKET, Key=f"stores/damage.zarr/{key.path}/mean/c/0/0/0")
     bad, problems = store.open(key).damage()
-    assert bad.all() and problems == ["mean: chunk 0.0.0 is missing"]
+    assert bad.all() and [str(p) for p in problems] == ["mean: chunk 0.0.0 is missing"]
     with pytest.raises(StoreError, match="missing|NaN"):
         store.open(key).pooled(layer=0)
     again = extract(manifest, encoder, store, options=OPTIONS)
@@ -225,3 +225,49 @@ def test_bucket_that_denies_writes_is_a_clear_error_and_stays_unchanged(tmp_path
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert url in res.output and "access denied" in res.output and "s3:PutObject" in res.output
     assert _objects(READ_ONLY) == []
+
+
+def test_missing_bucket_is_an_error_for_read_commands_too(tmp_path: Path, s3: str) -> None:
+    url = "s3://no-such-bucket/s.zarr"
+    for args in (("store", "ls"), ("store", "verify"), ("store", "info", "urdu/clean/m")):
+        res = _cli(tmp_path / "ws", url, *args)
+        assert res.exit_code == 1 and "Traceback" not in res.output and "empty" not in res.output, res.output
+        assert "'no-such-bucket' does not exist" in res.output and s3 in res.output
+
+
+def test_refused_credentials_are_not_a_missing_bucket(tmp_path: Path, s3: str, manifest: Manifest,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto import settings
+    from moto.core.responses import ActionAuthenticatorMixin
+
+    ws = tmp_path / "ws"
+    assert _cli(ws, f"s3://{BUCKET}/s.zarr", "corpus", "add", "urdu", "--layout", "urdu", "--root",
+                manifest.root).exit_code == 0
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # moto checks credentials: "testing" is unknown
+    monkeypatch.setattr(ActionAuthenticatorMixin, "request_count", 0)
+    for args in (("store", "ls"), ("extract", "--model", "tiny-wav2vec2", "--corpus", "urdu")):
+        res = _cli(ws, f"s3://{BUCKET}/s.zarr", *args)
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert "access denied" in res.output and "credentials" in res.output and s3 in res.output, res.output
+        assert "does not exist; create it" not in res.output and "empty" not in res.output
+
+
+@pytest.mark.slow
+def test_unreachable_endpoint_is_named_within_seconds(tmp_path: Path, s3: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import s3fs
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        for args in (("store", "ls"), ("store", "verify")):
+            started = time.perf_counter()
+            res = _cli(tmp_path / "ws", f"s3://{BUCKET}/s.zarr", *args)
+            assert time.perf_counter() - started < 20
+            assert res.exit_code == 1 and "Traceback" not in res.output and "empty" not in res.output, res.output
+            assert f"cannot reach the endpoint {closed}" in res.output and len(res.output.splitlines()) == 1
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
