@@ -5,6 +5,13 @@ result's ``config_key`` plus the store groups it read and their weights hashes (
 ``result["provenance"]``), so re-extracting a model with other weights makes a new row and never
 answers from a stale one. Columns hold what people filter on; ``result`` holds the whole JSON.
 
+The per-utterance predictions of a result (``predictions`` and, for few-shot, ``baseline_predictions``:
+one entry per seed, see :mod:`classifiers.intervals`) live in the ``predictions`` table beside it, one
+zlib-compressed JSON blob per (row, part, seed), and leave with the row; ``put`` first gives a result
+with predictions its bootstrap intervals (``uar_ci95``). :meth:`Ledger.predictions` returns them.
+A ledger of schema 1 (before predictions were kept) is migrated in place when opened: its rows stay
+and have no predictions, which :meth:`Ledger.predictions` says.
+
 The database runs in WAL mode with a busy timeout and writes in ``BEGIN IMMEDIATE`` transactions,
 so several processes may read and write it at once. Storing a result again (a rerun, another study
 recomputing a shared cell, two sweeps at once) updates its row in place: the row keeps its study
@@ -31,28 +38,33 @@ import os
 import re
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from classifiers.intervals import PARTS, add_intervals, check_predictions
 from classifiers.layer_choice import layer_used_text
 from data_manifests.atomic import atomic_write_text
 from featurestore.errors import FsError
 from featurestore.workspace import Workspace
 
 LEDGER_NAME = "ledger.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the predictions table (schema 1 ledgers are migrated on open)
 FILTERS: tuple[str, ...] = ("source", "target", "model", "layer", "classifier", "shots", "norm", "condition",
                             "study", "config_key")
 CSV_COLUMNS: tuple[str, ...] = ("config_key", "study", "source", "target", "model", "whisper_input", "layer",
                                 "layer_used", "classifier", "norm", "shots", "condition", "seeds", "uar_mean", "uar_std",
-                                "chance", "baseline_uar_mean", "weights_hash", "store_keys", "created")
+                                "uar_ci95_lo", "uar_ci95_hi", "chance", "baseline_uar_mean", "weights_hash", "store_keys",
+                                "created")
 _RESULT_COLUMNS = ("row_key", "config_key", "identity", "source", "target", "model", "layer", "layer_used",
                    "classifier", "norm", "shots", "condition", "seeds", "uar_mean", "uar_std", "created", "result")
-_TABLES = {"results": _RESULT_COLUMNS, "studies": ("study", "row_key"), "meta": ("name", "value")}
+_TABLES = {"results": _RESULT_COLUMNS, "studies": ("study", "row_key"), "meta": ("name", "value"),
+           "predictions": ("row_key", "part", "seed", "n", "data")}
 _MIN_HASH_PREFIX = 8  # a weights hash may be given by its first characters, at least this many
+MIN_KEY_PREFIX = 6  # a result may be named by the first characters of its config or row key, at least this many
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -74,6 +86,17 @@ CREATE TABLE IF NOT EXISTS studies (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 """
+# Schema 2: per (row, part, seed) the per-utterance predictions, zlib-compressed JSON (see _pack).
+_PREDICTIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS predictions (
+    row_key TEXT NOT NULL REFERENCES results (row_key) ON DELETE CASCADE,
+    part    TEXT NOT NULL,
+    seed    INTEGER NOT NULL,
+    n       INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (row_key, part, seed)
+)"""
+_SCHEMA += _PREDICTIONS_TABLE + ";\n"
 # An update in place, never INSERT OR REPLACE: a replaced row would lose its study memberships (ON DELETE CASCADE).
 _UPSERT = (f"INSERT INTO results ({', '.join(_RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(_RESULT_COLUMNS))}) "
            "ON CONFLICT (row_key) DO UPDATE SET "
@@ -94,6 +117,23 @@ class LedgerFullError(LedgerError):
 
 class NoSuchModelError(LedgerError):
     """A model filter that names no model of any result in the ledger."""
+
+
+class NoSuchResultError(LedgerError):
+    """A result key (or key prefix) that names no result, or several."""
+
+
+class NoPredictionsError(LedgerError):
+    """A result stored without per-utterance predictions (by an older fs, or a producer that keeps none)."""
+
+
+def _pack(entry: dict[str, Any]) -> bytes:
+    """One seed's predictions as zlib-compressed JSON."""
+    return zlib.compress(json.dumps(entry, separators=(",", ":")).encode(), 6)
+
+
+def _unpack(blob: bytes) -> dict[str, Any]:
+    return json.loads(zlib.decompress(blob))
 
 
 def _move_away(path: Path) -> str:
@@ -297,16 +337,39 @@ class Ledger:
         if found is None or not str(found[0]).isdigit():
             raise LedgerCorruptError(f"{self.path} has no ledger schema version (meta holds {found!r}); "
                                      f"{_move_away(self.path)}")
+        if int(found[0]) == 1:
+            self._check_columns(con, [t for t in _TABLES if t != "predictions"])  # a damaged ledger is left alone
+            self._migrate_from_1(con)
+            found = ("2",)
         if int(found[0]) != SCHEMA_VERSION:
             raise LedgerError(f"{self.path} has ledger schema {found[0]}, this fs writes {SCHEMA_VERSION}; move it "
                               "away to start a new ledger, or use the fs version that wrote it")
-        for table, wanted in _TABLES.items():
+        self._check_columns(con, list(_TABLES))
+        con.execute("PRAGMA journal_mode = WAL")  # kept by the file: set once it is known to be a ledger
+
+    def _check_columns(self, con: sqlite3.Connection, tables: list[str]) -> None:
+        """Refuse a database whose ``tables`` lack columns of this fs's ledger."""
+        for table in tables:
             have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
-            missing = [c for c in wanted if c not in have]
+            missing = [c for c in _TABLES[table] if c not in have]
             if missing:
                 raise LedgerCorruptError(f"{self.path} is not a results ledger of this fs (table {table} lacks "
                                          f"{', '.join(missing)}); {_move_away(self.path)}")
-        con.execute("PRAGMA journal_mode = WAL")  # kept by the file: set once it is known to be a ledger
+
+    @staticmethod
+    def _migrate_from_1(con: sqlite3.Connection) -> None:
+        """Schema 1 → 2 in place: add the (empty) predictions table; every row stays, without predictions.
+        In one transaction, checked again inside it (another process may have migrated meanwhile)."""
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if con.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()[0] == "1":
+                con.execute(_PREDICTIONS_TABLE)
+                con.execute("UPDATE meta SET value = '2' WHERE name = 'schema'")
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
 
     @classmethod
     def open(cls, workspace: Workspace | str | Path) -> Ledger:
@@ -345,26 +408,35 @@ class Ledger:
     # -- writing -------------------------------------------------------------------------
     def put(self, result: dict[str, Any], study: str | None = None) -> str:
         """Store ``result`` (a ``ProbeResult.to_dict()``); updates the row of the same key in place (its study
-        memberships stay) and adds it to ``study`` when given. Returns the row key."""
+        memberships stay; its predictions are replaced) and adds it to ``study`` when given. A result with
+        ``predictions`` first gets its intervals (:func:`~classifiers.intervals.add_intervals`, in place);
+        the predictions go to the predictions table, the rest to the row. Returns the row key."""
         return self.put_many([result], study=study)[0]
 
     def put_many(self, results: list[dict[str, Any]], study: str | None = None) -> list[str]:
-        """Store several results in one transaction; each is tagged with ``study`` when given."""
+        """Store several results in one transaction (as :meth:`put`); each is tagged with ``study`` when given."""
         rows = []
         for result in results:
             if not result.get("config_key"):
                 raise LedgerError("a result without config_key cannot enter the ledger; pass ProbeResult.to_dict()")
+            add_intervals(result)
+            parts = {part: check_predictions(result[part], part) for part in PARTS if result.get(part)}
             identity = identity_text(identity_of(result.get("provenance", {})))
             row_key = _row_key(result["config_key"], identity)
+            record = {k: v for k, v in result.items() if k not in PARTS}
+            blobs = [(row_key, part, e["seed"], len(e["ids"]), _pack({k: v for k, v in e.items() if k != "seed"}))
+                     for part, entries in parts.items() for e in entries]
             rows.append((row_key, result["config_key"], identity, _columns(result),
-                         json.dumps(result, sort_keys=True, default=str)))
+                         json.dumps(record, sort_keys=True, default=str), blobs))
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self._write() as con:
-            for row_key, config_key, identity, cols, text in rows:
+            for row_key, config_key, identity, cols, text, blobs in rows:
                 con.execute(_UPSERT, (row_key, config_key, identity, cols["source"], cols["target"], cols["model"],
                                       cols["layer"], cols["layer_used"], cols["classifier"], cols["norm"],
                                       cols["shots"], cols["condition"], cols["seeds"], cols["uar_mean"],
                                       cols["uar_std"], created, text))
+                con.execute("DELETE FROM predictions WHERE row_key = ?", (row_key,))  # they were of the old result
+                con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?)", blobs)
                 if study:
                     con.execute("INSERT OR IGNORE INTO studies VALUES (?, ?)", (study, row_key))
         return [r[0] for r in rows]
@@ -384,6 +456,7 @@ class Ledger:
             keys = [r[0] for r in con.execute(f"SELECT r.row_key FROM results r {where}", args)
                     if wanted is None or r[0] in wanted]
             con.executemany("DELETE FROM studies WHERE row_key = ?", [(k,) for k in keys])
+            con.executemany("DELETE FROM predictions WHERE row_key = ?", [(k,) for k in keys])
             con.executemany("DELETE FROM results WHERE row_key = ?", [(k,) for k in keys])
         return len(keys)
 
@@ -430,23 +503,72 @@ class Ledger:
 
     def rows(self, **filters: Any) -> list[dict[str, Any]]:
         """Full results (dicts) matching ``filters`` (names in :data:`FILTERS`; a value or a list of
-        values), oldest first; each carries ``_row_key``, ``_created`` and ``_studies``. ``model``
-        matches every name of a model (see :meth:`model_rows`)."""
+        values), oldest first; each carries ``_row_key``, ``_created``, ``_studies`` and ``_predictions``
+        (whether :meth:`predictions` has its per-utterance predictions). ``model`` matches every name of
+        a model (see :meth:`model_rows`)."""
         where, args = self._where(filters)
         sql = (f"SELECT r.row_key, r.created, r.result, (SELECT group_concat(study, ',') FROM studies s "
-               f"WHERE s.row_key = r.row_key) FROM results r {where} ORDER BY r.created, r.rowid")
+               f"WHERE s.row_key = r.row_key), EXISTS (SELECT 1 FROM predictions p WHERE p.row_key = r.row_key) "
+               f"FROM results r {where} ORDER BY r.created, r.rowid")
         wanted = self.model_rows(filters["model"]) if filters.get("model") is not None else None
         with self._connect() as con:
             found = con.execute(sql, args).fetchall()
         out = []
-        for row_key, created, text, studies in found:
+        for row_key, created, text, studies, has_predictions in found:
             if wanted is not None and row_key not in wanted:
                 continue
             result = json.loads(text)
             result.update({"_row_key": row_key, "_created": created,
-                           "_studies": sorted(studies.split(",")) if studies else []})
+                           "_studies": sorted(studies.split(",")) if studies else [],
+                           "_predictions": bool(has_predictions)})
             out.append(result)
         return out
+
+    def resolve(self, key: str) -> str:
+        """The row key of the result named by ``key``: a row key or config key, or a unique prefix of one
+        (at least :data:`MIN_KEY_PREFIX` characters, as ``fs results`` shows them); a config key stored
+        from several data identities names its most recent row. :class:`NoSuchResultError` otherwise."""
+        text = str(key).strip().lower()
+        if len(text) < MIN_KEY_PREFIX or any(c not in "0123456789abcdef" for c in text):
+            raise NoSuchResultError(f"result key {key!r}: give a result's config key or its first {MIN_KEY_PREFIX}+ "
+                                    "characters (the CONFIG column of `fs results`)")
+        with self._connect() as con:
+            found = con.execute("SELECT row_key, config_key FROM results WHERE substr(row_key, 1, ?) = ? OR "
+                                "substr(config_key, 1, ?) = ? ORDER BY created DESC, rowid DESC",
+                                (len(text), text, len(text), text)).fetchall()
+        if not found:
+            raise NoSuchResultError(f"no result in {self.path} has a key starting {text!r}; see `fs results` for the "
+                                    "keys")
+        by_row = [r for r, _ in found if r.startswith(text)]
+        configs = list(dict.fromkeys(c for _, c in found if c.startswith(text)))  # most recent row first
+        names = [f"row {r[:12]}" for r in by_row] if by_row else [f"config {c[:12]}" for c in configs]
+        if len(names) > 1:
+            raise NoSuchResultError(f"result key {key!r} is ambiguous: it starts {len(names)} keys "
+                                    f"({', '.join(names[:5])}); give more characters")
+        return by_row[0] if by_row else next(r for r, c in found if c == configs[0])
+
+    def result(self, key: str) -> dict[str, Any]:
+        """The result named by ``key`` (see :meth:`resolve`), as :meth:`rows` gives it."""
+        row_key = self.resolve(key)
+        with self._connect() as con:
+            config_key = con.execute("SELECT config_key FROM results WHERE row_key = ?", (row_key,)).fetchone()[0]
+        return next(r for r in self.rows(config_key=config_key) if r["_row_key"] == row_key)
+
+    def predictions(self, key: str, part: str = "predictions") -> list[dict[str, Any]]:
+        """The per-utterance predictions of the result named by ``key`` (see :meth:`resolve`), one entry per
+        seed in seed order (see :mod:`classifiers.intervals`); ``part`` ``baseline_predictions`` gives the
+        few-shot target-only baseline's. :class:`NoPredictionsError` for a result stored without them."""
+        if part not in PARTS:
+            raise LedgerError(f"unknown predictions part {part!r}; use {' or '.join(PARTS)}")
+        row_key = self.resolve(key)
+        with self._connect() as con:
+            found = con.execute("SELECT seed, data FROM predictions WHERE row_key = ? AND part = ? ORDER BY seed",
+                                (row_key, part)).fetchall()
+        if not found:
+            raise NoPredictionsError(f"result {key} (row {row_key[:12]}) has no stored {part.replace('_', ' ')}: it "
+                                     "was stored by an fs that kept none (or has no such part); run its configuration "
+                                     "again with --rerun to record them")
+        return [{"seed": int(seed), **_unpack(blob)} for seed, blob in found]
 
     def model_rows(self, models: str | list[str] | tuple[str, ...]) -> set[str]:
         """Row keys of the results whose model goes by any of ``models``: a name of the model (see
@@ -517,6 +639,7 @@ def flat_row(result: dict[str, Any]) -> dict[str, Any]:
     identity = identity_of(result.get("provenance", {}))
     seeds = config.get("seeds")
     baseline = result.get("baseline") or {}
+    ci95 = result.get("uar_ci95") or [None, None]
     return {
         "config_key": result.get("config_key"), "study": ",".join(result.get("_studies", [])),
         "source": config.get("source"), "target": config.get("target"), "model": config.get("model"),
@@ -524,7 +647,9 @@ def flat_row(result: dict[str, Any]) -> dict[str, Any]:
         "classifier": config.get("classifier"),
         "norm": config.get("norm"), "shots": config.get("shots"), "condition": condition_of(config),
         "seeds": len(seeds) if isinstance(seeds, (list, tuple)) else seeds,
-        "uar_mean": result.get("uar_mean"), "uar_std": result.get("uar_std"), "chance": result.get("chance"),
+        "uar_mean": result.get("uar_mean"), "uar_std": result.get("uar_std"),
+        "uar_ci95_lo": ci95[0], "uar_ci95_hi": ci95[1],
+        "chance": result.get("chance"),
         "baseline_uar_mean": baseline.get("uar_mean") if isinstance(baseline, dict) else None,
         "weights_hash": ";".join(h[:16] for h in identity["weights_hashes"]),
         "store_keys": ";".join(identity["store_keys"]), "created": result.get("_created"),

@@ -96,10 +96,12 @@ def _units(groups: Sequence | None, n: int, unit: Unit) -> np.ndarray:
     return np.unique(groups, return_inverse=True)[1].reshape(-1)
 
 
-def _counts(truth: np.ndarray, preds: list[np.ndarray], codes: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Per unit and class: ``totals`` ``(U, K)`` utterances and, per predictor, ``hits`` ``(S, U, K)`` right."""
+def _counts(truth: np.ndarray, preds: list[np.ndarray], codes: np.ndarray,
+            n_units: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per unit and class: ``totals`` ``(U, K)`` utterances and, per predictor, ``hits`` ``(S, U, K)`` right
+    (``U`` = ``n_units``, default the highest unit code + 1)."""
     classes, class_idx = np.unique(truth, return_inverse=True)
-    n_units = int(codes.max()) + 1
+    n_units = int(codes.max()) + 1 if n_units is None else n_units
     cell = codes * len(classes) + class_idx.reshape(-1)
     size = n_units * len(classes)
     totals = np.bincount(cell, minlength=size).reshape(n_units, len(classes)).astype(np.float64)
@@ -148,6 +150,43 @@ def uar_interval(y_true: Sequence, y_pred: Sequence, groups: Sequence | None = N
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(boot, [alpha, 1.0 - alpha])
     return Interval(estimate, float(low), float(high), confidence, n_resamples, unit)
+
+
+def uar_interval_sets(parts: Sequence[tuple[Sequence, Sequence, Sequence]], *, unit: Unit = "speaker",
+                      n_resamples: int = 1000, confidence: float = 0.95,
+                      random_state: int | np.random.Generator | None = 0) -> Interval:
+    """Percentile bootstrap interval of the mean-over-seeds UAR when each seed has its own test set
+    (few-shot: each seed's shots leave the test set).
+
+    ``parts``: one ``(y_true (n_s,), y_pred (n_s,), units (n_s,))`` per seed; ``units`` names each
+    utterance's resampling unit across seeds (speaker ids for a speaker bootstrap, utterance ids for
+    an utterance bootstrap). Each resample draws units of the union of all parts with replacement, and
+    a unit drawn ``k`` times counts ``k`` times in every seed that tested it. With one test set shared
+    by all seeds this is :func:`uar_interval` with ``groups=units``. ``unit`` says what ``units`` name.
+    """
+    _check_level(confidence, n_resamples)
+    if not parts:
+        raise ValueError("an interval needs the predictions of at least one seed")
+    checked = []
+    for truth, pred, units in parts:
+        truth, pred = _as_seeds(truth, pred)
+        if pred.shape[0] != 1:
+            raise ValueError("each part holds one seed's predictions: y_pred must be (n,)")
+        units = np.asarray(units).astype(str)
+        if units.shape != truth.shape:
+            raise ValueError(f"units must be (n,) = {truth.shape}, got {units.shape}")
+        checked.append((truth, pred, units))
+    names = np.unique(np.concatenate([units for _, _, units in checked]))
+    weights = np.vstack([np.ones((1, names.size)), _resample_weights(names.size, n_resamples, random_state)])
+    per_seed = []
+    for truth, pred, units in checked:
+        totals, (hits,) = _counts(truth, [pred], np.searchsorted(names, units), names.size)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a resample that drew none of this seed's units
+            per_seed.append(_uar_of(weights, totals, hits))
+    values = np.nanmean(np.stack(per_seed), axis=0)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.nanquantile(values[1:], [alpha, 1.0 - alpha])
+    return Interval(float(values[0]), float(low), float(high), confidence, n_resamples, unit)
 
 
 def paired_bootstrap(y_true: Sequence, pred_a: Sequence, pred_b: Sequence, groups: Sequence | None = None, *,

@@ -562,7 +562,8 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
 
     With ``study`` each result is written to the workspace's ledger (tagged with ``study``) the
     moment it is finished, so an interrupted task keeps its finished cells. Returns one dict per
-    configuration: the result, or ``{"config_key", "error"}`` for an fs error.
+    configuration: the result (without its per-utterance predictions once they are in the ledger), or
+    ``{"config_key", "error"}`` for an fs error.
     """
     from classifiers.ledger import Ledger
     from classifiers.protocols import run_probe
@@ -585,10 +586,18 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
             out.append({"config_key": config.key(), "error": str(exc), "config": config.to_dict()})
             continue
         if ledger is not None:
-            ledger.put(result, study=study)
+            ledger.put(result, study=study)  # the predictions stay in the ledger; the result carries its intervals
+            result = without_predictions(result)
         out.append(result)
     views.trim(KEEP_BETWEEN_TASKS_MB * 2**20)
     return out
+
+
+def without_predictions(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` less its per-utterance predictions (kept by the ledger: ``Ledger.predictions``)."""
+    from classifiers.intervals import PARTS
+
+    return {k: v for k, v in result.items() if k not in PARTS}
 
 
 def _tasks(cells: list[Cell], n_jobs: int) -> list[list[Cell]]:
@@ -638,7 +647,7 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     Before anything is expanded, ``echo`` (when given) gets the number of configurations and an
     estimated time; above :data:`LARGE_STUDY_CELLS` configurations ``confirm`` (when given) is asked
     with that line and a False answer raises :class:`SweepError` with nothing run.
-    Each returned dict is a ``ProbeResult.to_dict()`` plus ``from_ledger`` (bool) and
+    Each returned dict is a ``ProbeResult.to_dict()`` (its predictions left in the ledger) plus ``from_ledger`` (bool) and
     ``experiments`` (names). Raises :class:`SweepError` before running anything when corpora or
     groups are missing, and after running the rest when some cells failed (their errors listed).
     """
@@ -674,7 +683,7 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
         failures.update({r["config_key"]: r["error"] for r in batch if "error" in r})
         if done and backend == "ray":  # local workers wrote each result as it finished
             ledger.put_many(done, study=study.name)
-        results.update({r["config_key"]: {**r, "from_ledger": False} for r in done})
+        results.update({r["config_key"]: {**without_predictions(r), "from_ledger": False} for r in done})
     if failures:
         shown = "\n".join(f"  {_describe(next(c.config for c in cells if c.key == k))}: {msg}"
                           for k, msg in list(failures.items())[:20])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import multiprocessing
 import sqlite3
 from pathlib import Path
@@ -109,3 +110,134 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     with sqlite3.connect(ledger.path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# --------------------------------------------------------------------------- predictions and intervals
+_SCHEMA_1 = """
+CREATE TABLE IF NOT EXISTS results (
+    row_key    TEXT PRIMARY KEY,
+    config_key TEXT NOT NULL,
+    identity   TEXT NOT NULL,
+    source     TEXT, target TEXT, model TEXT, layer TEXT, layer_used TEXT, classifier TEXT,
+    norm       TEXT, shots INTEGER, condition TEXT, seeds INTEGER,
+    uar_mean   REAL, uar_std REAL,
+    created    TEXT NOT NULL,
+    result     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_config ON results (config_key);
+CREATE INDEX IF NOT EXISTS results_pair ON results (source, target, model);
+CREATE TABLE IF NOT EXISTS studies (
+    study   TEXT NOT NULL,
+    row_key TEXT NOT NULL REFERENCES results (row_key) ON DELETE CASCADE,
+    PRIMARY KEY (study, row_key)
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+"""  # the CREATE statements of ledger schema 1 (fs before predictions were kept), verbatim
+
+
+def with_predictions(key: str = "ab12cd34" * 8, shots: int = 0, **kwargs: Any) -> dict[str, Any]:
+    from test_intervals import fake_predictions, record
+
+    result = fake_result(key=key, shots=shots, **kwargs)
+    made = record(fake_predictions(drop=10 if shots else 0), fake_predictions(rng_seed=9, drop=10) if shots else None)
+    result.update({k: v for k, v in made.items() if k != "config_key"})
+    return result
+
+
+def test_predictions_are_kept_beside_the_row_with_intervals(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    result = with_predictions(shots=5)
+    sent = {k: result[k] for k in ("predictions", "baseline_predictions")}
+    row_key = ledger.put(result, study="s")
+    assert result["uar_ci95"][0] < result["uar_mean"] < result["uar_ci95"][1]  # put gave the result its intervals
+    stored = ledger.get(result["config_key"])
+    assert "predictions" not in stored and "baseline_predictions" not in stored
+    assert stored["uar_ci95"] == result["uar_ci95"] and stored["baseline"]["uar_ci95"] == result["baseline"]["uar_ci95"]
+    assert ledger.predictions(result["config_key"]) == sent["predictions"]
+    assert ledger.predictions(row_key[:8], "baseline_predictions") == sent["baseline_predictions"]
+    assert ledger.rows()[0]["_predictions"] is True
+    with sqlite3.connect(ledger.path) as con:  # compact: one compressed blob per (row, part, seed)
+        blobs = con.execute("SELECT part, seed, length(data), n FROM predictions ORDER BY part, seed").fetchall()
+    assert [(p, s) for p, s, _, _ in blobs] == [("baseline_predictions", s) for s in range(3)] + [
+        ("predictions", s) for s in range(3)]
+    assert all(size < 40 * n for _, _, size, n in blobs)
+    out, _ = ledger.export_csv(tmp_path / "r.csv")
+    row = next(csv.DictReader(out.open()))
+    assert [float(row["uar_ci95_lo"]), float(row["uar_ci95_hi"])] == pytest.approx(result["uar_ci95"])
+
+
+def test_a_rerun_replaces_predictions_and_delete_removes_them(tmp_path: Path) -> None:
+    from test_intervals import fake_predictions
+
+    ledger = Ledger.open(tmp_path)
+    first = with_predictions()
+    ledger.put(first, study="a")
+    second = with_predictions()
+    second["predictions"] = fake_predictions(seeds=2, rng_seed=11)
+    ledger.put(second)
+    assert [e["seed"] for e in ledger.predictions(first["config_key"])] == [0, 1]
+    assert ledger.studies() == {"a": 1}
+    assert ledger.delete(study="a") == 1
+    with sqlite3.connect(ledger.path) as con:
+        assert con.execute("SELECT count(*) FROM predictions").fetchone()[0] == 0
+
+
+def test_result_keys_by_unique_prefix(tmp_path: Path) -> None:
+    from classifiers.ledger import NoPredictionsError, NoSuchResultError
+
+    ledger = Ledger.open(tmp_path)
+    ledger.put(fake_result(key="abcdef1" + "0" * 57))
+    ledger.put(fake_result(key="abcdef2" + "0" * 57))
+    ledger.put(fake_result(key="fed999" + "0" * 58, weights="w1"))
+    newer = ledger.put(fake_result(key="fed999" + "0" * 58, weights="w2"))
+    assert ledger.resolve("abcdef1") == ledger.rows(config_key="abcdef1" + "0" * 57)[0]["_row_key"]
+    assert ledger.resolve("FED999") == newer  # one configuration from two identities: the most recent
+    assert ledger.resolve(newer[:10]) == newer and ledger.result(newer[:10])["_row_key"] == newer
+    with pytest.raises(NoSuchResultError, match="ambiguous.*more characters"):
+        ledger.resolve("abcdef")
+    with pytest.raises(NoSuchResultError, match="first 6"):
+        ledger.resolve("abcde")
+    with pytest.raises(NoSuchResultError, match="no result"):
+        ledger.resolve("0123456")
+    with pytest.raises(NoPredictionsError, match="--rerun"):
+        ledger.predictions("abcdef1")
+
+
+def test_schema_1_ledger_is_migrated_in_place(tmp_path: Path) -> None:
+    """A ledger written before predictions were kept opens, keeps its rows and studies, says they have no
+    predictions, and takes new results with predictions."""
+    from classifiers.ledger import NoPredictionsError
+
+    path = tmp_path / "results" / "ledger.sqlite"
+    path.parent.mkdir()
+    old = fake_result(key="0123ab" + "0" * 58)
+    with sqlite3.connect(path) as con:
+        con.executescript(_SCHEMA_1)
+        con.execute("INSERT INTO meta VALUES ('schema', '1')")
+        con.execute("INSERT INTO results (row_key, config_key, identity, source, target, model, uar_mean, uar_std, "
+                    "created, result) VALUES ('r1', ?, '{}', 'emodb', 'urdu', 'whisper', 0.5, 0.01, "
+                    "'2024-01-01T00:00:00Z', ?)", (old["config_key"], json.dumps(old)))
+        con.execute("INSERT INTO studies VALUES ('paper', 'r1')")
+    con.close()
+    ledger = Ledger.open(tmp_path)
+    with sqlite3.connect(ledger.path) as con:
+        assert con.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()[0] == "2"
+        assert con.execute("SELECT count(*) FROM predictions").fetchone()[0] == 0
+    con.close()
+    rows = ledger.rows(study="paper")
+    assert [r["config_key"] for r in rows] == [old["config_key"]] and rows[0]["_predictions"] is False
+    with pytest.raises(NoPredictionsError, match="kept none"):
+        ledger.predictions("0123ab")
+    new = with_predictions()
+    ledger.put(new)
+    assert len(ledger.predictions(new["config_key"])) == 3
+    assert Ledger.open(tmp_path).rows(study="paper")[0]["uar_mean"] == 0.5  # opening again: nothing to migrate
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    with sqlite3.connect(ledger.path) as con:
+        con.execute("UPDATE meta SET value = '3' WHERE name = 'schema'")
+    con.close()
+    with pytest.raises(LedgerError, match="schema 3"):
+        Ledger.open(tmp_path)
