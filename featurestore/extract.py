@@ -15,10 +15,12 @@ import errno
 import hashlib
 import json
 import math
+import queue
 import resource
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -504,29 +506,39 @@ class Runner(Protocol):
 
 @dataclass
 class RunnerTimes:
-    """Where a :class:`LocalRunner`'s time went: waiting for decoded audio, and computing blocks (embed,
-    pool, copy back; the GPU's work, as the copy back waits for it). The rest of a run is the store's."""
+    """Where a :class:`LocalRunner`'s time went: waiting for decoded audio, computing blocks (embed, pool,
+    copy back: the GPU's work, as the copy back waits for it) and, computing ahead, waiting for the
+    caller to take the last block (the store's writes being slower). Sequentially the rest of a run
+    is the store's."""
 
     decode_wait_s: float = 0.0
     compute_s: float = 0.0
+    handoff_wait_s: float = 0.0
 
 
 class LocalRunner:
     """Blocks computed in this process; DataLoader workers decode and resample ahead of the encoder.
 
-    ``memory`` is the forward-pass budget, halved (and kept) when the device runs out of memory;
-    ``times`` adds up the waits on decoding and the compute.
+    ``compute_ahead`` (default: on CUDA) computes the next block in a thread while the caller writes
+    the last one, so the GPU does not idle during the store's writes. ``memory`` is the forward-pass
+    budget, halved (and kept) when the device runs out of memory; ``times`` adds up where time went.
     """
 
-    def __init__(self, encoder: Encoder):
+    def __init__(self, encoder: Encoder, *, compute_ahead: bool | None = None):
         self.encoder = encoder
         self.info = encoder.info
         self.device = str(getattr(encoder, "device", "cpu"))
+        self.compute_ahead = self.device.startswith("cuda") if compute_ahead is None else compute_ahead
         self.memory = MemoryBudget()
         self.times = RunnerTimes()
 
     def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], noise: NoiseBank | None,
                options: ExtractOptions) -> Iterator[Block]:
+        computed = self._computed(rows, plan, noise, options)
+        return _one_ahead(computed, self.times) if self.compute_ahead else computed
+
+    def _computed(self, rows: list[dict[str, Any]], plan: list[PlanEntry], noise: NoiseBank | None,
+                  options: ExtractOptions) -> Generator[Block, None, None]:
         loader = DataLoader(_UtteranceAudio(rows, self.info.sample_rate, noise),
                             batch_sampler=[list(range(a, b)) for _, a, b in plan],
                             num_workers=options.num_workers, collate_fn=_collate)
@@ -540,6 +552,55 @@ class LocalRunner:
             self.times.decode_wait_s += ready - began
             self.times.compute_s += time.perf_counter() - ready
             yield block
+
+
+_END = object()
+
+
+def _one_ahead(blocks: Generator[Block, None, None], times: RunnerTimes) -> Iterator[Block]:
+    """``blocks`` in order, each computed in a thread while the caller works on the one before.
+
+    An exception of the computation (KeyboardInterrupt included) is raised here, after the blocks
+    computed before it; closing this generator stops the thread after its current block.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand(item: object) -> None:
+        began = time.perf_counter()
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        times.handoff_wait_s += time.perf_counter() - began
+
+    def compute() -> None:
+        try:
+            for block in blocks:
+                hand(block)
+                if stop.is_set():
+                    return
+            hand(_END)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            hand(exc)
+        finally:
+            blocks.close()  # shuts the DataLoader workers down
+
+    thread = threading.Thread(target=compute, name="fs-compute-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise: NoiseSpec | None = None,

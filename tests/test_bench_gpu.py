@@ -16,8 +16,9 @@ from data_manifests.manifest import Manifest, build_manifest
 from data_manifests.synth import generate_corpus
 from featurestore.encoders import load_encoder
 from featurestore.encoders.base import LayerStates
-from featurestore.extract import ExtractError, ExtractOptions, extract, pool_states
-from featurestore.store import FeatureStore
+from featurestore.errors import Interrupted
+from featurestore.extract import ExtractError, ExtractOptions, LocalRunner, extract, pool_states, run_extraction
+from featurestore.store import STATUS_STORED, FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench" / "bench_gpu.py"
@@ -42,7 +43,7 @@ def test_tiny_run_measures_every_section(tmp_path: Path) -> None:
             assert model[step]["status"] == "ok", (name, step, model[step])
         batched = model["batched"]
         assert batched["utts"] == 24 and batched["audio_s_per_s"] > 0 and batched["oom_halvings"] == 0
-        parts = batched["decode_wait_s"] + batched["compute_s"] + batched["store_s"]
+        parts = batched["decode_wait_s"] + batched["compute_s"] + batched["store_s"] + batched["other_s"]
         assert parts == pytest.approx(batched["wall_s"], rel=1e-6)
         assert model["forward"]["flops"] > 0 and model["forward"]["top_ops"]
         same = model["batched_same"]
@@ -115,9 +116,10 @@ def urdu(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
 
 
 def stored(store: FeatureStore, key) -> tuple[np.ndarray, ...]:
+    """utt ids, means, stds (n, L, D) and, when stored, layer 1's frames of a group."""
     group = store.open(key)
-    return (group.utt_ids(), group.pooled(stat="mean")[1], group.pooled(stat="std")[1],
-            np.asarray(group.frames(layer=1)[1], dtype=object))
+    frames = group.frames(layer=1)[1] if 1 in group.frame_layers else []
+    return group.utt_ids(), group.pooled(stat="mean")[1], group.pooled(stat="std")[1], frames
 
 
 def test_out_of_memory_halves_the_batch_and_equals_a_normal_run(tmp_path: Path, urdu: Manifest) -> None:
@@ -157,3 +159,50 @@ def test_pooling_is_fp32_under_autocast() -> None:
     assert mean.dtype == std.dtype == np.float32
     np.testing.assert_array_equal(mean, expected[0])
     np.testing.assert_array_equal(std, expected[1])
+
+
+# --- computing the next block while the store writes the last ------------------------------------------
+
+class InterruptAt(OneAtATime):
+    """Ctrl-C arriving during forward pass number ``at`` (counted from 0)."""
+
+    def __init__(self, at: int):
+        super().__init__(None)
+        self.at = at
+
+    def embed(self, waves: list[np.ndarray]) -> LayerStates:
+        if len(self.passes) == self.at:
+            self.passes.append((len(waves), False))
+            raise KeyboardInterrupt
+        return super().embed(waves)
+
+
+def test_compute_ahead_stores_the_same_values(tmp_path: Path, urdu: Manifest) -> None:
+    options = ExtractOptions(batch_size=2, commit_rows=2, progress=False, frame_layers=(1,))
+    encoder = OneAtATime(None)
+    sequential = extract(urdu, encoder, FeatureStore(tmp_path / "seq.zarr"), options=options)
+    runner = LocalRunner(encoder, compute_ahead=True)
+    ahead = run_extraction(urdu, runner, FeatureStore(tmp_path / "ahead.zarr"), options=options)
+    assert ahead.processed == sequential.processed == len(urdu.rows)
+    assert runner.times.compute_s > 0 and runner.times.decode_wait_s > 0
+    a, b = stored(FeatureStore(tmp_path / "seq.zarr"), sequential.key), stored(FeatureStore(tmp_path / "ahead.zarr"), ahead.key)
+    for x, y in zip(a[:3], b[:3]):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(a[3], b[3]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_compute_ahead_interrupted_keeps_earlier_batches_and_resumes(tmp_path: Path, urdu: Manifest) -> None:
+    options = ExtractOptions(batch_size=2, commit_rows=2, progress=False)
+    store = FeatureStore(tmp_path / "s.zarr")
+    with pytest.raises(Interrupted, match="Ctrl-C"):
+        run_extraction(urdu, LocalRunner(InterruptAt(3), compute_ahead=True), store, options=options)
+    key = store.resolve(urdu.name, "tiny-wav2vec2")
+    kept = int((store.open(key, mode="a").status() == STATUS_STORED).sum())
+    assert kept == 6  # the three batches computed before the interrupt
+    resumed = run_extraction(urdu, LocalRunner(OneAtATime(None), compute_ahead=True), store, options=options)
+    assert resumed.resumed and resumed.processed == len(urdu.rows) - kept
+    reference = extract(urdu, OneAtATime(None), FeatureStore(tmp_path / "ref.zarr"), options=options)
+    a, b = stored(FeatureStore(tmp_path / "ref.zarr"), reference.key)[:3], stored(store, key)[:3]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
