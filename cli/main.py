@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("sweep", "cli.sweep:sweep", "Run a study (YAML) of probe configurations in parallel into the ledger."),
     ("results", "cli.sweep:results", "List, filter and export the results ledger (CSV, JSON)."),
     ("report", "cli.sweep:report", "Markdown tables and PNG plots from the results ledger."),
+    ("compare", "cli.compare:compare", "Compare two results: UAR difference, its interval, paired bootstrap and McNemar."),
     ("predict", "cli.predict:predict", "Label new audio with a probe result's saved probe (label + probabilities)."),
 ]
 
@@ -114,9 +115,31 @@ def main() -> None:
         fs.main(prog_name="fs")
     except SystemExit as done:
         exit_quietly_on_broken_pipe()
+        if done.code in INTERRUPTED:
+            _leave_now(int(done.code))
         raise done
     except BaseException as exc:  # Ctrl-C before a command starts, and anything else
-        sys.exit(report(exc, debug=os.environ.get("FS_DEBUG", "") not in ("", "0") or "--debug" in sys.argv))
+        status = report(exc, debug=os.environ.get("FS_DEBUG", "") not in ("", "0") or "--debug" in sys.argv)
+        if status in INTERRUPTED:
+            _leave_now(status)
+        sys.exit(status)
+
+
+INTERRUPTED = (130, 143)  # Ctrl-C, SIGTERM
+
+
+def _leave_now(status: int) -> None:
+    """Exit an interrupted run with ``status`` at once: exit handlers run and streams are flushed, but not the
+    interpreter's teardown, which takes seconds with torch loaded on a busy machine (measured: 5-7 s)."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 if __name__ == "__main__":
