@@ -1,7 +1,9 @@
 """Reports from ledger rows: Markdown tables and PNG plots in ``<workspace>/reports/<name>/``.
 
 ``report.md`` holds the cross-language table in the study's Table II layout (pairs × models, UAR %
-mean ± std over seeds; optionally the published numbers beside ours), the few-shot table (source
+with its 95 % speaker-bootstrap interval, ``55.2 [50.1, 60.3]``, or mean ± std over seeds for results
+stored without predictions; per pair the best in bold and ``≈`` on those not significantly different
+from it; optionally the published numbers beside ours), the few-shot table (source
 + shots against the target-only baseline), the clean-vs-noisy table and a list of every
 configuration. Every table row points to a footnote with the configuration keys, weights hashes,
 layers, normalisation and seeds of its cells. Plots (matplotlib, Agg backend): ``heatmap.png``
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from classifiers.intervals import PredictionsError, compare, uar_text
 from classifiers.layer_choice import layer_used_text
 from classifiers.ledger import group_attrs_reader, model_names, whisper_input_of
 from data_manifests.atomic import atomic_write_text
@@ -37,6 +40,9 @@ from featurestore.workspace import Workspace
 # configuration keys that vary within a table; the rest make a table's "setting"
 _CELL_KEYS = ("source", "target", "model", "whisper_input", "model_seed", "shots", "source_noise", "target_noise")
 PAPER_TABLE = "paper_table2.yaml"
+SIMILAR_P = 0.05  # a cell whose paired-bootstrap p-value against the pair's best is at least this is marked ≈
+# row -> its per-utterance predictions (one entry per seed), or None when the ledger has none
+PredictionsOf = Callable[[dict[str, Any]], list[dict[str, Any]] | None]
 
 
 class ReportError(FsError):
@@ -218,18 +224,58 @@ def paper_column(row: dict[str, Any], published: dict[str, Any],
     return next((by_family[f] for f in sorted(model_names(row, group_attrs).families) if f in by_family), None)
 
 
+def ledger_predictions(ledger: Any) -> PredictionsOf:
+    """Row → its predictions in ``ledger`` (a :class:`~classifiers.ledger.Ledger`), None when it has none."""
+    from classifiers.ledger import NoPredictionsError, NoSuchResultError
+
+    def of(row: dict[str, Any]) -> list[dict[str, Any]] | None:
+        if row.get("_predictions") is False:
+            return None
+        try:  # a ledger row by its row key; a result of a sweep by its configuration (the latest row)
+            return ledger.predictions(row.get("_row_key") or row["config_key"])
+        except (NoPredictionsError, NoSuchResultError):
+            return None
+    return of
+
+
 # --------------------------------------------------------------------------- sections
+def similar_to_best(cells: dict[str, dict[str, Any]], predictions: PredictionsOf | None) -> tuple[str | None, set[str]]:
+    """Of one pair's ``cells`` (``{model label: row}``): the label of the highest UAR, and the labels whose
+    UAR is not significantly different from it (paired speaker bootstrap on their common test
+    utterances, p >= :data:`SIMILAR_P`). Cells without predictions, or not comparable, are never marked."""
+    if len(cells) < 2:
+        return None, set()
+    best = max(cells, key=lambda m: cells[m]["uar_mean"])
+    best_pred = predictions(cells[best]) if predictions else None
+    similar = set()
+    for label, row in cells.items():
+        other = predictions(row) if best_pred and label != best else None
+        if other:
+            try:
+                if compare(best_pred, other, (best, label)).paired.p_value >= SIMILAR_P:
+                    similar.add(label)
+            except PredictionsError:
+                continue
+    return best, similar
+
+
 def cross_language_sections(rows: list[dict[str, Any]], notes: _Notes, paper: bool,
-                            group_attrs: Callable[[str], dict[str, Any]] | None = None) -> list[str]:
+                            group_attrs: Callable[[str], dict[str, Any]] | None = None,
+                            predictions: PredictionsOf | None = None) -> list[str]:
     """Table II layout per setting: one row per (source → target), one column per model; with ``paper``
-    the published column of each model (:func:`paper_column`) beside it."""
+    the published column of each model (:func:`paper_column`) beside it. With ``predictions`` each
+    pair's best cell is bold and the cells not significantly different from it carry ``≈``
+    (:func:`similar_to_best`)."""
     swept = {id(r) for g in layer_sweeps(rows).values() for layer, r in g.items() if layer != "last"}
     clean = [r for r in rows if shots_of(r) == 0 and not is_noisy(r) and id(r) not in swept]
     if not clean:
         return []
     published = load_paper_table() if paper else None
     out = ["## Cross-language UAR (Table II layout)", "",
-           "UAR % (mean ± std over seeds); rows are source → target, columns models."]
+           "UAR % with its 95 % interval (bootstrap over test speakers, pooled over seeds; `mean ± std` over seeds "
+           "for results stored without predictions); rows are source → target, columns models. Per row the best "
+           f"is **bold**; `≈` marks a configuration not significantly different from it (paired bootstrap over "
+           f"speakers, p ≥ {SIMILAR_P:g}; only results with stored predictions are compared)."]
     if published:
         out.append(f"Published numbers ({published['source']}) are shown as *paper* beside ours where the corpus "
                    "and model names match.")
@@ -257,9 +303,11 @@ def cross_language_sections(rows: list[dict[str, Any]], notes: _Notes, paper: bo
             title = f"{pair[0]} → {pair[1]}" + (" (within)" if pair[0] == pair[1] else "")
             line = [title + " " + notes.ref(title, present)]
             paper_row = (shown or {}).get("table", {}).get(f"{pair[0]}->{pair[1]}", {})
+            best, similar = similar_to_best({m: cells[(pair, m)] for m in models if (pair, m) in cells}, predictions)
             for m in models:
                 r = cells.get((pair, m))
-                line.append(pct(r["uar_mean"], r.get("uar_std")) if r else "–")
+                text = uar_text(r) if r else "–"
+                line.append(f"**{text}**" if m == best else f"{text} ≈" if m in similar else text)
                 if shown and column[m]:
                     line.append(f"*{paper_row[column[m]]:.2f}*" if column[m] in paper_row else "–")
             if shown and "cnn-lstm" not in column.values():
@@ -287,7 +335,7 @@ def layer_section(rows: list[dict[str, Any]], notes: _Notes) -> list[str]:
         line = [f"{title} {notes.ref(title, [by_layer[k] for k in present], [f'layer {k}' for k in present])}"]
         for layer in layers:
             r = by_layer.get(layer)
-            cell = pct(r["uar_mean"], r.get("uar_std")) if r else "–"
+            cell = uar_text(r) if r else "–"
             line.append(cell + (f" (→ {layer_used(r)})" if r and layer in ("best", "last") else ""))
         body.append(line)
     return ["## UAR per layer", "", "UAR % on the target for each layer choice (`best`: chosen on a speaker-"
@@ -320,9 +368,8 @@ def few_shot_section(rows: list[dict[str, Any]], notes: _Notes) -> list[str]:
         ours, base = [f"{title} {ref}", "source + shots"], ["", "target only"]
         for s in shots:
             r = by_shots.get(s)
-            ours.append(pct(r["uar_mean"], r.get("uar_std")) if r else "–")
-            b = (r or {}).get("baseline") or {}
-            base.append(pct(b.get("uar_mean"), b.get("uar_std")) if b.get("uar_mean") is not None else "–")
+            ours.append(uar_text(r))
+            base.append(uar_text((r or {}).get("baseline")))
         body += [ours, base]
     return out + _table(["source → target, model", "training", *[f"{s} shots" for s in shots]], body) + [""]
 
@@ -351,8 +398,7 @@ def noise_section(rows: list[dict[str, Any]], notes: _Notes) -> list[str]:
         ref = notes.ref(f"{title} ({setting_line(setting_of(noisy))})", [r for r in (clean, noisy) if r],
                         ["clean", "noisy"] if clean else ["noisy"])
         drop = f"{100 * (clean['uar_mean'] - noisy['uar_mean']):.2f}" if clean else "–"
-        body.append([f"{title} {ref}", _noise_name(noisy), pct(clean["uar_mean"], clean.get("uar_std")) if clean
-                     else "–", pct(noisy["uar_mean"], noisy.get("uar_std")), drop])
+        body.append([f"{title} {ref}", _noise_name(noisy), uar_text(clean), uar_text(noisy), drop])
     return out + _table(["source → target, model", "condition", "clean", "noisy", "drop"], body) + [""]
 
 
@@ -363,7 +409,7 @@ def all_rows_section(rows: list[dict[str, Any]]) -> list[str]:
         c = _config(r)
         body.append([f"{c.get('source')} → {c.get('target')}", model_label(r), f"{c.get('layer')}→{layer_used(r)}",
                      str(c.get("classifier")), str(c.get("norm")), str(c.get("stat")), str(shots_of(r)),
-                     _noise_name(r), pct(r["uar_mean"], r.get("uar_std")), pct(r.get("chance")),
+                     _noise_name(r), uar_text(r), pct(r.get("chance")),
                      f"`{r['config_key'][:16]}`"])
     return ["## Every configuration", ""] + _table(
         ["pair", "model", "layer (asked→used)", "classifier", "norm", "stat", "shots", "condition", "UAR %",
@@ -625,12 +671,14 @@ def embedding_views(rows: list[dict[str, Any]], store: Any, workspace: Workspace
 def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "report", *, store: Any = None,
                  paper: bool = False, out: str | Path | None = None, title: str | None = None,
                  embedding: str = "pca", map_model: str | None = None, map_layer: int | str = "last",
-                 echo: Callable[[str], None] | None = None) -> Path:
+                 echo: Callable[[str], None] | None = None, predictions: PredictionsOf | None = None) -> Path:
     """Write ``report.md`` and the PNG plots for ``rows`` (ledger results) into
     ``out`` or ``<workspace>/reports/<name>/``; returns the folder.
 
     ``store`` (a FeatureStore) enables the embedding map (``embedding`` pca|tsne|none, of
-    ``map_model`` at ``map_layer``); ``paper`` adds the published Table II beside ours.
+    ``map_model`` at ``map_layer``); ``paper`` adds the published Table II beside ours;
+    ``predictions`` (row → its per-utterance predictions or None, e.g. :func:`ledger_predictions`)
+    marks the configurations not significantly different from each pair's best.
     """
     rows = latest_rows([r for r in rows if "error" not in r])
     if not rows:
@@ -644,7 +692,7 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
     notes = _Notes()
     body: list[str] = []
     attrs = group_attrs_reader(store.url) if store is not None else None
-    body += cross_language_sections(rows, notes, paper, attrs)
+    body += cross_language_sections(rows, notes, paper, attrs, predictions)
     body += layer_section(rows, notes)
     body += few_shot_section(rows, notes)
     body += noise_section(rows, notes)

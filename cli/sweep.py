@@ -64,9 +64,11 @@ def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, backend: s
                         address=address, echo=None if as_json else lambda line: click.echo(line, err=True),
                         confirm=None if yes else _ask)
     if make_report:
-        from classifiers.report import write_report
+        from classifiers.ledger import Ledger
+        from classifiers.report import ledger_predictions, write_report
 
-        folder = write_report(results, ws, name=spec.name, store=store)
+        folder = write_report(results, ws, name=spec.name, store=store,
+                              predictions=ledger_predictions(Ledger.open(ws)))
     if as_json:
         echo_json(results)
         return
@@ -89,13 +91,14 @@ def _ask(size: str) -> bool:
 
 
 def _print_rows(results: list[dict[str, Any]]) -> None:
+    from classifiers.intervals import uar_text
     from classifiers.ledger import flat_row
 
     table = []
     for r in results:
         f = flat_row(r)
         model = f"{f['model']} ({f['whisper_input']})" if f["whisper_input"] else f["model"]
-        uar = f"{100 * f['uar_mean']:.2f} ± {100 * (f['uar_std'] or 0):.2f}" if f["uar_mean"] is not None else "-"
+        uar = uar_text(r) if f["uar_mean"] is not None else "-"
         table.append((f["source"], f["target"], model, f"{f['layer']}→{_layer(f['layer_used'])}",
                       f["classifier"], f["norm"], f["shots"], f["condition"], uar,
                       f"{100 * f['chance']:.1f}" if f["chance"] else None, str(f["config_key"])[:12]))
@@ -166,7 +169,7 @@ def report(ws: Workspace, name: str | None, paper: bool, out: str | None, embedd
            map_layer: str, **filters: Any) -> None:
     """Markdown tables and PNG plots from the ledger (a study, or filtered rows)."""
     from classifiers.ledger import Ledger
-    from classifiers.report import write_report
+    from classifiers.report import ledger_predictions, write_report
     from featurestore.store import FeatureStore
 
     chosen = _filters(**filters)
@@ -176,7 +179,8 @@ def report(ws: Workspace, name: str | None, paper: bool, out: str | None, embedd
         raise _nothing_matches(ledger, chosen)
     layer: int | str = int(map_layer) if map_layer.lstrip("-").isdigit() else map_layer
     folder = write_report(rows, ws, name=name or chosen.get("study") or "report", store=FeatureStore(ws.store_url),
-                          paper=paper, out=out, embedding=embedding, map_model=map_model, map_layer=layer)
+                          paper=paper, out=out, embedding=embedding, map_model=map_model, map_layer=layer,
+                          predictions=ledger_predictions(ledger))
     click.echo(f"report: {folder / 'report.md'}")
     for path in sorted(folder.glob("*.png")):
         click.echo(f"figure: {path}")

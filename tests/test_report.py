@@ -12,8 +12,9 @@ import yaml
 from click.testing import CliRunner
 from conftest import bench_module
 
+from classifiers.intervals import uar_text
 from classifiers.ledger import Ledger
-from classifiers.report import ReportError, load_paper_table, pct, write_report
+from classifiers.report import ReportError, load_paper_table, write_report
 from classifiers.sweep import parse_study, run_sweep
 from cli.main import fs
 from featurestore.store import FeatureStore
@@ -54,10 +55,10 @@ def test_report_files_and_numbers_from_the_ledger(swept: Workspace) -> None:
                     "## Noise robustness", "## Every configuration", "## Configurations"):
         assert section in text
     for row in rows:
-        assert pct(row["uar_mean"], row["uar_std"]) in text  # every number of the ledger is in the report
+        assert uar_text(row) in text  # every number of the ledger is in the report
         assert row["config_key"][:12] in text
     few = next(r for r in rows if r["config"]["shots"] == 3)
-    assert pct(few["baseline"]["uar_mean"], few["baseline"]["uar_std"]) in text
+    assert uar_text(few["baseline"]) in text
     published = load_paper_table()["table"]
     for pair in ("emodb->urdu", "urdu->emodb"):
         assert f"*{published[pair]['whisper']:.2f}*" in text
@@ -152,3 +153,39 @@ def test_paper_column_and_titles_for_a_whisper_given_as_a_folder(tmp_path: Path,
     assert "| whisper-base-encoder (trim) | whisper-base-encoder (trim) (paper: Whisper) | CNN-LSTM (paper) |" in text
     assert f"*{published['whisper']:.2f}* | *{published['cnn-lstm']:.2f}*" in text
     assert titles and titles[0].startswith("whisper-base-encoder (trim), layer") and str(tmp_path) not in titles[0]
+
+
+# --------------------------------------------------------------------------- issue 13 (1): uncertainty
+def test_cross_language_table_marks_configurations_not_significantly_worse_than_the_best(tmp_path: Path) -> None:
+    """Per pair the best cell is bold; a close second (same predictions up to a few utterances) gets ≈, a
+    clearly worse one and a result without predictions do not; cells print their interval."""
+    from test_intervals import fake_predictions, record
+
+    from classifiers.intervals import add_intervals
+    from classifiers.report import _Notes, cross_language_sections
+
+    strong = fake_predictions(n_speakers=16, skill=0.8, rng_seed=1, proba=False)
+    close = [{**e, "y_pred": e["y_true"][:3] + e["y_pred"][3:]} for e in strong]  # 3 utterances apart
+    weak = fake_predictions(n_speakers=16, skill=0.35, rng_seed=2, proba=False)
+    config = {"source": "emodb", "target": "urdu", "layer": "last", "classifier": "logreg", "norm": "none",
+              "stat": "mean", "seeds": 3, "shots": 0}
+    rows = []
+    for model, preds in (("weak", weak), ("close", close), ("strong", strong)):
+        row = add_intervals(record(preds))
+        row.update({"config_key": model * 8, "config": {**config, "model": model}, "chance": 0.25})
+        rows.append(row)
+    old = {"config_key": "old" * 8, "config": {**config, "model": "old"}, "uar_mean": 0.7, "uar_std": 0.01}
+    rows.append(old)
+    by_key = {r["config_key"]: r for r in rows}
+    text = "\n".join(cross_language_sections(rows, _Notes(), paper=False,
+                                             predictions=lambda r: by_key[r["config_key"]].get("predictions")))
+    strongest = max(rows[:3], key=lambda r: r["uar_mean"])
+    line = next(t for t in text.split("\n") if t.startswith("| emodb → urdu"))
+    cells = [c.strip() for c in line.strip("|").split("|")][1:]
+    marks = dict(zip(["weak", "close", "strong", "old"], cells))
+    assert marks[strongest["config"]["model"]] == f"**{uar_text(strongest)}**"
+    other = "close" if strongest["config"]["model"] == "strong" else "strong"
+    assert marks[other] == f"{uar_text(by_key[other * 8])} ≈"
+    assert marks["weak"] == uar_text(by_key["weak" * 8]) and "[" in marks["weak"]
+    assert marks["old"] == "70.00 ± 1.00"  # stored without predictions: mean ± std, never compared
+    assert "p ≥ 0.05" in text and "**bold**" in text
