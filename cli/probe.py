@@ -158,6 +158,15 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def _uar(record: dict[str, Any]) -> str:
+    """``55.2 [50.1, 60.3] (95 % CI over test speakers), seed spread ± 1.0`` with an interval, else ``55.2 ± 1.0``."""
+    from classifiers.intervals import uar_text
+
+    if not record.get("uar_ci95"):
+        return f"{_pct(record['uar_mean'])} ± {_pct(record['uar_std'])}"
+    return f"{uar_text(record)} (95 % CI over test speakers), seed spread ± {_pct(record.get('uar_std'))}"
+
+
 def _best_layer_lines(result: dict[str, Any]) -> list[str]:
     """Two lines for a ``--layer best`` result: the layer chosen per seed (per fold within a corpus),
     the single layer a table shows, and the mean dev UAR per layer (``*`` at the highest)."""
@@ -208,7 +217,7 @@ def describe(result: dict[str, Any]) -> str:
         f"{c['source']} -> {c['target']}  [{result['protocol']}]  model {model_text(result)}  {c['classifier']}  "
         f"norm {c['norm']}  {c['stat']}  {c['seeds']} seed(s)" + ("  (from the ledger)" if result.get("from_ledger")
                                                                  else f"  {result['seconds']:.1f} s"),
-        f"  UAR {_pct(result['uar_mean'])} ± {_pct(result['uar_std'])} %   (chance {_pct(result['chance'])} %)   "
+        f"  UAR {_uar(result)} %   (chance {_pct(result['chance'])} %)   "
         f"per seed: {' '.join(_pct(u) for u in result['uar_per_seed'])}",
         "  per-class recall: " + "  ".join(f"{k} {_pct(v)}" for k, v in result["per_class_recall"].items()),
     ]
@@ -227,7 +236,7 @@ def describe(result: dict[str, Any]) -> str:
                      + (f" (capped for {', '.join(capped)})" if capped else "")
                      + f"; tested on {result['metrics'][0]['n']} other utterances")
         verdict = "  <- beats source+shots" if b.get("beats_source_plus_shots") else ""
-        lines.append(f"  target-only baseline (shots alone): UAR {_pct(b['uar_mean'])} ± {_pct(b['uar_std'])} %"
+        lines.append(f"  target-only baseline (shots alone): UAR {_uar(b)} %"
                      + verdict)
     for warning in result.get("warnings", []):
         lines.append(f"  warning: {warning}")
