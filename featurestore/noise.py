@@ -162,7 +162,34 @@ class NoiseBank:
                 break
         else:
             raise NoiseError(f"{utt_id}: every drawn noise window was all zeros")
+        return self._mix_window(speech, speech_rms, index, offset, draw)
 
+    def replay(self, wave: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+        """The noisy float32 wave that :meth:`mix` gave for ``details`` (its recording, offset and draw),
+        rebuilt from the record alone: bit for bit the same as the original mix of ``wave``."""
+        speech = np.asarray(wave, dtype=np.float64)
+        if speech.ndim != 1 or speech.size == 0 or not np.all(np.isfinite(speech)):
+            raise NoiseError(f"replay needs a non-empty, finite mono 1-D wave, got shape {speech.shape}")
+        speech_rms = calculate_rms(speech)
+        if speech_rms == 0:
+            raise NoiseError("replay: speech is silent (all zeros); SNR is undefined")
+        if details.get("recording") not in self.names:
+            raise NoiseError(f"noise record names recording {details.get('recording')!r}, which is not in "
+                             f"{self.key}; available: {self.names}")
+        index = self.names.index(details["recording"])
+        offset = int(details["offset"])
+        if not 0 <= offset < self._waves[index].size:
+            raise NoiseError(f"noise record offset {offset} is outside recording {details['recording']!r}")
+        return self._mix_window(speech, speech_rms, index, offset, int(details.get("draw", 0)))[0]
+
+    def _mix_window(self, speech: np.ndarray, speech_rms: float, index: int, offset: int,
+                    draw: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Mix the window of recording ``index`` starting at ``offset`` into float64 ``speech`` (n,)."""
+        rec = self._waves[index]
+        segment = rec[(offset + np.arange(speech.size)) % rec.size]
+        noise_rms = calculate_rms(segment)
+        if noise_rms == 0:
+            raise NoiseError(f"noise window at offset {offset} of {self.names[index]} is all zeros")
         gain = calculate_desired_noise_rms(speech_rms, self.spec.snr_db) / noise_rms
         noise = segment * gain
         peak = float(np.max(np.abs(speech + noise)))
