@@ -11,8 +11,11 @@ batches to the others. Install with ``pip install "fs-ser[ray]"``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,13 +102,33 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
                                    "or leave out --address to run on this machine") from None
     if ray.is_initialized():
         return False
-    try:
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    except ConnectionError as exc:
-        raise DistributedError(f"cannot join the Ray cluster at {address}: {exc}. Start one with "
-                               "`ray start --head`, or leave out --address to run on this machine") from None
+    with _keep_sigterm_handler():
+        try:
+            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        except ConnectionError as exc:
+            raise DistributedError(f"cannot join the Ray cluster at {address}: {exc}. Start one with "
+                                   "`ray start --head`, or leave out --address to run on this machine") from None
     return True
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across ``ray.init``.
+
+    Ray replaces it with ``sys.exit`` and its core worker installs a C++ failure handler that
+    aborts the process (exit 134) on SIGTERM; fs's handler (:func:`featurestore.errors.raise_on_sigterm`)
+    commits the finished rows and exits 143, as a local run does. Only the main thread can set it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)  # sigaction again: also replaces the C++ handler
 
 
 class _Worker:

@@ -184,6 +184,47 @@ def test_killed_driver_resumes_to_identical_store(tmp_path: Path, ray_address: s
     _assert_same(_arrays(store.open(key)), reference)
 
 
+@pytest.mark.slow
+def test_sigterm_to_a_ray_extract_exits_143_and_resumes_exactly(tmp_path: Path, ray_address: str, manifest: Manifest,
+                                                                 reference: dict[str, np.ndarray]) -> None:
+    """`fs extract --backend ray` under SIGTERM: the local contract (rows committed, exit 143), not a C++ abort."""
+    from featurestore.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    Workspace.open(ws).save_manifest(manifest)
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from featurestore import distributed
+
+        compute = distributed.RayRunner.blocks
+
+        def blocks(self, *args):  # SIGTERM arrives with the fourth block in hand
+            for i, block in enumerate(compute(self, *args)):
+                if i == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield block
+
+        distributed.RayRunner.blocks = blocks
+        sys.argv = ["fs", "extract", "--backend", "ray", "--address", {ray_address!r}, "--workers", "1",
+                    "--model", "tiny-wav2vec2", "--corpus", "urdu", "--batch-size", "2", "--frames", "1",
+                    "--commit-rows", "1"]
+        from cli.main import main
+        main()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "FS_WORKSPACE": str(ws)})
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert "SIGTERM: stopped urdu/clean/" in proc.stderr and "rows committed; re-run the same command" in proc.stderr
+    assert "SIGTERM received" not in proc.stderr  # no C++ stack stub
+    store = FeatureStore(ws / "store.zarr")
+    key, = store.keys()
+    assert not store.open(key).is_complete
+    with RayRunner(_spec(), RayOptions(address=ray_address, workers=1)) as runner:
+        resumed = run_extraction(manifest, runner, store, options=OPTIONS)
+    assert resumed.resumed and resumed.rows_before > 0
+    _assert_same(_arrays(store.open(key)), reference)
+
+
 def test_unreachable_address_is_a_clear_error(tmp_path: Path, ray_address: str, manifest: Manifest) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
