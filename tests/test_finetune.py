@@ -345,6 +345,6 @@ def test_sigterm_stops_at_the_next_batch_keeps_finished_seeds_and_exits_143(setu
     last = rest.strip().splitlines()[-1]
     assert last.startswith("SIGTERM: stopped fine-tuning cnn-lstm emodb -> urdu while training seed 1;") and \
         "1 finished model(s) kept in" in last and "re-run the same command to resume" in last, rest
-    assert seconds < 5, seconds  # at the next batch, not after seed 1's 58 epochs to go
+    assert seconds < 2.5, seconds  # at the next batch, and no slow interpreter teardown (was 4-7 s under load)
     root = checkpoint_root(ws, config)
     assert sorted(p.name for p in root.iterdir()) == ["seed0"]  # no half-written seed 1
