@@ -42,7 +42,7 @@ def test_egemaps_extract_verify_and_probe_from_the_cli(tmp_path: Path) -> None:
     def run(*args: str) -> str:
         res = runner.invoke(fs, ["--workspace", ws, *args], catch_exceptions=False)
         assert res.exit_code == 0, res.output
-        return res.output
+        return res.stdout
 
     for name in ("emodb", "urdu"):
         run("corpus", "add", name, "--layout", name, "--root", str(generate_corpus(name, tmp_path / name, size="tiny")))
@@ -52,4 +52,4 @@ def test_egemaps_extract_verify_and_probe_from_the_cli(tmp_path: Path) -> None:
     run("store", "verify")
     result = json.loads(run("probe", "--source", "emodb", "--target", "urdu", "--model", "egemaps",
                             "--norm", "corpus", "--seeds", "1", "--json"))
-    assert 0.0 <= result["uar_mean"] <= 1.0 and result["provenance"]["source"]["model"]["family"] == "opensmile"
+    assert 0.0 <= result["uar_mean"] <= 1.0 and result["provenance"]["model"]["settings"]["feature_set"] == "eGeMAPSv02"
