@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.intervals import add_intervals, seed_predictions
 from classifiers.metrics import chance_uar, evaluate
 from classifiers.protocols import Sides, _local
 from classifiers.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
@@ -769,6 +770,7 @@ class _Trainer:
         self.training: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.current = ""  # the run in training, for an interruption's message
+        self.predictions: dict[str, list[dict[str, Any]]] = {}  # per part (see classifiers.intervals), per seed
 
     def warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -816,8 +818,13 @@ class _Trainer:
         self.current = ""
         return est
 
-    def evaluate(self, est: Any, data: Data) -> dict[str, Any]:
+    def evaluate(self, est: Any, data: Data, seed: int, part: str = "predictions") -> dict[str, Any]:
+        """Metrics of ``est`` on ``data``; its per-utterance predictions are kept under ``part``."""
         pred = self.method.predict(est, data)
+        ids = np.concatenate([side.view.ids[i] for side, i in data.parts])
+        speakers = np.concatenate([side.view.speakers[i] for side, i in data.parts])
+        self.predictions.setdefault(part, []).append(seed_predictions(seed, ids, speakers, data.labels, pred,
+                                                                      self.classes))
         return evaluate(data.labels, pred, labels=self.classes)
 
     def interrupted(self, exc: KeyboardInterrupt) -> Interrupted:
@@ -873,14 +880,15 @@ def _run_seeds(config: FinetuneConfig, trainer: _Trainer, src: _Side, tgt: _Side
                              f"took {took} (at least {split.min_test} kept for testing)")
             train = Data([(src, np.arange(len(src.labels))), (tgt, split.train_idx)])
             test = Data([(tgt, split.test_idx)])
-            base = trainer.evaluate(trainer.fit(Data([(tgt, split.train_idx)]), seed, "baseline"), test)
+            base = trainer.evaluate(trainer.fit(Data([(tgt, split.train_idx)]), seed, "baseline"), test, seed,
+                                    "baseline_predictions")
             base_uars.append(base["uar"])
             base_metrics.append(base)
             shots.append({"seed": seed, "ids": tgt.view.ids[split.train_idx].tolist(),  # type: ignore[union-attr]
                           **split.to_dict(indices=False)})
         else:
             train, test = Data([(src, np.arange(len(src.labels)))]), Data([(tgt, np.arange(len(tgt.labels)))])
-        result = trainer.evaluate(trainer.fit(train, seed, "model"), test)
+        result = trainer.evaluate(trainer.fit(train, seed, "model"), test, seed)
         uars.append(result["uar"])
         metrics.append(result)
         n_train.append(len(train))
@@ -971,7 +979,7 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
                             "settings": model_prov.get("model_settings", {})},
                   "classifier": classifier, "classes": classes, "fs_version": __version__, "device": device}
     layer = 0 if config.method == "cnn-lstm" else classifier["params"]["layer"]
-    return {
+    return add_intervals({
         "config_key": config.key(), "protocol": config.protocol, "method": config.method,
         "uar_mean": mean, "uar_std": std, "uar_per_seed": uars, "layer": layer, "chance": chance_uar(classes),
         "per_class_recall": per_class, "metrics": metrics, "n_train": n_train, "config": config.to_dict(),
@@ -981,7 +989,9 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
         "checkpoints": trainer.checkpoints, "train_seconds": trainer.train_seconds, "training": trainer.training,
         "dev_uar_per_epoch": dev_uar_per_epoch(trainer.training),
         "whisper_input": model_prov.get("model_settings", {}).get("whisper_input"),
-    }
+        "predictions": trainer.predictions.get("predictions"),
+        "baseline_predictions": trainer.predictions.get("baseline_predictions"),
+    })
 
 
 def finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, *, device: str = "cpu",

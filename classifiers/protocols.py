@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.intervals import add_intervals, seed_predictions
 from classifiers.layer_choice import best_layer_choice
 from classifiers.metrics import chance_uar, evaluate, uar
 from classifiers.normalise import MODES, _apply, _stats, normalise
@@ -252,6 +253,8 @@ class ProbeResult:
     seconds: float = 0.0
     whisper_input: str | None = None
     layer_choice: dict[str, Any] | None = None
+    predictions: list[dict[str, Any]] | None = None
+    baseline_predictions: list[dict[str, Any]] | None = None
 
     @property
     def uar_mean(self) -> float:
@@ -273,8 +276,9 @@ class ProbeResult:
         """JSON-able record: ``config_key``, ``uar_mean``, ``uar_std``, ``uar_per_seed``, ``layer``,
         ``chance``, ``metrics`` (one :func:`~classifiers.metrics.evaluate` dict per seed), ``config``,
         ``provenance``, ``baseline``, ``shots``, ``layer_dev_uar``, ``layer_choice``, ``whisper_input``,
-        ``warnings``, ``seconds`` and more."""
-        return {
+        ``warnings``, ``seconds``, the per-utterance ``predictions`` of every seed (and the baseline's,
+        ``baseline_predictions``; see :mod:`classifiers.intervals`) with the ``uar_ci95`` they give, and more."""
+        return add_intervals({
             "config_key": self.config.key(), "protocol": self.config.protocol, "whisper_input": self.whisper_input,
             "uar_mean": self.uar_mean, "uar_std": self.uar_std, "uar_per_seed": list(self.uar_per_seed),
             "layer": self.layer, "chance": self.chance, "per_class_recall": self.per_class_recall(),
@@ -284,7 +288,8 @@ class ProbeResult:
             "layer_choice": self.layer_choice,
             "normalisation": self.normalisation, "transductive": bool(self.normalisation.get("transductive")),
             "warnings": list(self.warnings), "seconds": self.seconds,
-        }
+            "predictions": self.predictions, "baseline_predictions": self.baseline_predictions,
+        })
 
 
 # --------------------------------------------------------------------------- data sides
@@ -411,7 +416,7 @@ class _Runner:
         self.clf_ident = (config.classifier, json.dumps(config.classifier_params, sort_keys=True))
         self.deterministic = config.classifier in DETERMINISTIC
         self._evaluated: dict[Any, dict[str, Any]] = {}
-        self._predicted: dict[Any, np.ndarray] = {}
+        self._predicted: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self.progress: Progress | None = None
         self.where: dict[str, str] = {}  # shown beside the progress count: seed, fold
 
@@ -476,23 +481,42 @@ class _Runner:
         """Fit on the rows ``train`` ((side, indices or None for all) parts), predict ``test``: ``(m,)`` labels.
 
         With ``memo`` the fitted estimator (see :meth:`estimator`) and the predictions for this run
-        are kept; the dev fits of :meth:`select_layer` pass ``memo=False``. Counts one fit done.
+        (labels and class probabilities, :meth:`fit_predict_proba`) are kept; the dev fits of
+        :meth:`select_layer` pass ``memo=False``. Counts one fit done.
         """
+        if memo:
+            return self.fit_predict_proba(train, test, choice, seed)[0]
+        return self._fit_predict(train, test, choice, seed, memo=False)[0]
+
+    def fit_predict_proba(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
+                          choice: str | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`fit_predict` (memoised) with the class probabilities: ``(m,)`` labels and ``(m, C)``
+        probabilities in ``classes`` order (0 for a class the estimator never saw)."""
         side, idx = test
         predicted = (self._fit_key(train, choice, seed), side.ident, _digest(idx))
-        if memo and predicted in self._predicted:
+        if predicted in self._predicted:
             self.tick()
             return self._predicted[predicted]
+        self._predicted[predicted] = self._fit_predict(train, test, choice, seed, memo=True)
+        return self._predicted[predicted]
+
+    def _fit_predict(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
+                     choice: str | int, seed: int, memo: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Fit (or take the memoised estimator) and predict: labels, and with ``memo`` probabilities."""
+        side, idx = test
         X_train = self.train_matrix(train, choice)
         X_test = side.matrix(choice) if idx is None else side.matrix(choice)[idx]
         if self.config.norm == "source":
             X_train, X_test, _ = normalise(X_train, X_test, "source")
         est = self.estimator(train, X_train, choice, seed, memo)
         pred = np.asarray(est.predict(X_test))
-        if memo:
-            self._predicted[predicted] = pred
+        proba = None
+        if memo:  # the test predictions a result keeps, in ``classes`` order
+            proba = np.zeros((pred.size, len(self.classes)))
+            columns = [self.classes.index(c) for c in est.classes_]
+            proba[:, columns] = est.predict_proba(X_test)
         self.tick()
-        return pred
+        return pred, proba
 
     def select_layer(self, side: _Side, rows: np.ndarray | None, seed: int) -> tuple[int, dict[int, float]]:
         """The layer of best dev UAR on a speaker-independent dev split of ``side``'s ``rows`` (labels of
@@ -555,6 +579,16 @@ class _SeedRun:
     dev_uar: dict[str, float] | None = None
     shots: dict[str, Any] | None = None
     baseline: dict[str, Any] | None = None
+    predictions: dict[str, Any] | None = None
+    baseline_predictions: dict[str, Any] | None = None
+
+
+def _predictions(runner: _Runner, side: _Side, rows: np.ndarray | None, seed: int, pred: np.ndarray,
+                 proba: np.ndarray) -> dict[str, Any]:
+    """One seed's predictions on ``side``'s ``rows`` (None: all) for the result record."""
+    take = slice(None) if rows is None else rows
+    return seed_predictions(seed, side.view.ids[take], side.view.speakers[take], side.labels[take], pred,
+                            runner.classes, proba)
 
 
 def _within_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | None, seed: int) -> _SeedRun:
@@ -564,6 +598,7 @@ def _within_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | Non
     except SplitError as exc:
         raise ProtocolError(f"within-corpus {src.corpus!r}: {exc}") from None
     pred = np.empty(len(tgt.labels), dtype=tgt.labels.dtype)
+    proba = np.zeros((len(tgt.labels), len(runner.classes)))
     layers, scores = [], []
     for f, (train, test) in enumerate(folds):
         runner.where["fold"] = f"{f + 1}/{len(folds)}"
@@ -572,8 +607,9 @@ def _within_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | Non
             choice, fold_scores = runner.select_layer(src, train, seed)
             layers.append(int(choice))
             scores.append(fold_scores)
-        pred[test] = runner.fit_predict([(src, train)], (tgt, test), choice, seed)
+        pred[test], proba[test] = runner.fit_predict_proba([(src, train)], (tgt, test), choice, seed)
     run = _SeedRun(runner.evaluate(tgt.labels, pred), int(np.mean([tr.size for tr, _ in folds])))
+    run.predictions = _predictions(runner, tgt, None, seed, pred, proba)  # every utterance once, over the folds
     if fixed is None:
         run.layer = layers
         run.dev_uar = {str(k): float(np.mean([s[k] for s in scores])) for k in scores[0]}
@@ -588,8 +624,9 @@ def _transfer_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | N
         choice, scores = runner.select_layer(src, None, seed)
         layer, dev_uar = int(choice), {str(k): float(v) for k, v in scores.items()}
     if not config.shots:
-        pred = runner.fit_predict([(src, None)], (tgt, None), choice, seed)
-        return _SeedRun(runner.evaluate(tgt.labels, pred), len(src.labels), layer, dev_uar)
+        pred, proba = runner.fit_predict_proba([(src, None)], (tgt, None), choice, seed)
+        return _SeedRun(runner.evaluate(tgt.labels, pred), len(src.labels), layer, dev_uar,
+                        predictions=_predictions(runner, tgt, None, seed, pred, proba))
     try:
         split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
     except SplitError as exc:
@@ -601,11 +638,12 @@ def _transfer_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | N
             runner._warn(f"shots: class {label!r} of {config.target!r} gave no shot; the target-only baseline "
                          "never sees it")
     shots, test = split.train_idx, split.test_idx
-    pred = runner.fit_predict([(src, None), (tgt, shots)], (tgt, test), choice, seed)
-    base = runner.fit_predict([(tgt, shots)], (tgt, test), choice, seed)
+    pred, proba = runner.fit_predict_proba([(src, None), (tgt, shots)], (tgt, test), choice, seed)
+    base, base_proba = runner.fit_predict_proba([(tgt, shots)], (tgt, test), choice, seed)
     record = {"seed": seed, "ids": tgt.view.ids[shots].tolist(), **split.to_dict(indices=False)}
     return _SeedRun(runner.evaluate(tgt.labels[test], pred), len(src.labels) + int(shots.size), layer, dev_uar,
-                    record, runner.evaluate(tgt.labels[test], base))
+                    record, runner.evaluate(tgt.labels[test], base), _predictions(runner, tgt, test, seed, pred, proba),
+                    _predictions(runner, tgt, test, seed, base, base_proba))
 
 
 def _data_warnings(runner: _Runner, src: _Side, tgt: _Side) -> None:
@@ -725,7 +763,9 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
                        layer_dev_uar=per_layer, layer_dev_uar_per_seed=dev_scores,
                        normalisation=_normalisation_info(config.norm), warnings=runner.warnings,
                        seconds=time.perf_counter() - start, whisper_input=str(mode) if mode else None,
-                       layer_choice=best_layer_choice(layer, per_layer) if best and per_layer else None)
+                       layer_choice=best_layer_choice(layer, per_layer) if best and per_layer else None,
+                       predictions=[r.predictions for r in runs],
+                       baseline_predictions=[r.baseline_predictions for r in runs] if config.shots else None)
 
 
 @dataclass

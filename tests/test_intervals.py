@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -142,3 +143,44 @@ def test_compare_uses_common_utterances_and_refuses_disjoint_or_relabelled_sets(
     relabelled = [{**e, "y_true": list(reversed(e["y_true"]))} for e in a]
     with pytest.raises(PredictionsError, match="different true labels"):
         compare(a, relabelled)
+
+
+# --------------------------------------------------------------------------- end to end: fs probe → ledger
+@pytest.mark.parametrize("source, target, extra", [
+    ("emodb", "urdu", []),                      # cross-language: every target utterance, each seed
+    ("urdu", "urdu", []),                       # within-corpus: the folds' test parts, every utterance once
+    ("emodb", "urdu", ["--shots", "2"]),        # few-shot: each seed's own test set, and the baseline's
+])
+def test_fs_probe_stores_predictions_that_give_its_numbers(tmp_path: Path, source: str, target: str,
+                                                           extra: list[str]) -> None:
+    from click.testing import CliRunner
+    from test_protocols import MODEL, build_workspace
+
+    from classifiers.ledger import Ledger
+    from cli.main import fs
+
+    ws = build_workspace(tmp_path)[0]
+    args = ["--workspace", str(ws.root), "probe", "--source", source, "--target", target, "--model", MODEL,
+            "--classifier", "svm", "--seeds", "2", "--no-save-model", "--no-progress", *extra]
+    out = CliRunner().invoke(fs, args)
+    assert out.exit_code == 0, out.output
+    ledger = Ledger.open(ws)
+    (row,) = ledger.rows()
+    stored = ledger.predictions(row["config_key"])
+    assert [p["seed"] for p in stored] == [0, 1]
+    assert [uar(p["y_true"], p["y_pred"]) for p in stored] == pytest.approx(row["uar_per_seed"])
+    assert row["uar_ci95"][0] <= row["uar_mean"] <= row["uar_ci95"][1]
+    assert row["uar_ci95_utterance"][0] <= row["uar_mean"] <= row["uar_ci95_utterance"][1]
+    manifest = ws.load_manifest(target)
+    speaker_of = {row["utt_id"]: str(row["speaker"]) for row in manifest.rows}
+    for p in stored:
+        assert [speaker_of[i] for i in p["ids"]] == [str(s) for s in p["speakers"]]
+        assert np.allclose(np.sum(p["proba"], axis=1), 1.0) and p["classes"] == list(manifest.classes)
+    if target == source or not extra:
+        assert all(sorted(p["ids"]) == sorted(speaker_of) for p in stored)  # every utterance once
+    if extra:
+        base = ledger.predictions(row["config_key"], "baseline_predictions")
+        assert [uar(p["y_true"], p["y_pred"]) for p in base] == pytest.approx(row["baseline"]["uar_per_seed"])
+        assert row["baseline"]["uar_ci95"][0] <= row["baseline"]["uar_mean"] <= row["baseline"]["uar_ci95"][1]
+        assert all(len(p["ids"]) < len(speaker_of) for p in stored)  # the shots are never tested
+    assert f"UAR {uar_text(row)} (95 % CI over test speakers), seed spread ± " in out.output
