@@ -88,7 +88,7 @@ class TrainingProgress:
     def __init__(self, runs: int, epochs: int, desc: str, **progress: Any):
         self.epochs = epochs
         self.run = ""
-        self.progress = Progress(total=runs * epochs, desc=desc, unit="epoch", **progress)
+        self.progress = Progress(total=runs * epochs, desc=desc, unit="epochs", **progress)
 
     def start(self, run: str) -> TrainingProgress:
         """Training of ``run`` (e.g. ``seed 0``) begins; returns self, the observer to pass to :func:`train`."""

@@ -125,7 +125,7 @@ def test_training_progress_reports_batches_epochs_and_dev_uar() -> None:
     clf = small(epochs=2, batch_size=8).fit(frames, y, groups, observer=progress.start("seed 1"))
     progress.close()
     lines = log.getvalue().splitlines()
-    assert lines[0] == "fit: started, 6 epoch to do" and lines[1] == "fit: seed 0: loaded from its checkpoint"
+    assert lines[0] == "fit: started, 6 epochs to do" and lines[1] == "fit: seed 0: loaded from its checkpoint"
     batches = [x for x in lines if "at seed 1 epoch 1/2 batch" in x]
     assert batches and batches[-1].endswith(f"batch {len(batches)}/{len(batches)}")
     for record in clf.history_:
@@ -133,4 +133,4 @@ def test_training_progress_reports_batches_epochs_and_dev_uar() -> None:
                f"{100 * record['dev_uar']:.1f} %"
         assert any(x.startswith(line) for x in lines), line
     assert any("ETA" in x for x in lines if "epoch 2/2 batch" in x)  # after an epoch, a rate to go by
-    assert lines[-1].startswith("fit: finished 2/4 epoch in")
+    assert lines[-1].startswith("fit: finished 2/4 epochs in")

@@ -206,11 +206,11 @@ def test_progress_lines_on_stderr_when_not_a_terminal(setup) -> None:
               "--json")
     assert out.exit_code == 0, out.output
     lines = out.stderr.splitlines()
-    assert lines[0] == "fine-tune cnn-lstm urdu -> emodb: started, 2 epoch to do"
+    assert lines[0] == "fine-tune cnn-lstm urdu -> emodb: started, 2 epochs to do"
     for seed in (0, 1):
         epoch = [x for x in lines if x.startswith(f"fine-tune cnn-lstm urdu -> emodb: seed {seed} epoch 1/1: ")]
         assert len(epoch) == 1 and "train loss" in epoch[0] and "dev UAR" in epoch[0] and "%" in epoch[0]
-    assert lines[-1].startswith("fine-tune cnn-lstm urdu -> emodb: finished 2/2 epoch in")
+    assert lines[-1].startswith("fine-tune cnn-lstm urdu -> emodb: finished 2/2 epochs in")
     json.loads(out.stdout)  # stdout keeps the result alone
 
 
