@@ -481,42 +481,36 @@ class _Runner:
         """Fit on the rows ``train`` ((side, indices or None for all) parts), predict ``test``: ``(m,)`` labels.
 
         With ``memo`` the fitted estimator (see :meth:`estimator`) and the predictions for this run
-        (labels and class probabilities, :meth:`fit_predict_proba`) are kept; the dev fits of
+        (labels and class probabilities, see :meth:`proba`) are kept; the dev fits of
         :meth:`select_layer` pass ``memo=False``. Counts one fit done.
         """
-        if memo:
-            return self.fit_predict_proba(train, test, choice, seed)[0]
-        return self._fit_predict(train, test, choice, seed, memo=False)[0]
-
-    def fit_predict_proba(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
-                          choice: str | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`fit_predict` (memoised) with the class probabilities: ``(m,)`` labels and ``(m, C)``
-        probabilities in ``classes`` order (0 for a class the estimator never saw)."""
         side, idx = test
-        predicted = (self._fit_key(train, choice, seed), side.ident, _digest(idx))
-        if predicted in self._predicted:
+        predicted = self._predicted_key(train, test, choice, seed)
+        if memo and predicted in self._predicted:
             self.tick()
-            return self._predicted[predicted]
-        self._predicted[predicted] = self._fit_predict(train, test, choice, seed, memo=True)
-        return self._predicted[predicted]
-
-    def _fit_predict(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
-                     choice: str | int, seed: int, memo: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Fit (or take the memoised estimator) and predict: labels, and with ``memo`` probabilities."""
-        side, idx = test
+            return self._predicted[predicted][0]
         X_train = self.train_matrix(train, choice)
         X_test = side.matrix(choice) if idx is None else side.matrix(choice)[idx]
         if self.config.norm == "source":
             X_train, X_test, _ = normalise(X_train, X_test, "source")
         est = self.estimator(train, X_train, choice, seed, memo)
         pred = np.asarray(est.predict(X_test))
-        proba = None
-        if memo:  # the test predictions a result keeps, in ``classes`` order
+        if memo:  # the test predictions a result keeps: probabilities in ``classes`` order
             proba = np.zeros((pred.size, len(self.classes)))
-            columns = [self.classes.index(c) for c in est.classes_]
-            proba[:, columns] = est.predict_proba(X_test)
+            proba[:, [self.classes.index(c) for c in est.classes_]] = est.predict_proba(X_test)
+            self._predicted[predicted] = (pred, proba)
         self.tick()
-        return pred, proba
+        return pred
+
+    def _predicted_key(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
+                       choice: str | int, seed: int) -> tuple[Any, ...]:
+        return (self._fit_key(train, choice, seed), test[0].ident, _digest(test[1]))
+
+    def proba(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
+              choice: str | int, seed: int) -> np.ndarray:
+        """``(m, C)`` class probabilities (``classes`` order; 0 for a class the estimator never saw) of the
+        :meth:`fit_predict` made with these arguments."""
+        return self._predicted[self._predicted_key(train, test, choice, seed)][1]
 
     def select_layer(self, side: _Side, rows: np.ndarray | None, seed: int) -> tuple[int, dict[int, float]]:
         """The layer of best dev UAR on a speaker-independent dev split of ``side``'s ``rows`` (labels of
@@ -607,7 +601,8 @@ def _within_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | Non
             choice, fold_scores = runner.select_layer(src, train, seed)
             layers.append(int(choice))
             scores.append(fold_scores)
-        pred[test], proba[test] = runner.fit_predict_proba([(src, train)], (tgt, test), choice, seed)
+        pred[test] = runner.fit_predict([(src, train)], (tgt, test), choice, seed)
+        proba[test] = runner.proba([(src, train)], (tgt, test), choice, seed)
     run = _SeedRun(runner.evaluate(tgt.labels, pred), int(np.mean([tr.size for tr, _ in folds])))
     run.predictions = _predictions(runner, tgt, None, seed, pred, proba)  # every utterance once, over the folds
     if fixed is None:
@@ -624,7 +619,8 @@ def _transfer_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | N
         choice, scores = runner.select_layer(src, None, seed)
         layer, dev_uar = int(choice), {str(k): float(v) for k, v in scores.items()}
     if not config.shots:
-        pred, proba = runner.fit_predict_proba([(src, None)], (tgt, None), choice, seed)
+        pred = runner.fit_predict([(src, None)], (tgt, None), choice, seed)
+        proba = runner.proba([(src, None)], (tgt, None), choice, seed)
         return _SeedRun(runner.evaluate(tgt.labels, pred), len(src.labels), layer, dev_uar,
                         predictions=_predictions(runner, tgt, None, seed, pred, proba))
     try:
@@ -638,8 +634,10 @@ def _transfer_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | N
             runner._warn(f"shots: class {label!r} of {config.target!r} gave no shot; the target-only baseline "
                          "never sees it")
     shots, test = split.train_idx, split.test_idx
-    pred, proba = runner.fit_predict_proba([(src, None), (tgt, shots)], (tgt, test), choice, seed)
-    base, base_proba = runner.fit_predict_proba([(tgt, shots)], (tgt, test), choice, seed)
+    pred = runner.fit_predict([(src, None), (tgt, shots)], (tgt, test), choice, seed)
+    base = runner.fit_predict([(tgt, shots)], (tgt, test), choice, seed)
+    proba = runner.proba([(src, None), (tgt, shots)], (tgt, test), choice, seed)
+    base_proba = runner.proba([(tgt, shots)], (tgt, test), choice, seed)
     record = {"seed": seed, "ids": tgt.view.ids[shots].tolist(), **split.to_dict(indices=False)}
     return _SeedRun(runner.evaluate(tgt.labels[test], pred), len(src.labels) + int(shots.size), layer, dev_uar,
                     record, runner.evaluate(tgt.labels[test], base), _predictions(runner, tgt, test, seed, pred, proba),
