@@ -577,8 +577,12 @@ class _TelephoneStep(_Step):
         from scipy.signal import sosfiltfilt
 
         narrow = soxr.resample(wave, self.sample_rate, self.rate) if self.rate != self.sample_rate else wave
-        padlen = min(3 * (2 * len(self.sos) + 1), narrow.size - 1)  # scipy's default, shortened for tiny waves
-        narrow, gain = _fit(sosfiltfilt(self.sos, narrow.astype(np.float64), padlen=padlen))
+        if narrow.size < 2:  # no band fits in under two samples
+            filtered = np.zeros(narrow.size)
+        else:
+            padlen = min(3 * (2 * len(self.sos) + 1), narrow.size - 1)  # scipy's default, shortened for tiny waves
+            filtered = sosfiltfilt(self.sos, narrow.astype(np.float64), padlen=padlen)
+        narrow, gain = _fit(filtered)
         if drawn["bitrate"]:
             narrow = _mp3_round_trip(narrow, self.rate, int(drawn["bitrate"]))
         wide = soxr.resample(narrow, self.rate, self.sample_rate) if self.rate != self.sample_rate else narrow
@@ -588,14 +592,17 @@ class _TelephoneStep(_Step):
 
 
 def _mp3_round_trip(wave: np.ndarray, sample_rate: int, bitrate: int) -> np.ndarray:
-    """Encode and decode float32 (n,) as MP3 at ``bitrate`` kbps (audiomentations, frozen parameters)."""
+    """Encode and decode float32 (n,) as MP3 at ``bitrate`` kbps (audiomentations, frozen parameters).
+    Waves under the encoder's 100 ms minimum are padded with silence for the round trip, then cut back."""
     from audiomentations import Mp3Compression
 
     codec = Mp3Compression(min_bitrate=bitrate, max_bitrate=bitrate, backend="fast-mp3-augment", p=1.0)
     codec.parameters = {"should_apply": True, "bitrate": bitrate}
     codec.freeze_parameters()
+    padded = np.zeros(max(wave.size, math.ceil(sample_rate / 10)), np.float32)
+    padded[: wave.size] = wave
     try:
-        return codec(np.ascontiguousarray(wave, dtype=np.float32), sample_rate)
+        return codec(padded, sample_rate)[: wave.size]
     except ImportError:
         raise ConditionError("telephone codec=mp3 needs fast-mp3-augment: pip install fast-mp3-augment") from None
 

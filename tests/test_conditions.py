@@ -242,6 +242,15 @@ def test_telephone_removes_energy_outside_300_to_3400_hz(text: str, passband_db:
     assert record["steps"][0]["bitrate"] == (16 if "mp3" in text else 0)
 
 
+@pytest.mark.parametrize("samples, sample_rate", [(1, SR), (30, SR), (799, SR), (1601, SR), (1, 44100), (2, 44100)])
+def test_telephone_takes_short_utterances(samples: int, sample_rate: int) -> None:
+    chain = ConditionChain.parse(["telephone:codec=mp3,bitrate=8-64"], seed=2)
+    wave = _white(1.0)[:samples]
+    out, record = chain.apply(wave, sample_rate, "short")
+    assert out.shape == wave.shape and np.all(np.isfinite(out))
+    assert np.array_equal(chain.replay(wave, sample_rate, record), out)
+
+
 def test_mp3_codec_changes_the_narrow_band_signal() -> None:
     wave = _white(1.0)
     plain = ConditionChain.parse(["telephone"]).apply(wave, SR, "u")[0]
