@@ -232,14 +232,13 @@ def batched_run(manifest: Any, encoder: Any, store_path: Path, args: argparse.Na
     from featurestore.store import FeatureStore
 
     runner = LocalRunner(encoder, compute_ahead=compute_ahead)
-    store = FeatureStore(store_path)
     reset_peak(args.device)
-    result = run_extraction(manifest, runner, store, options=options_for(args))
+    result = run_extraction(manifest, runner, FeatureStore(store_path), options=options_for(args))
     wall, times = result.wall_seconds, runner.times
     # the GPU works only inside compute; computing ahead, the store's writes overlap it and the
     # compute thread waits on them only when they are slower (handoff)
-    store = times.handoff_wait_s if runner.compute_ahead else max(0.0, wall - times.decode_wait_s - times.compute_s)
-    waits = {"decode_wait_s": times.decode_wait_s, "store_s": store}
+    store_s = times.handoff_wait_s if runner.compute_ahead else max(0.0, wall - times.decode_wait_s - times.compute_s)
+    waits = {"decode_wait_s": times.decode_wait_s, "store_s": store_s}
     idle = max(0.0, 1.0 - times.compute_s / wall) if wall else 0.0
     return {"utts": result.processed, "audio_s": result.audio_seconds, "wall_s": wall,
             "utt_per_s": result.utterances_per_second, "audio_s_per_s": result.audio_seconds / wall if wall else 0.0,
@@ -449,6 +448,8 @@ def ray_section(manifest: Any, args: argparse.Namespace, clock: Clock, record: d
     cuda = args.device.startswith("cuda")
     cpus = os.cpu_count() or 2
     began = time.perf_counter()
+    # actors import fs from this checkout even where it is not pip-installed (they inherit the environment)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     started = connect(None, num_cpus=max(cpus, 2))
     record["ray_start_s"] = time.perf_counter() - began
     record["model"], record["utts"] = args.ray_model, len(part.rows)
@@ -730,18 +731,14 @@ def main(argv: list[str] | None = None) -> int:
                 "share_48k_stereo": 0.3}
 
     run_step(report, "corpus", corpus, clock=clock, save=save)
-    if "manifest" not in holder:
-        report["skipped"].append("every model section: no corpus")
-        save()
-        print_table(report)
-        return 1
     sections = [f"model:{m}" for m in models] + ([] if args.no_ray else ["ray"])
     if args.no_ray:
         report["skipped"].append("ray: --no-ray")
     for i, name in enumerate(sections):
         left = clock.left() - 5
-        if left < 20:
-            report["skipped"].append(f"{name}: time budget ({clock.left():.0f} s left)")
+        if left < 20 or "manifest" not in holder:
+            why = "time budget" if left < 20 else f"no corpus (corpus {report['corpus']['status']})"
+            report["skipped"].append(f"{name}: {why} ({clock.left():.0f} s left)")
             save()
             continue
         cap = max(20.0, min(left, 1.6 * left / (len(sections) - i)))
