@@ -422,6 +422,40 @@ def record_json(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def records_to_columns(records: list[dict[str, Any] | None]) -> dict[str, np.ndarray]:
+    """Records of one chain, one per row (None for a row that has none, e.g. skipped audio), as column arrays
+    ``"<position>.<kind>.<field>"`` (n,): float64, int64, bool or str (object); None rows hold NaN, -1,
+    False or "". Numbers stay exact, so :func:`columns_to_records` gives back records that replay identically."""
+    template = next((r for r in records if r is not None), None)
+    if template is None:
+        return {}
+    columns: dict[str, np.ndarray] = {}
+    for position, step in enumerate(template["steps"]):
+        for name, value in step.items():
+            if name == "kind":
+                continue
+            dtype, empty = ((bool, False) if isinstance(value, bool) else (np.int64, -1) if isinstance(value, int)
+                            else (np.float64, np.nan) if isinstance(value, float) else (object, ""))
+            column = np.full(len(records), empty, dtype=dtype)
+            for row, record in enumerate(records):
+                if record is not None:
+                    column[row] = record["steps"][position][name]
+            columns[f"{position}.{step['kind']}.{name}"] = column
+    return columns
+
+
+def columns_to_records(columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Inverse of :func:`records_to_columns`: one record per row (rows that had none come back filled)."""
+    steps: dict[int, tuple[str, dict[str, np.ndarray]]] = {}
+    for key, column in columns.items():
+        position, kind, name = key.split(".", 2)
+        steps.setdefault(int(position), (kind, {}))[1][name] = column
+    n = len(next(iter(columns.values()))) if columns else 0
+    return [{"steps": [{"kind": kind, **{name: column[row].item() if isinstance(column[row], np.generic) else column[row]
+                                        for name, column in fields.items()}}
+                       for _, (kind, fields) in sorted(steps.items())]} for row in range(n)]
+
+
 def _bind_noise(spec: ConditionSpec, noise: str | None, layout: str | None, env: tuple[str, ...]) -> ConditionSpec:
     raw = {name: _value_text(v) for name, v in spec.params if v not in (None, "", ())}
     if not raw.get("source"):

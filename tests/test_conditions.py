@@ -20,9 +20,11 @@ from featurestore.conditions import (
     ConditionError,
     ConditionSpec,
     clipping_threshold,
+    columns_to_records,
     condition_key,
     parse_condition,
     record_json,
+    records_to_columns,
     synthetic_rir,
 )
 from featurestore.errors import FsError
@@ -207,6 +209,20 @@ def test_records_are_small() -> None:
     chain = ConditionChain.parse(["reverb:rt60=0.3-0.9", "telephone:codec=mp3,bitrate=8-32"], seed=0)
     size = len(record_json(chain.apply(_speech(), SR, "speaker_01/utterance_0001")[1]).encode())
     assert size < 0.01 * 7 * 512 * 2 * 4
+
+
+def test_records_as_columns_round_trip_exactly(noise_dir: Path) -> None:
+    chain = ConditionChain.parse([*ALL_STEPS, "noise:snr=5"], seed=4, noise=str(noise_dir))
+    waves = [_speech(0.4 + 0.2 * i, seed=i) for i in range(4)]
+    records = [chain.apply(w, SR, f"u{i}")[1] for i, w in enumerate(waves)]
+    columns = records_to_columns([records[0], None, records[2], records[3]])
+    assert columns["0.reverb.ir_seed"].dtype == np.int64 and columns["4.noise.recording"].dtype == object
+    assert columns["0.reverb.rt60"].shape == (4,) and np.isnan(columns["0.reverb.rt60"][1])
+    back = columns_to_records(columns)
+    for row in (0, 2, 3):
+        assert record_json(back[row]) == record_json(records[row])
+        assert np.array_equal(chain.replay(waves[row], SR, back[row]), chain.apply(waves[row], SR, f"u{row}")[0])
+    assert records_to_columns([None, None]) == {} and columns_to_records({}) == []
 
 
 def test_bad_audio_is_an_utterance_error(noise_dir: Path) -> None:
