@@ -210,7 +210,7 @@ def test_sigterm_keeps_rows_exits_143_and_resumes(tmp_path: Path) -> None:
     env = _env(ws)
     assert run(ws, "corpus", "add", "urdu", "--layout", "csv", "--root", str(table)).exit_code == 0
     args = [sys.executable, "-m", "cli.main", "extract", "--model", "tiny-wav2vec2", "--corpus", "urdu",
-            "--batch-size", "1", "--commit-rows", "1"]
+            "--no-progress", "--batch-size", "1", "--commit-rows", "1"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = FeatureStore(ws / "store.zarr")
     deadline = time.time() + 60
