@@ -104,10 +104,13 @@ class _Probe(ClassifierMixin, BaseEstimator):
     def _steps(self, model: Any) -> Pipeline:
         return make_pipeline(StandardScaler(), model) if self.standardise else make_pipeline(model)
 
-    def fit(self, X: Any, y: Any, groups: Any = None) -> _Probe:
-        """Train on ``X (n, D)``, ``y (n,)``; ``groups`` is accepted for one interface."""
+    def fit(self, X: Any, y: Any, groups: Any = None, sample_weight: Any = None) -> _Probe:
+        """Train on ``X (n, D)``, ``y (n,)``; ``groups`` is accepted for one interface; ``sample_weight (n,)``
+        weighs each utterance's loss (the standardisation stays unweighted)."""
         X, y, _ = check_training_data(X, y, groups)
-        self.model_ = self._build().fit(X, y)
+        model = self._build()
+        weights = {} if sample_weight is None else {f"{model.steps[-1][0]}__sample_weight": np.asarray(sample_weight)}
+        self.model_ = model.fit(X, y, **weights)
         self.classes_ = self.model_.classes_
         self.n_features_in_ = X.shape[1]
         return self
@@ -283,13 +286,13 @@ class LGBMProbe(_Probe):
             )
         )
 
-    def fit(self, X: Any, y: Any, groups: Any = None) -> LGBMProbe:
+    def fit(self, X: Any, y: Any, groups: Any = None, sample_weight: Any = None) -> LGBMProbe:
         """Train on ``X (n, D)``, ``y (n,)``; parameters LightGBM rejects raise :class:`ClassifierError`."""
         from lightgbm.basic import LightGBMError
 
         X, y, groups = check_training_data(X, y, groups)  # data errors are ours, not LightGBM's
         try:
-            return super().fit(X, y, groups)
+            return super().fit(X, y, groups, sample_weight)
         except (LightGBMError, ValueError) as exc:
             reason = str(exc).split(" at /")[0].strip().splitlines()[0]
             params = {k: v for k, v in self.get_params().items() if v != LGBMProbe().get_params()[k]}
