@@ -16,7 +16,10 @@ noise         ``snr=DB`` (one value), ``source=PATH`` (or ``--noise``), ``env=A+
               ``channel``: today's exact-SNR mixer (:mod:`featurestore.noise`), unchanged
 reverb        ``rt60=S`` (default 0.3-0.9 s), ``drr=DB`` (direct-to-reverberant ratio, default 0):
               a synthetic room impulse response (direct path + exponentially decaying Gaussian
-              tail that falls 60 dB in RT60), unit energy, output as long as the input
+              tail that falls 60 dB in RT60), unit energy, output as long as the input;
+              or ``ir=PATH``: recorded impulse responses (a file or a folder, searched recursively),
+              one drawn per utterance, through audiomentations ``ApplyImpulseResponse`` (which
+              scales the output to a peak of 0.5)
 telephone     ``band=LO-HI`` Hz (default 300-3400), ``rate=HZ`` (default 8000), ``codec=none|mp3``,
               ``bitrate=KBPS``: resample to ``rate``, band-pass (Butterworth, zero phase), optional
               MP3 round trip (audiomentations ``Mp3Compression``, fast-mp3-augment), resample back
@@ -36,12 +39,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from featurestore.errors import FsError
-from featurestore.noise import LAYOUTS, NoiseBank, NoiseError, NoiseSpec
+from featurestore.noise import LAYOUTS, NoiseBank, NoiseError, NoiseSpec, fingerprint_files
 
 STEP_SEPARATOR = " > "
 MP3_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320)
@@ -82,7 +86,7 @@ _PARAMS: dict[str, dict[str, _Param]] = {
     "noise": {"snr": _Param("number", unit="dB"), "source": _Param("text", ""), "env": _Param("names", ()),
               "layout": _Param("choice", "auto", choices=LAYOUTS), "channel": _Param("text", "ch01")},
     "reverb": {"rt60": _Param("range", (0.3, 0.9), low=0.0, low_open=True, high=_MAX_RT60, unit="s"),
-               "drr": _Param("range", (0.0, 0.0), low=-40.0, high=40.0, unit="dB")},
+               "drr": _Param("range", (0.0, 0.0), low=-40.0, high=40.0, unit="dB"), "ir": _Param("text", "")},
     "telephone": {"band": _Param("range", (300.0, 3400.0), low=0.0, low_open=True, unit="Hz"),
                   "rate": _Param("int", 8000, low=1000, high=192000, unit="Hz"),
                   "codec": _Param("choice", "none", choices=("none", "mp3")),
@@ -229,7 +233,12 @@ def _check_bounds(where: str, name: str, param: _Param, value: float) -> None:
 
 
 def _check_kind(where: str, kind: str, values: dict[str, Any], raw: dict[str, str]) -> None:
-    """Checks across parameters of one kind (Nyquist, codec settings)."""
+    """Checks across parameters of one kind (Nyquist, codec settings, one reverb model)."""
+    if kind == "reverb" and values["ir"]:
+        if "rt60" in raw or "drr" in raw:
+            raise ConditionError(f"{where}: reverb takes ir=PATH (recorded impulse responses) or rt60/drr "
+                                 "(synthetic room), not both")
+        values["rt60"] = values["drr"] = None
     if kind != "telephone":
         return
     rate, (low, high) = values["rate"], values["band"]
@@ -291,6 +300,13 @@ class ConditionChain:
         if sum(s.kind == "noise" for s in self.steps) > 1:
             raise ConditionError("a condition chain takes at most one noise step (one --noise source)")
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles (DataLoader and Ray workers) carry the spec, not built steps; each worker builds its own."""
+        return {**self.__dict__, "_built": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     @classmethod
     def parse(cls, texts: str | list[str] | tuple[str, ...], seed: int = 0, *, noise: str | None = None,
               noise_layout: str | None = None, noise_env: tuple[str, ...] = ()) -> ConditionChain:
@@ -336,6 +352,8 @@ class ConditionChain:
             params = spec.to_dict()["params"]
             if spec.kind == "noise":  # the recordings' fingerprint, wherever the folder lives
                 params["source"] = _noise_spec(spec, self.seed).key()
+            if spec.kind == "reverb" and spec["ir"]:
+                params["ir"] = _impulse_responses(spec)[0]
             steps.append({"kind": spec.kind, "version": _VERSIONS[spec.kind], "params": params})
         body = {"seed": self.seed, "steps": steps}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -479,7 +497,11 @@ def _noise_spec(spec: ConditionSpec, seed: int) -> NoiseSpec:
 
 
 def _label(spec: ConditionSpec) -> str:
-    """Short store-safe label of a non-noise step: ``reverb-rt60_0.3-0.9-drr_0``."""
+    """Short store-safe label of a non-noise step: ``reverb-drr_0-rt60_0.3-0.9``; recorded impulse responses
+    by folder name and content fingerprint, ``reverb-ir_rooms-1a2b3c4d``."""
+    if spec.kind == "reverb" and spec["ir"]:
+        fingerprint = _impulse_responses(spec)[0]
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", f"reverb-ir_{Path(spec['ir']).stem[:40]}-{fingerprint[:8]}")
     parts = [f"{name}_{_value_text(v)}" for name, v in spec.params if v not in (None, "", ())]
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join([spec.kind, *parts]))
 
@@ -669,8 +691,47 @@ def clipping_threshold(wave: np.ndarray, percent: float) -> np.float32:
     return np.float32(np.quantile(np.abs(wave.astype(np.float64)), 1.0 - percent / 100.0))
 
 
+class _ImpulseResponseStep(_Step):
+    kind = "reverb"
+    drawn = ("ir",)
+
+    def __init__(self, spec: ConditionSpec, sample_rate: int) -> None:
+        from audiomentations import ApplyImpulseResponse
+
+        super().__init__(spec, sample_rate)
+        self.fingerprint, self.files = _impulse_responses(spec)
+        self.transform = ApplyImpulseResponse([str(p) for p in self.files.values()], p=1.0, leave_length_unchanged=True)
+
+    def draw(self, rng: np.random.Generator) -> dict[str, Any]:
+        return {"ir": sorted(self.files)[int(rng.integers(len(self.files)))]}
+
+    def render(self, wave: np.ndarray, drawn: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        if drawn["ir"] not in self.files:
+            raise ConditionError(f"reverb record names impulse response {drawn['ir']!r}, which is not in "
+                                 f"{self.spec['ir']}; available: {sorted(self.files)}")
+        self.transform.parameters = {"should_apply": True, "ir_file_path": str(self.files[drawn["ir"]])}
+        self.transform.freeze_parameters()
+        return np.asarray(self.transform(wave, self.sample_rate), dtype=np.float32), {}
+
+
+def _impulse_responses(spec: ConditionSpec) -> tuple[str, dict[str, Path]]:
+    """(content fingerprint, {relative name: path}) of the impulse-response files of ``reverb:ir=PATH``."""
+    from audiomentations.core.utils import find_audio_files_in_paths
+
+    root = Path(spec["ir"]).expanduser().resolve()
+    if not root.exists():
+        raise ConditionError(f"impulse responses not found: {root} (reverb:ir= takes an audio file or a folder)")
+    found = sorted(Path(f).resolve() for f in find_audio_files_in_paths(root))
+    files = {(p.relative_to(root).as_posix() if root.is_dir() else p.name): p for p in found}
+    if not files:
+        raise ConditionError(f"no audio files under {root} for reverb:ir= (wav, flac, ...)")
+    return fingerprint_files(sorted(files.items()))[0], files
+
+
 def _build(spec: ConditionSpec, sample_rate: int, seed: int) -> _Step:
     if spec.kind == "noise":
         return _NoiseStep(spec, sample_rate, seed)
+    if spec.kind == "reverb" and spec["ir"]:
+        return _ImpulseResponseStep(spec, sample_rate)
     return {"reverb": _ReverbStep, "telephone": _TelephoneStep, "gain": _GainStep, "clipping": _ClippingStep}[spec.kind](
         spec, sample_rate)

@@ -258,6 +258,12 @@ def _is_demand(root: Path) -> bool:
         for d in root.iterdir())
 
 
+def fingerprint_files(recs: list[tuple[str, Path]]) -> tuple[str, list[dict[str, Any]]]:
+    """Combined sha256 hex over ``[(relative name, path)]`` and per-file entries (name, bytes, sha256):
+    the content fingerprint that noise keys use, for other recorded inputs (impulse responses)."""
+    return _fingerprint(recs)
+
+
 def _fingerprint(recs: list[tuple[str, Path]]) -> tuple[str, list[dict[str, Any]]]:
     """Combined sha256 hex and per-recording entries (name, bytes, sha256)."""
     entries, total = [], hashlib.sha256()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,7 +94,7 @@ def test_chain_text_key_and_serialisation() -> None:
 
 BAD = [
     ("echo", "unknown condition 'echo'; valid: " + ", ".join(KINDS)),
-    ("reverb:rt=1", "unknown parameter 'rt' for reverb; valid: drr, rt60"),
+    ("reverb:rt=1", "unknown parameter 'rt' for reverb; valid: drr, ir, rt60"),
     ("reverb:rt60=-0.5", "rt60=-0.5 must be above 0 s"),
     ("reverb:rt60=0", "rt60=0 must be above 0 s"),
     ("reverb:rt60=0.9-0.3", "min > max; write rt60=0.3-0.9"),
@@ -163,6 +166,18 @@ def test_different_utterances_and_seeds_draw_differently() -> None:
     assert a != b
     bitrates = {chain.apply(wave, SR, f"utt{i}")[1]["steps"][1]["bitrate"] for i in range(20)}
     assert bitrates <= {8, 16, 24, 32} and len(bitrates) > 1
+
+
+def test_a_pickled_chain_carries_no_built_steps_and_applies_the_same(noise_dir: Path) -> None:
+    chain = ConditionChain.parse([*ALL_STEPS, "noise:snr=5"], seed=2, noise=str(noise_dir))
+    wave = _speech()
+    out, record = chain.apply(wave, SR, "u")
+    payload = pickle.dumps(chain)
+    assert len(payload) < 4000
+    copy = pickle.loads(payload)
+    assert copy == chain and copy.key == chain.key
+    again, again_record = copy.apply(wave, SR, "u")
+    assert np.array_equal(again, out) and again_record == record
 
 
 @pytest.mark.slow
@@ -298,6 +313,43 @@ def test_reverb_lengthens_decay() -> None:
 def test_reverb_direct_to_reverberant_ratio() -> None:
     ir = synthetic_rir(0.5, 6.0, SR, seed=1)
     assert math.isclose(10 * math.log10(ir[0] ** 2 / np.sum(ir[1:] ** 2)), 6.0, abs_tol=1e-9)
+
+
+@pytest.fixture
+def ir_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "rooms"
+    (root / "hall").mkdir(parents=True)
+    sf.write(root / "small.wav", synthetic_rir(0.2, 3.0, SR, seed=1), SR, subtype="FLOAT")
+    sf.write(root / "hall" / "big.wav", synthetic_rir(1.0, -3.0, SR, seed=2), SR, subtype="FLOAT")
+    return root
+
+
+def test_reverb_over_recorded_impulse_responses(ir_dir: Path, tmp_path: Path) -> None:
+    from scipy.signal import convolve
+
+    chain = ConditionChain.parse([f"reverb:ir={ir_dir}"], seed=0)
+    wave = _speech()
+    chosen = set()
+    for i in range(12):
+        out, record = chain.apply(wave, SR, f"utt{i}")
+        name = record["steps"][0]["ir"]
+        chosen.add(name)
+        ir, _ = sf.read(ir_dir / name, dtype="float32")
+        full = convolve(wave, ir)
+        assert np.allclose(out, full[: wave.size] * (0.5 / np.max(np.abs(full))), atol=1e-6)
+        assert np.array_equal(ConditionChain.parse([f"reverb:ir={ir_dir}"]).replay(wave, SR, record), out)
+    assert chosen == {"small.wav", "hall/big.wav"}
+    assert re.fullmatch(r"reverb-ir_rooms-[0-9a-f]{8}-seed0-[0-9a-f]{8}", chain.key)
+    moved = shutil.copytree(ir_dir, tmp_path / "elsewhere" / "rooms")
+    assert ConditionChain.parse([f"reverb:ir={moved}"]).key == chain.key
+    sf.write(moved / "small.wav", synthetic_rir(0.3, 3.0, SR, seed=1), SR, subtype="FLOAT")
+    assert ConditionChain.parse([f"reverb:ir={moved}"]).key != chain.key
+    with pytest.raises(ConditionError, match="ir=PATH .* or rt60/drr .* not both"):
+        parse_condition(f"reverb:ir={ir_dir},rt60=0.5")
+    with pytest.raises(ConditionError, match="impulse responses not found"):
+        ConditionChain.parse([f"reverb:ir={tmp_path / 'none'}"]).prepare(SR)
+    with pytest.raises(ConditionError, match="which is not in"):
+        chain.replay(wave, SR, {"steps": [{"kind": "reverb", "ir": "gone.wav"}]})
 
 
 def test_gain_is_exact() -> None:
