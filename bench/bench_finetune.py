@@ -33,9 +33,9 @@ from transformers import Wav2Vec2Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifiers.cnn_lstm import CNNLSTMClassifier
-from classifiers.heads import MLPHead
-from classifiers.lora import LoRAFineTuner, TopLayerLoRA
+from classifiers.learners.cnn_lstm import CNNLSTMClassifier
+from classifiers.learners.heads import MLPHead
+from classifiers.learners.lora import LoRAFineTuner, TopLayerLoRA
 from featurestore.encoders import hf_wav2vec2, load_encoder
 from featurestore.encoders.common import LoadOptions
 from featurestore.pooling import masked_mean

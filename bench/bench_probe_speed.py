@@ -30,8 +30,8 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from classifiers.metrics import uar  # noqa: E402
-from classifiers.probes import make_classifier  # noqa: E402
+from classifiers.learners.metrics import uar  # noqa: E402
+from classifiers.learners.probes import make_classifier  # noqa: E402
 
 CORPORA = {"iemocap": 5531, "emodb": 420, "emovo": 336, "urdu": 400}
 MODEL_DIMS = {"cnn-lstm": 768, "wav2vec2": 768, "xlsr": 1024, "whisper": 1024, "mms": 1024}

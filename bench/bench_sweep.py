@@ -156,7 +156,7 @@ def study(layer: str, seeds: int = 5) -> dict[str, Any]:
 
 
 def _naive_cells(configs: list[dict[str, Any]], store_url: str, root: str) -> int:
-    from classifiers.protocols import ProbeConfig, run_probe
+    from classifiers.studies.protocols import ProbeConfig, run_probe
 
     store, ws = FeatureStore(store_url), Workspace.open(root, store_url)
     for data in configs:
@@ -205,7 +205,7 @@ def main() -> None:
 
     from joblib import Parallel, delayed
 
-    from classifiers.sweep import expand_study, parse_study, run_sweep
+    from classifiers.studies.sweep import expand_study, parse_study, run_sweep
 
     root = Path(args.root or tempfile.mkdtemp(prefix="fs-bench-sweep-"))
     try:

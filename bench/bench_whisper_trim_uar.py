@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from classifiers.metrics import uar  # noqa: E402
+from classifiers.learners.metrics import uar  # noqa: E402
 from data_manifests.manifest import Manifest, build_manifest  # noqa: E402
 from featurestore.encoders import load_encoder  # noqa: E402
 from featurestore.extract import ExtractOptions, extract  # noqa: E402

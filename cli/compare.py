@@ -22,8 +22,8 @@ def compare(ws: Workspace, key_a: str, key_b: str, as_json: bool) -> None:
     difference A - B with its 95 % interval and p-value from a paired bootstrap over test speakers
     (every seed of each), and an exact McNemar test on utterances (one seed of each).
     """
-    from classifiers.intervals import compare as compare_predictions
-    from classifiers.ledger import Ledger
+    from classifiers.studies.intervals import compare as compare_predictions
+    from classifiers.studies.ledger import Ledger
     from cli.probe import model_text
 
     ledger = Ledger.open(ws)

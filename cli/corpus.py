@@ -11,9 +11,8 @@ from featurestore.workspace import Workspace
 
 
 def _layout_names() -> list[str]:
-    from data_manifests.layouts import LAYOUTS, get_layout
+    from data_manifests.layouts import LAYOUTS
 
-    get_layout("emodb")  # loads the built-in parsers
     return sorted(LAYOUTS)
 
 

@@ -20,7 +20,7 @@ def demo(ws: Workspace, seed: int, models: tuple[str, ...], size: str) -> None:
 
     Your own corpora are never touched: the demo only adds or updates corpora it made itself.
     """
-    from classifiers.sweep import demo_study_step
+    from classifiers.reports.demo_study import demo_study_step
     from featurestore.demo import DEMO_STEPS, real_model_status, run_demo
 
     click.echo(f"workspace: {ws.root}")

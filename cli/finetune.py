@@ -99,8 +99,8 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                 raise click.UsageError(f"{flag} is for --method lora")
     ws: Workspace = ctx.obj
 
-    from classifiers.finetune import FinetuneConfig
-    from classifiers.finetune import finetune as run
+    from classifiers.studies.finetune import FinetuneConfig
+    from classifiers.studies.finetune import finetune as run
     from featurestore.store import FeatureStore
 
     store = FeatureStore(ws.store_url)

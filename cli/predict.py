@@ -31,7 +31,7 @@ def predict(ctx: click.Context, audio: tuple[str, ...], result_key: str, speaker
     --norm source uses the probe's stored training statistics.
     """
     ws: Workspace = ctx.obj
-    from classifiers.predict import describe_saved, find_model, load_probe, normalisation_note, predict_files
+    from classifiers.studies.predict import describe_saved, find_model, load_probe, normalisation_note, predict_files
 
     saved = load_probe(find_model(ws, result_key))
     if speakers and saved.norm != "speaker":

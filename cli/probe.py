@@ -104,8 +104,8 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
         raise click.UsageError("--shots needs a target other than the source (within a corpus, folds are used)")
     ws: Workspace = ctx.obj
 
-    from classifiers.predict import ensure_saved
-    from classifiers.protocols import ProbeConfig, probe_identity, result_is_current, run_probe
+    from classifiers.studies.predict import ensure_saved
+    from classifiers.studies.protocols import ProbeConfig, probe_identity, result_is_current, run_probe
     from featurestore.progress import Progress
     from featurestore.store import FeatureStore
 
@@ -148,7 +148,7 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
 
 def _ledger(ws: Workspace) -> Any:
     try:
-        from classifiers.ledger import Ledger
+        from classifiers.studies.ledger import Ledger
     except ImportError:  # the ledger module is optional in a partial checkout
         return None
     return Ledger.open(ws)
@@ -160,7 +160,7 @@ def _pct(value: float | None) -> str:
 
 def _uar(record: dict[str, Any]) -> str:
     """``55.2 [50.1, 60.3] (95 % CI over test speakers), seed spread ± 1.0`` with an interval, else ``55.2 ± 1.0``."""
-    from classifiers.intervals import uar_text
+    from classifiers.studies.intervals import uar_text
 
     if not record.get("uar_ci95"):
         return f"{_pct(record['uar_mean'])} ± {_pct(record['uar_std'])}"
@@ -170,7 +170,7 @@ def _uar(record: dict[str, Any]) -> str:
 def _best_layer_lines(result: dict[str, Any]) -> list[str]:
     """Two lines for a ``--layer best`` result: the layer chosen per seed (per fold within a corpus),
     the single layer a table shows, and the mean dev UAR per layer (``*`` at the highest)."""
-    from classifiers.layer_choice import best_layer_choice
+    from classifiers.studies.layer_choice import best_layer_choice
 
     dev = result.get("layer_dev_uar") or {}
     choice = result.get("layer_choice") or best_layer_choice(result["layer"], dev)
@@ -199,7 +199,7 @@ def _layer_text(result: dict[str, Any]) -> str:
 
 def model_text(result: dict[str, Any]) -> str:
     """The model of a result as people name it, with the Whisper input mode when there is one."""
-    from classifiers.ledger import whisper_input_of
+    from classifiers.studies.ledger import whisper_input_of
 
     mode = whisper_input_of(result)
     return result["config"]["model"] + (f" (Whisper input {mode})" if mode else "")

@@ -53,7 +53,7 @@ def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, backend: s
 
     Results go to the workspace's ledger; configurations already there are answered from it.
     """
-    from classifiers.sweep import load_study, run_sweep
+    from classifiers.studies.sweep import load_study, run_sweep
     from featurestore.store import FeatureStore
 
     if address and backend != "ray":
@@ -64,8 +64,8 @@ def sweep(ws: Workspace, study: str, n_jobs: int | None, rerun: bool, backend: s
                         address=address, echo=None if as_json else lambda line: click.echo(line, err=True),
                         confirm=None if yes else _ask)
     if make_report:
-        from classifiers.ledger import Ledger
-        from classifiers.report import ledger_predictions, write_report
+        from classifiers.reports.report import ledger_predictions, write_report
+        from classifiers.studies.ledger import Ledger
 
         folder = write_report(results, ws, name=spec.name, store=store,
                               predictions=ledger_predictions(Ledger.open(ws)))
@@ -83,7 +83,7 @@ def _ask(size: str) -> bool:
     """Whether to run a large study: asked on a terminal; elsewhere (batch jobs) only ``--yes`` runs it."""
     import sys
 
-    from classifiers.sweep import SweepError
+    from classifiers.studies.sweep import SweepError
 
     if not sys.stdin.isatty():
         raise SweepError(f"{size}: not run; pass --yes to run a study this large")
@@ -91,8 +91,8 @@ def _ask(size: str) -> bool:
 
 
 def _print_rows(results: list[dict[str, Any]]) -> None:
-    from classifiers.intervals import uar_text
-    from classifiers.ledger import flat_row
+    from classifiers.studies.intervals import uar_text
+    from classifiers.studies.ledger import flat_row
 
     table = []
     for r in results:
@@ -121,7 +121,7 @@ def _layer(value: Any) -> str:
 @click.pass_obj
 def results(ws: Workspace, csv_path: str | None, overwrite: bool, as_json: bool, **filters: Any) -> None:
     """List, filter and export the results ledger of the workspace."""
-    from classifiers.ledger import Ledger
+    from classifiers.studies.ledger import Ledger
 
     ledger = Ledger.open(ws)
     chosen = _filters(**filters)
@@ -145,7 +145,7 @@ def results(ws: Workspace, csv_path: str | None, overwrite: bool, as_json: bool,
 
 def _nothing_matches(ledger: Any, chosen: dict[str, Any]) -> Exception:
     """The error for filters that match no row, naming the studies and models the ledger holds."""
-    from classifiers.ledger import LedgerError
+    from classifiers.studies.ledger import LedgerError
 
     studies = ", ".join(ledger.studies()) or "none"
     models = ", ".join(sorted({str(r.get("config", {}).get("model")) for r in ledger.rows()})) or "none"
@@ -168,8 +168,8 @@ def _nothing_matches(ledger: Any, chosen: dict[str, Any]) -> Exception:
 def report(ws: Workspace, name: str | None, paper: bool, out: str | None, embedding: str, map_model: str | None,
            map_layer: str, **filters: Any) -> None:
     """Markdown tables and PNG plots from the ledger (a study, or filtered rows)."""
-    from classifiers.ledger import Ledger
-    from classifiers.report import ledger_predictions, write_report
+    from classifiers.reports.report import ledger_predictions, write_report
+    from classifiers.studies.ledger import Ledger
     from featurestore.store import FeatureStore
 
     chosen = _filters(**filters)

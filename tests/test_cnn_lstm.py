@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.cnn_lstm import CNNLSTM, CNNLSTMClassifier, corpus_stats
-from classifiers.training import TrainingError
+from classifiers.learners.cnn_lstm import CNNLSTM, CNNLSTMClassifier, corpus_stats
+from classifiers.learners.training import TrainingError
 
 LABELS = np.array(["ang", "hap", "sad"])
 N_MELS = 16
@@ -116,7 +116,7 @@ def test_training_progress_reports_batches_epochs_and_dev_uar() -> None:
     epoch with the dev UAR, and the epochs of a run loaded from a checkpoint leave the total."""
     import io
 
-    from classifiers.training import TrainingProgress
+    from classifiers.learners.training import TrainingProgress
 
     frames, y, groups = corpus(24, 6)
     log = io.StringIO()

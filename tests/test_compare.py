@@ -9,8 +9,8 @@ from typing import Any
 from click.testing import CliRunner
 from test_intervals import fake_predictions, record
 
-from classifiers.intervals import compare
-from classifiers.ledger import Ledger
+from classifiers.studies.intervals import compare
+from classifiers.studies.ledger import Ledger
 from cli.main import fs
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from classifiers.coral import CoralAligner, CoralError, coral_align
-from classifiers.metrics import uar
-from classifiers.normalise import standardise_set
-from classifiers.probes import make_classifier
+from classifiers.learners.coral import CoralAligner, CoralError, coral_align
+from classifiers.learners.metrics import uar
+from classifiers.learners.normalise import standardise_set
+from classifiers.learners.probes import make_classifier
 
 
 def shifted_world(seed: int, n: int = 300, d: int = 8, unshifted: bool = False) -> tuple[np.ndarray, ...]:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from classifiers.finetune import FinetuneConfig, FinetuneError, FrameCache, checkpoint_root, finetune, run_finetune
-from classifiers.ledger import Ledger
-from classifiers.protocols import ProbeConfig, run_probe
+from classifiers.studies.finetune import FinetuneConfig, FinetuneError, FrameCache, checkpoint_root, finetune, run_finetune
+from classifiers.studies.ledger import Ledger
+from classifiers.studies.protocols import ProbeConfig, run_probe
 from cli.main import fs
 from data_manifests.manifest import build_manifest
 from data_manifests.synth import generate_corpus
@@ -297,7 +297,7 @@ def test_local_model_and_noise_paths_give_one_configuration(tmp_path: Path, monk
 def test_pair_check_refuses_other_layer_counts_widths_and_chunking(change: dict, message: str) -> None:
     from types import SimpleNamespace
 
-    from classifiers.finetune import _check_pair
+    from classifiers.studies.finetune import _check_pair
 
     def side(corpus: str, num_layers: int = 3, width: int = 32, chunk_seconds: float | None = None) -> SimpleNamespace:
         provenance = {"store_key": f"{corpus}/clean/m", "model_id": "m", "weights_hash": "w", "num_layers": num_layers,

@@ -5,10 +5,10 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from classifiers.heads import MLPHead
-from classifiers.metrics import uar
-from classifiers.probes import ClassifierError, make_classifier
-from classifiers.splits import SplitError
+from classifiers.learners.heads import MLPHead
+from classifiers.learners.metrics import uar
+from classifiers.learners.probes import ClassifierError, make_classifier
+from classifiers.learners.splits import SplitError
 from featurestore.errors import FsError
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from classifiers.finetune import frames_command
-from classifiers.sweep import extract_command as sweep_command
-from classifiers.views import resolve_group
+from classifiers.studies.finetune import frames_command
+from classifiers.studies.sweep import extract_command as sweep_command
+from classifiers.studies.views import resolve_group
 from cli.extract import extract as extract_cli
 from data_manifests.manifest import Manifest, build_manifest
 from data_manifests.synth import generate_corpus

@@ -1,4 +1,4 @@
-"""Intervals from a result's per-utterance predictions (classifiers.intervals): add_intervals, text, compare."""
+"""Intervals from a result's per-utterance predictions (classifiers.studies.intervals): add_intervals, text, compare."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from classifiers.intervals import (
+from classifiers.learners.metrics import uar
+from classifiers.learners.stats import uar_interval, uar_interval_sets
+from classifiers.studies.intervals import (
     PredictionsError,
     add_intervals,
     check_predictions,
@@ -16,8 +18,6 @@ from classifiers.intervals import (
     seed_predictions,
     uar_text,
 )
-from classifiers.metrics import uar
-from classifiers.stats import uar_interval, uar_interval_sets
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 
@@ -65,7 +65,7 @@ def test_add_intervals_brackets_the_mean_uar_and_is_idempotent() -> None:
     assert "speakers" in result["uncertainty"]["uar_ci95"] and "training" in result["uncertainty"]["uar_std"]
     again = add_intervals(dict(result))
     assert again["uar_ci95"] == [low, high]
-    # the speaker interval is the pooled speaker bootstrap of classifiers.stats, seeded
+    # the speaker interval is the pooled speaker bootstrap of classifiers.learners.stats, seeded
     p = result["predictions"]
     pooled = uar_interval(p[0]["y_true"], np.stack([e["y_pred"] for e in p]), p[0]["speakers"], n_resamples=1000,
                           random_state=0)
@@ -156,7 +156,7 @@ def test_fs_probe_stores_predictions_that_give_its_numbers(tmp_path: Path, sourc
     from click.testing import CliRunner
     from test_protocols import MODEL, build_workspace
 
-    from classifiers.ledger import Ledger
+    from classifiers.studies.ledger import Ledger
     from cli.main import fs
 
     ws = build_workspace(tmp_path)[0]

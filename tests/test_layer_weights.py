@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from classifiers.layer_weights import WeightedLayerProbe
-from classifiers.metrics import uar
-from classifiers.probes import ClassifierError, make_classifier
+from classifiers.learners.layer_weights import WeightedLayerProbe
+from classifiers.learners.metrics import uar
+from classifiers.learners.probes import ClassifierError, make_classifier
 
 
 def planted(seed: int, n: int = 480, n_layers: int = 5, dim: int = 16, informative: int = 2,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from classifiers.ledger import CSV_COLUMNS, Ledger, LedgerError, identity_of
+from classifiers.studies.ledger import CSV_COLUMNS, Ledger, LedgerError, identity_of
 from featurestore.workspace import Workspace
 
 
@@ -183,7 +183,7 @@ def test_a_rerun_replaces_predictions_and_delete_removes_them(tmp_path: Path) ->
 
 
 def test_result_keys_by_unique_prefix(tmp_path: Path) -> None:
-    from classifiers.ledger import NoPredictionsError, NoSuchResultError
+    from classifiers.studies.ledger import NoPredictionsError, NoSuchResultError
 
     ledger = Ledger.open(tmp_path)
     ledger.put(fake_result(key="abcdef1" + "0" * 57))
@@ -206,7 +206,7 @@ def test_result_keys_by_unique_prefix(tmp_path: Path) -> None:
 def test_schema_1_ledger_is_migrated_in_place(tmp_path: Path) -> None:
     """A ledger written before predictions were kept opens, keeps its rows and studies, says they have no
     predictions, and takes new results with predictions."""
-    from classifiers.ledger import NoPredictionsError
+    from classifiers.studies.ledger import NoPredictionsError
 
     path = tmp_path / "results" / "ledger.sqlite"
     path.parent.mkdir()

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from conftest import bench_module
 from test_ledger import fake_result
 
-from classifiers.ledger import Ledger, LedgerCorruptError, LedgerFullError, NoSuchModelError, model_names
-from classifiers.protocols import ProbeConfig, run_probe
+from classifiers.studies.ledger import Ledger, LedgerCorruptError, LedgerFullError, NoSuchModelError, model_names
+from classifiers.studies.protocols import ProbeConfig, run_probe
 from cli.main import fs
 from featurestore.store import FeatureStore
 from featurestore.workspace import Workspace

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.nn.functional import cosine_similarity
 
-from classifiers.lora import LoRAError, LoRAFineTuner, TopLayerLoRA
-from classifiers.training import TrainingError
+from classifiers.learners.lora import LoRAError, LoRAFineTuner, TopLayerLoRA
+from classifiers.learners.training import TrainingError
 from featurestore.encoders import load_encoder
 from featurestore.pooling import masked_mean
 

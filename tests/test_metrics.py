@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from classifiers.metrics import (
+from classifiers.learners.metrics import (
     chance_uar,
     confusion,
     evaluate,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from classifiers.normalise import MODES, NormaliseError, normalise, standardise_set
+from classifiers.learners.normalise import MODES, NormaliseError, normalise, standardise_set
 from featurestore.errors import FsError
 
 

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from test_protocols import MODEL, build_whisper_workspace, build_workspace
 
-from classifiers.metrics import uar
-from classifiers.normalise import _apply, standardise_set
-from classifiers.predict import load_probe, model_path
-from classifiers.views import cached_manifest, get_view, layer_matrix, resolve_group
+from classifiers.learners.metrics import uar
+from classifiers.learners.normalise import _apply, standardise_set
+from classifiers.studies.predict import load_probe, model_path
+from classifiers.studies.views import cached_manifest, get_view, layer_matrix, resolve_group
 from cli.main import fs
 from featurestore.workspace import Workspace
 
@@ -117,7 +117,7 @@ def test_bad_keys_and_files_are_one_line_errors(ws, tmp_path) -> None:
 
 
 def test_whisper_probe_predicts_with_the_stored_input_mode(tmp_path) -> None:
-    from classifiers.predict import embed_files, load_probe_encoder
+    from classifiers.studies.predict import embed_files, load_probe_encoder
     from featurestore.encoders import load_encoder
 
     ws, _ = build_whisper_workspace(tmp_path)

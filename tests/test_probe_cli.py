@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from test_protocols import MODEL, build_workspace
 
-from classifiers.ledger import Ledger
+from classifiers.studies.ledger import Ledger
 from cli.main import fs
 from featurestore.workspace import Workspace
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from classifiers.probes import (
+from classifiers.learners.probes import (
     CLASSIFIERS,
     ClassifierError,
     LogRegProbe,
@@ -101,7 +101,7 @@ def test_classifier_config_is_json() -> None:
     est = make_classifier("svm", seed=2, C=np.float64(0.5))
     cfg = json.loads(json.dumps(classifier_config(est)))
     assert cfg["name"] == "svm"
-    assert cfg["class"] == "classifiers.probes.SVMProbe"
+    assert cfg["class"] == "classifiers.learners.probes.SVMProbe"
     assert cfg["params"]["C"] == 0.5 and cfg["params"]["random_state"] == 2
     assert classifier_config(make_classifier("mlp", 0))["name"] == "mlp"
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from classifiers import protocols
-from classifiers.protocols import ProbeConfig, ProtocolError, probe_identity, result_is_current, run_probe
-from classifiers.splits import few_shot_split
+from classifiers.learners.splits import few_shot_split
+from classifiers.studies import protocols
+from classifiers.studies.protocols import ProbeConfig, ProtocolError, probe_identity, result_is_current, run_probe
 from data_manifests.manifest import build_manifest
 from data_manifests.synth import generate_corpus
 from featurestore.encoders import load_encoder
@@ -141,7 +141,7 @@ def test_few_shot_shots_never_tested_and_baseline(setup) -> None:
         assert len(shot["ids"]) == 4 and shot["n_test"] == 8 == result["metrics"][seed]["n"]
         assert result["baseline"]["metrics"][seed]["n"] == 8
         assert set(shot["ids"]) <= set(view_ids)
-    from classifiers.views import cached_manifest, get_view, resolve_group  # the split the protocol made
+    from classifiers.studies.views import cached_manifest, get_view, resolve_group  # the split the protocol made
     group = resolve_group(store, "urdu", MODEL)
     view = get_view(store, cached_manifest(ws, "urdu"), group, [2])
     split = few_shot_split(view.labels, np.char.add("urdu:", view.speakers), 1, 0)
@@ -254,7 +254,7 @@ def test_identity_for_the_ledger(setup) -> None:
 
 def test_within_corpus_sides_align_on_common_utterances(setup) -> None:
     ws, store, _ = setup
-    from classifiers.views import cached_manifest, get_view, resolve_group
+    from classifiers.studies.views import cached_manifest, get_view, resolve_group
 
     view = get_view(store, cached_manifest(ws, "urdu"), resolve_group(store, "urdu", MODEL), [2])
     a = protocols._Side("urdu", view, "none")
@@ -270,7 +270,7 @@ def test_whisper_input_of_the_group_read_is_recorded(tmp_path) -> None:
     result = run_probe(cfg, store, ws).to_dict()
     assert result["whisper_input"] == "trim" and result["config"]["whisper_input"] is None
     assert result["config_key"] == cfg.key()  # the ledger identity of existing configs is unchanged
-    from classifiers.ledger import whisper_input_of
+    from classifiers.studies.ledger import whisper_input_of
 
     assert whisper_input_of(result) == "trim"
     older = {**result, "whisper_input": None}  # a result stored before the field: read from its provenance
@@ -281,7 +281,7 @@ def test_whisper_input_of_the_group_read_is_recorded(tmp_path) -> None:
 
 
 def test_best_layer_choice_names_the_most_chosen_and_the_best_dev_layer() -> None:
-    from classifiers.layer_choice import best_layer_choice, layer_used_text
+    from classifiers.studies.layer_choice import best_layer_choice, layer_used_text
 
     dev = {"0": 0.412, "1": 0.44, "2": 0.479, "3": 0.481}
     cross = best_layer_choice([2, 2, 3], dev)
@@ -299,7 +299,7 @@ def test_best_layer_choice_names_the_most_chosen_and_the_best_dev_layer() -> Non
 def test_best_layer_result_records_its_choice(setup) -> None:
     ws, store, _ = setup
     result = run_probe(config(target="emodb", layer="best", seeds=2), store, ws).to_dict()
-    from classifiers.layer_choice import best_layer_choice
+    from classifiers.studies.layer_choice import best_layer_choice
 
     assert result["layer_choice"] == best_layer_choice(result["layer"], result["layer_dev_uar"])
 

@@ -253,8 +253,8 @@ def test_worker_that_cannot_load_the_model_names_node_and_fix(tmp_path: Path, ra
 
 def test_sweep_on_ray_equals_the_local_sweep(tmp_path: Path, ray_address: str) -> None:
     """`fs sweep --backend ray`: the cells run as Ray tasks, the driver alone writes the ledger."""
-    from classifiers.ledger import Ledger
-    from classifiers.sweep import parse_study, run_sweep
+    from classifiers.studies.ledger import Ledger
+    from classifiers.studies.sweep import parse_study, run_sweep
     from featurestore.workspace import Workspace
 
     results = {}

@@ -12,10 +12,10 @@ import yaml
 from click.testing import CliRunner
 from conftest import bench_module
 
-from classifiers.intervals import uar_text
-from classifiers.ledger import Ledger
-from classifiers.report import ReportError, load_paper_table, write_report
-from classifiers.sweep import parse_study, run_sweep
+from classifiers.reports.report import ReportError, load_paper_table, write_report
+from classifiers.studies.intervals import uar_text
+from classifiers.studies.ledger import Ledger
+from classifiers.studies.sweep import parse_study, run_sweep
 from cli.main import fs
 from featurestore.store import FeatureStore
 from featurestore.workspace import Workspace
@@ -117,8 +117,8 @@ def test_cli_module_imports_no_torch_or_matplotlib() -> None:
 
 # --------------------------------------------------------------------------- issue 14 (1, 2) and 12
 def test_whisper_input_modes_are_told_apart(swept: Workspace) -> None:
-    from classifiers.ledger import flat_row
-    from classifiers.report import model_label
+    from classifiers.reports.report import model_label
+    from classifiers.studies.ledger import flat_row
 
     row = Ledger.open(swept).rows(study="small")[0]
     trimmed = {**row, "whisper_input": "trim"}  # recorded by the result
@@ -129,8 +129,8 @@ def test_whisper_input_modes_are_told_apart(swept: Workspace) -> None:
 
 def test_paper_column_and_titles_for_a_whisper_given_as_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Whisper extracted from a local folder gets the paper's Whisper column; figures name it by its folder name."""
-    import classifiers.report as report
-    from classifiers.protocols import ProbeConfig, run_probe
+    import classifiers.reports.report as report
+    from classifiers.studies.protocols import ProbeConfig, run_probe
 
     folder = tmp_path / "models" / "whisper-base-encoder"
     folder.mkdir(parents=True)
@@ -161,8 +161,8 @@ def test_cross_language_table_marks_configurations_not_significantly_worse_than_
     clearly worse one and a result without predictions do not; cells print their interval."""
     from test_intervals import fake_predictions, record
 
-    from classifiers.intervals import add_intervals
-    from classifiers.report import _Notes, cross_language_sections
+    from classifiers.reports.report import _Notes, cross_language_sections
+    from classifiers.studies.intervals import add_intervals
 
     strong = fake_predictions(n_speakers=16, skill=0.8, rng_seed=1, proba=False)
     close = [{**e, "y_pred": e["y_true"][:3] + e["y_pred"][3:]} for e in strong]  # 3 utterances apart

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifiers.splits import (
+from classifiers.learners.splits import (
     FewShot,
     SplitError,
     few_shot_split,

@@ -1,4 +1,4 @@
-"""Bootstrap intervals over speakers, paired comparisons and McNemar (classifiers.stats)."""
+"""Bootstrap intervals over speakers, paired comparisons and McNemar (classifiers.learners.stats)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from classifiers.metrics import uar
-from classifiers.stats import mcnemar, paired_bootstrap, uar_interval
+from classifiers.learners.metrics import uar
+from classifiers.learners.stats import mcnemar, paired_bootstrap, uar_interval
 
 CLASSES = np.array(["angry", "happy", "neutral", "sad"])
 
@@ -41,8 +41,8 @@ def test_estimate_is_the_metric_uar_and_seeds_are_averaged():
 
 
 def test_bootstrap_resample_uar_matches_metric_on_the_drawn_speakers():
-    """One resample's vectorised UAR equals classifiers.metrics.uar on the same drawn speakers."""
-    from classifiers.stats import _counts, _uar_of, _units
+    """One resample's vectorised UAR equals classifiers.learners.metrics.uar on the same drawn speakers."""
+    from classifiers.learners.stats import _counts, _uar_of, _units
 
     rng = np.random.default_rng(1)
     truth, pred, groups = _population_sample(rng, 7, per_class=3)

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from conftest import bench_module
 
-from classifiers.ledger import Ledger
-from classifiers.protocols import ProbeConfig, run_probe
-from classifiers.sweep import (
+from classifiers.studies.ledger import Ledger
+from classifiers.studies.protocols import ProbeConfig, run_probe
+from classifiers.studies.sweep import (
     StudyError,
     SweepError,
     ViewCache,
@@ -194,7 +194,7 @@ def test_view_cache_is_bounded() -> None:
 
 
 def test_a_study_experiment_can_fine_tune(tmp_path: Path) -> None:
-    """`method: cnn-lstm` in a study runs classifiers.finetune in the sweep, into the same ledger."""
+    """`method: cnn-lstm` in a study runs classifiers.studies.finetune in the sweep, into the same ledger."""
     from data_manifests.manifest import build_manifest
     from data_manifests.synth import generate_corpus
     from featurestore.encoders import load_encoder
@@ -235,7 +235,7 @@ def test_a_rerun_of_another_study_keeps_the_shared_cells(tmp_path: Path) -> None
 
 def test_an_interrupted_sweep_keeps_every_finished_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM raises Terminated (a KeyboardInterrupt) in the middle of a task: the cells it finished are kept."""
-    import classifiers.protocols as protocols
+    import classifiers.studies.protocols as protocols
 
     ws = tiny_workspace(tmp_path)
     store = FeatureStore(ws.store_url)
@@ -275,7 +275,7 @@ def test_a_huge_study_is_counted_and_asked_about_before_anything_runs(ws: Worksp
 
     from click.testing import CliRunner
 
-    from classifiers.sweep import count_cells, describe_size
+    from classifiers.studies.sweep import count_cells, describe_size
     from cli.main import fs
 
     study = parse_study(HUGE)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from classifiers import views as views_module
-from classifiers.views import (
+from classifiers.studies.views import (
     ViewError,
     cached_digest,
     cached_manifest,

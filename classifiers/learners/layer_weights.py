@@ -4,9 +4,9 @@
 (``load_view(..., layers="mean")`` or any list of layers gives that shape). Each layer is
 standardised with the training part's mean and std (the pooled analogue of s3prl's per-layer
 ``layer_norm``), the layers are mixed with ``softmax(w) (L,)`` and a linear layer maps the mix to
-the classes; ``w`` and the linear layer are trained together by :func:`classifiers.training.train`
+the classes; ``w`` and the linear layer are trained together by :func:`classifiers.learners.training.train`
 (Adam, cross-entropy, seeded; the epoch with the best UAR on a speaker-independent dev split is
-kept: early stopping). Same interface as :mod:`classifiers.probes` (``fit(X, y, groups)``,
+kept: early stopping). Same interface as :mod:`classifiers.learners.probes` (``fit(X, y, groups)``,
 ``predict``, ``predict_proba``, ``classes_``, ``clone``-able, seeded by ``random_state``).
 
     probe = WeightedLayerProbe(random_state=0).fit(X_layers, y, groups=speakers)
@@ -23,8 +23,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from classifiers.probes import ClassifierError, check_features, check_training_data
-from classifiers.training import TrainOptions, dev_split, encode_labels, train
+from classifiers.learners.probes import ClassifierError, check_features, check_training_data
+from classifiers.learners.training import TrainOptions, dev_split, encode_labels, train
 
 
 class _WeightedSumLinear(nn.Module):

@@ -6,7 +6,7 @@ result's ``config_key`` plus the store groups it read and their weights hashes (
 answers from a stale one. Columns hold what people filter on; ``result`` holds the whole JSON.
 
 The per-utterance predictions of a result (``predictions`` and, for few-shot, ``baseline_predictions``:
-one entry per seed, see :mod:`classifiers.intervals`) live in the ``predictions`` table beside it, one
+one entry per seed, see :mod:`classifiers.studies.intervals`) live in the ``predictions`` table beside it, one
 zlib-compressed JSON blob per (row, part, seed), and leave with the row; ``put`` first gives a result
 with predictions its bootstrap intervals (``uar_ci95``). :meth:`Ledger.predictions` returns them.
 A ledger of schema 1 (before predictions were kept) is migrated in place when opened: its rows stay
@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classifiers.intervals import PARTS, add_intervals, check_predictions
-from classifiers.layer_choice import layer_used_text
+from classifiers.studies.intervals import PARTS, add_intervals, check_predictions
+from classifiers.studies.layer_choice import layer_used_text
 from data_manifests.atomic import atomic_write_text
 from featurestore.errors import FsError
 from featurestore.workspace import Workspace
@@ -409,7 +409,7 @@ class Ledger:
     def put(self, result: dict[str, Any], study: str | None = None) -> str:
         """Store ``result`` (a ``ProbeResult.to_dict()``); updates the row of the same key in place (its study
         memberships stay; its predictions are replaced) and adds it to ``study`` when given. A result with
-        ``predictions`` first gets its intervals (:func:`~classifiers.intervals.add_intervals`, in place);
+        ``predictions`` first gets its intervals (:func:`~classifiers.studies.intervals.add_intervals`, in place);
         the predictions go to the predictions table, the rest to the row. Returns the row key."""
         return self.put_many([result], study=study)[0]
 
@@ -556,7 +556,7 @@ class Ledger:
 
     def predictions(self, key: str, part: str = "predictions") -> list[dict[str, Any]]:
         """The per-utterance predictions of the result named by ``key`` (see :meth:`resolve`), one entry per
-        seed in seed order (see :mod:`classifiers.intervals`); ``part`` ``baseline_predictions`` gives the
+        seed in seed order (see :mod:`classifiers.studies.intervals`); ``part`` ``baseline_predictions`` gives the
         few-shot target-only baseline's. :class:`NoPredictionsError` for a result stored without them."""
         if part not in PARTS:
             raise LedgerError(f"unknown predictions part {part!r}; use {' or '.join(PARTS)}")

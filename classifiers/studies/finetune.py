@@ -1,7 +1,7 @@
 """Fine-tuning against the store: the study's head, the CNN-LSTM and top-layer LoRA, in the probe's protocols.
 
 :func:`run_finetune` runs a :class:`FinetuneConfig` and returns a dict with the keys of
-:meth:`classifiers.protocols.ProbeResult.to_dict` (``uar_mean``, ``uar_std``, ``uar_per_seed``,
+:meth:`classifiers.studies.protocols.ProbeResult.to_dict` (``uar_mean``, ``uar_std``, ``uar_per_seed``,
 ``layer``, ``chance``, ``metrics``, ``config``, ``config_key``, ``provenance``, ``baseline``,
 ``shots``, ``warnings``, ``seconds``, ...) plus ``method``, ``checkpoints`` (one folder per
 trained model), ``train_seconds``, ``training`` (best epoch and per-epoch history per seed),
@@ -11,12 +11,12 @@ A best dev epoch that is the last one is warned about (train longer: ``--epochs`
 
 Methods:
 
-- ``head``: the study's MLP head on pooled features; exactly :func:`~classifiers.protocols.run_probe`
+- ``head``: the study's MLP head on pooled features; exactly :func:`~classifiers.studies.protocols.run_probe`
   with classifier ``mlp`` (the same ledger row as ``fs probe --classifier mlp``; no checkpoints).
-- ``cnn-lstm``: :class:`~classifiers.cnn_lstm.CNNLSTMClassifier` on stored log-mel frames
+- ``cnn-lstm``: :class:`~classifiers.learners.cnn_lstm.CNNLSTMClassifier` on stored log-mel frames
   (``fs extract --model logmel --frames 0``); ``norm`` ``none`` or ``corpus`` (per-corpus
   standardisation of every mel bin; transductive for the target, and the result says so).
-- ``lora``: :class:`~classifiers.lora.TopLayerLoRA` on layers ``from_layer+1..layer`` plus the
+- ``lora``: :class:`~classifiers.learners.lora.TopLayerLoRA` on layers ``from_layer+1..layer`` plus the
   head, from stored frames of layer ``from_layer`` (``fs extract --frames K``), streamed from the
   store in batches (a bounded cache keeps what fits; the layer is never read whole).
 
@@ -54,12 +54,12 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.intervals import add_intervals, seed_predictions
-from classifiers.metrics import chance_uar, evaluate
-from classifiers.protocols import Sides, _local
-from classifiers.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
-from classifiers.training import TrainingError, TrainingProgress
-from classifiers.views import cached_digest, cached_manifest, get_view, resolve_group
+from classifiers.learners.metrics import chance_uar, evaluate
+from classifiers.learners.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
+from classifiers.learners.training import TrainingError, TrainingProgress
+from classifiers.studies.intervals import add_intervals, seed_predictions
+from classifiers.studies.protocols import Sides, _local
+from classifiers.studies.views import cached_digest, cached_manifest, get_view, resolve_group
 from featurestore import __version__
 from featurestore.errors import FsError, Interrupted, Terminated
 from featurestore.store import FeatureStore, StoreGroup
@@ -115,7 +115,7 @@ class FinetuneConfig(Sides):
     ``none`` | ``corpus``; ``lora`` ``none``. ``epochs``, ``batch_size``, ``lr``: the recipe
     (Adam). ``rank``, ``alpha``, ``target_modules``: LoRA. ``head_hidden``: width of the head's
     hidden layer. ``max_frames``: CNN-LSTM crop (None: whole utterances). The rest as
-    :class:`~classifiers.protocols.ProbeConfig`. Settings a method does not use are fixed to None.
+    :class:`~classifiers.studies.protocols.ProbeConfig`. Settings a method does not use are fixed to None.
     """
 
     method: str
@@ -178,7 +178,7 @@ class FinetuneConfig(Sides):
         getattr(self, f"_check_{self.method.replace('-', '_')}")(put)
 
     def _check_head(self, put: Callable[[str, Any], None]) -> None:
-        from classifiers.views import canonical_layer
+        from classifiers.studies.views import canonical_layer
 
         try:
             put("layer", canonical_layer(self.layer))
@@ -263,9 +263,9 @@ class FinetuneConfig(Sides):
         return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def probe_config(self) -> Any:
-        """``head`` as the :class:`~classifiers.protocols.ProbeConfig` it is (classifier ``mlp``; only
+        """``head`` as the :class:`~classifiers.studies.protocols.ProbeConfig` it is (classifier ``mlp``; only
         non-default recipe values become classifier parameters, so defaults share the probe's key)."""
-        from classifiers.protocols import ProbeConfig, ProtocolError
+        from classifiers.studies.protocols import ProbeConfig, ProtocolError
 
         if self.method != "head":
             raise FinetuneError(f"method {self.method} is not a probe")
@@ -434,7 +434,7 @@ class _CNNLSTM(_Method):
                 "seed": seed, "normalise": c.norm, "max_frames": c.max_frames}
 
     def make(self, seed: int, dev_fraction: float) -> Any:
-        from classifiers.cnn_lstm import CNNLSTMClassifier
+        from classifiers.learners.cnn_lstm import CNNLSTMClassifier
 
         return CNNLSTMClassifier(**self.params(seed, dev_fraction), device=self.device)
 
@@ -459,7 +459,7 @@ class _CNNLSTM(_Method):
     def load(self, path: Path, seed: int, dev_fraction: float) -> Any:
         from safetensors.torch import load_file
 
-        from classifiers.cnn_lstm import CNNLSTM
+        from classifiers.learners.cnn_lstm import CNNLSTM
 
         info = json.loads((path / self.CONFIG).read_text())
         if info.get("method") != "cnn-lstm" or info.get("params") != self.params(seed, dev_fraction):
@@ -477,7 +477,7 @@ class _CNNLSTM(_Method):
 
     def describe(self) -> dict[str, Any]:
         est = self.make(0, self.config.dev_fraction)
-        return {"name": "cnn-lstm", "class": "classifiers.cnn_lstm.CNNLSTMClassifier",
+        return {"name": "cnn-lstm", "class": "classifiers.learners.cnn_lstm.CNNLSTMClassifier",
                 "params": {k: v for k, v in vars(est).items() if not k.endswith("_") and k not in ("seed",)}}
 
 
@@ -490,7 +490,7 @@ class _TopLoRA(_Method):
 
 
     def make(self, seed: int, dev_fraction: float) -> Any:
-        from classifiers.lora import TopLayerLoRA
+        from classifiers.learners.lora import TopLayerLoRA
 
         c = self.config
         return TopLayerLoRA(self.encoder, from_layer=int(c.from_layer), rank=int(c.rank), alpha=float(c.alpha),
@@ -508,7 +508,7 @@ class _TopLoRA(_Method):
         est.save(path)
 
     def load(self, path: Path, seed: int, dev_fraction: float) -> Any:
-        from classifiers.lora import LoRAError
+        from classifiers.learners.lora import LoRAError
 
         try:
             return self.make(seed, dev_fraction).load(path)
@@ -517,7 +517,7 @@ class _TopLoRA(_Method):
 
     def describe(self) -> dict[str, Any]:
         est = self.make(0, self.config.dev_fraction).setup(["a", "b"])
-        return {"name": "lora", "class": "classifiers.lora.TopLayerLoRA", "params": est.config(),
+        return {"name": "lora", "class": "classifiers.learners.lora.TopLayerLoRA", "params": est.config(),
                 "targets": list(est.targets_)}
 
 
@@ -654,7 +654,7 @@ def _encoder(config: FinetuneConfig, store: FeatureStore, device: str, cache: Ca
 def finetune_identity(config: FinetuneConfig, store: FeatureStore, workspace: Workspace,
                       cache: Cache | None = None) -> dict[str, Any]:
     """``store_keys``, ``weights_hashes`` and ``manifest_digests`` the result of ``config`` depends on
-    (as :func:`classifiers.protocols.probe_identity`; the ledger's row identity)."""
+    (as :func:`classifiers.studies.protocols.probe_identity`; the ledger's row identity)."""
     cache = {} if cache is None else cache
     keys, hashes, digests = set(), set(), {}
     for role, corpus in (("source", config.source), ("target", config.target)):
@@ -770,7 +770,7 @@ class _Trainer:
         self.training: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.current = ""  # the run in training, for an interruption's message
-        self.predictions: dict[str, list[dict[str, Any]]] = {}  # per part (see classifiers.intervals), per seed
+        self.predictions: dict[str, list[dict[str, Any]]] = {}  # per part (see classifiers.studies.intervals), per seed
 
     def warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -913,7 +913,7 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
     start = time.perf_counter()
     cache = {} if cache is None else cache
     if config.method == "head":
-        from classifiers.protocols import ProtocolError, run_probe
+        from classifiers.studies.protocols import ProtocolError, run_probe
 
         try:
             result = run_probe(config.probe_config(), store, workspace, views=cache).to_dict()
@@ -999,8 +999,8 @@ def finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, 
     """:func:`run_finetune` through the results ledger: an identical configuration on the same store
     groups and labels is answered from it (``from_ledger`` true) unless ``rerun``; a new result is
     stored. Returns the result dict with ``from_ledger``."""
-    from classifiers.ledger import Ledger
-    from classifiers.protocols import result_is_current
+    from classifiers.studies.ledger import Ledger
+    from classifiers.studies.protocols import result_is_current
 
     cache = {} if cache is None else cache
     if config.method != "head":

@@ -1,6 +1,6 @@
 """A probe result applied to new audio: the fitted probe saved with the result, and ``fs predict``.
 
-``fs probe`` saves the probe it fitted (seed 0, see :func:`classifiers.protocols.fit_final`) as
+``fs probe`` saves the probe it fitted (seed 0, see :func:`classifiers.studies.protocols.fit_final`) as
 ``<workspace>/results/models/<config_key>.joblib`` (written atomically), with everything needed
 to make its features from audio: the encoder (name, weights hash, Whisper input mode, seed,
 chunking), the stored layers, pooled statistic, layer choice and normalisation. Predicting then
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.normalise import _apply, standardise_set
-from classifiers.protocols import FinalFit, ProbeConfig
-from classifiers.views import layer_matrix
+from classifiers.learners.normalise import _apply, standardise_set
+from classifiers.studies.protocols import FinalFit, ProbeConfig
+from classifiers.studies.views import layer_matrix
 from featurestore import __version__
 from featurestore.errors import FsError
 from featurestore.workspace import Workspace
@@ -73,7 +73,7 @@ class SavedProbe:
 
 
 def saved_probe(config: ProbeConfig, fit: FinalFit) -> SavedProbe:
-    """The record of ``fit`` (from :func:`~classifiers.protocols.fit_final` on ``config``) to save."""
+    """The record of ``fit`` (from :func:`~classifiers.studies.protocols.fit_final` on ``config``) to save."""
     prov = fit.provenance
     encoder = {"name": config.model, "model_id": prov.get("model_id"), "weights_hash": prov.get("weights_hash"),
                "settings": dict(prov.get("model_settings") or {}), "num_layers": prov.get("num_layers")}
@@ -117,10 +117,10 @@ def save_probe(workspace: Workspace, saved: SavedProbe) -> Path:
 def ensure_saved(config: ProbeConfig, identity: dict[str, Any], store: Any, workspace: Workspace,
                  views: Any = None, refit: bool = False) -> Path:
     """The saved probe of ``config`` computed from the data ``identity`` names (see
-    :func:`~classifiers.protocols.probe_identity`): kept when the saved one matches it, else (or
+    :func:`~classifiers.studies.protocols.probe_identity`): kept when the saved one matches it, else (or
     with ``refit``: the result was just computed) fitted with :func:`fit_final` and saved.
     With the ``views`` cache of the run that computed the result, seed 0's fit is reused."""
-    from classifiers.protocols import fit_final
+    from classifiers.studies.protocols import fit_final
 
     path = model_path(workspace, config.key())
     if not refit and path.is_file():
@@ -166,7 +166,7 @@ def _config_keys_of_row(workspace: Workspace, prefix: str) -> list[str]:
     path = workspace.results_dir / "ledger.sqlite"
     if not path.is_file():
         return []
-    from classifiers.ledger import Ledger
+    from classifiers.studies.ledger import Ledger
 
     return sorted({r["config_key"] for r in Ledger.open(workspace).rows() if str(r.get("_row_key", "")).startswith(prefix)})
 

@@ -8,7 +8,7 @@ available beside it (it ignores the clustering and is narrower).
 Every function takes the predictions of one or several training seeds on one test set:
 ``y_true`` ``(n,)``, ``y_pred`` ``(n,)`` or ``(n_seeds, n)``, ``groups`` ``(n,)`` speaker ids. With
 several seeds, the statistic is the mean UAR over seeds and each bootstrap resample draws one set
-of speakers shared by all seeds (pooled over seeds). UAR follows :func:`classifiers.metrics.uar`:
+of speakers shared by all seeds (pooled over seeds). UAR follows :func:`classifiers.learners.metrics.uar`:
 the mean recall over the classes present (in the resample).
 """
 

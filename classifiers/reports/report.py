@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from classifiers.intervals import PredictionsError, compare, uar_text
-from classifiers.layer_choice import layer_used_text
-from classifiers.ledger import group_attrs_reader, model_names, whisper_input_of
+from classifiers.studies.intervals import PredictionsError, compare, uar_text
+from classifiers.studies.layer_choice import layer_used_text
+from classifiers.studies.ledger import group_attrs_reader, model_names, whisper_input_of
 from data_manifests.atomic import atomic_write_text
 from featurestore.errors import FsError
 from featurestore.workspace import Workspace
@@ -126,7 +126,7 @@ def shots_of(row: dict[str, Any]) -> int:
 
 
 def _identity(row: dict[str, Any]) -> dict[str, list[str]]:
-    from classifiers.ledger import identity_of
+    from classifiers.studies.ledger import identity_of
 
     return identity_of(row.get("provenance", {}))
 
@@ -225,8 +225,8 @@ def paper_column(row: dict[str, Any], published: dict[str, Any],
 
 
 def ledger_predictions(ledger: Any) -> PredictionsOf:
-    """Row → its predictions in ``ledger`` (a :class:`~classifiers.ledger.Ledger`), None when it has none."""
-    from classifiers.ledger import NoPredictionsError, NoSuchResultError
+    """Row → its predictions in ``ledger`` (a :class:`~classifiers.studies.ledger.Ledger`), None when it has none."""
+    from classifiers.studies.ledger import NoPredictionsError, NoSuchResultError
 
     def of(row: dict[str, Any]) -> list[dict[str, Any]] | None:
         if row.get("_predictions") is False:
@@ -381,7 +381,7 @@ def noise_pairs(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[s
 
 
 def _noise_name(row: dict[str, Any]) -> str:
-    from classifiers.ledger import condition_of
+    from classifiers.studies.ledger import condition_of
 
     return condition_of(_config(row))
 
@@ -599,7 +599,7 @@ def embedding_points(views: list[Any], max_per_corpus: int = 400, method: str = 
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from classifiers.normalise import normalise
+    from classifiers.learners.normalise import normalise
 
     if method not in ("pca", "tsne"):
         raise ReportError(f"unknown embedding method {method!r}; use pca or tsne")

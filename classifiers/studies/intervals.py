@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.metrics import uar
-from classifiers.stats import (
+from classifiers.learners.metrics import uar
+from classifiers.learners.stats import (
     Interval,
     McNemar,
     PairedComparison,

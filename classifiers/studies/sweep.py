@@ -53,7 +53,7 @@ LIST_KEYS = {"models": "model", "layers": "layer", "classifiers": "classifier", 
              "stats": "stat", "shots": "shots", "conditions": "condition"}
 SCALAR_KEYS = ("seeds", "classifier_params", "whisper_input", "model_seed", "dev_fraction",
                "shots_speaker_disjoint", "method", "from_layer", "epochs", "batch_size", "lr", "rank")
-METHODS = ("head", "cnn-lstm", "lora")  # `method:` makes an experiment fine-tune (classifiers.finetune)
+METHODS = ("head", "cnn-lstm", "lora")  # `method:` makes an experiment fine-tune (classifiers.studies.finetune)
 SETTING_KEYS = tuple(LIST_KEYS) + SCALAR_KEYS
 EXPERIMENT_KEYS = ("name", "note", "pairs", "all_pairs") + SETTING_KEYS
 CONDITIONS = ("clean", "target", "source", "both")  # which side is mixed with the study's noise
@@ -262,8 +262,8 @@ def _pairs(where: str, data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 def parse_study(data: Any, name: str = "study", path: str = "") -> Study:
     """Validate a study's parsed YAML (see the module docstring) into a :class:`Study`."""
-    from classifiers.normalise import MODES
-    from classifiers.probes import classifier_names
+    from classifiers.learners.normalise import MODES
+    from classifiers.learners.probes import classifier_names
 
     classifiers, norms = tuple(classifier_names()), tuple(MODES)
     where = path or name
@@ -327,9 +327,9 @@ def count_cells(study: Study) -> int:
 
 def estimate_seconds(study: Study, n_jobs: int, ledger: Any = None) -> float:
     """Rough wall seconds to run every cell of ``study`` on ``n_jobs`` workers: per cell the median
-    seconds per seed of this classifier in ``ledger`` (a :class:`~classifiers.ledger.Ledger`), else
+    seconds per seed of this classifier in ``ledger`` (a :class:`~classifiers.studies.ledger.Ledger`), else
     :data:`SECONDS_PER_SEED`, times its seeds."""
-    from classifiers.protocols import ProbeConfig
+    from classifiers.studies.protocols import ProbeConfig
 
     past = ledger.seconds_per_seed() if ledger is not None else {}
     total = 0.0
@@ -392,23 +392,23 @@ def expand_study(study: Study) -> list[Cell]:
 
 
 def _config_from_dict(data: dict[str, Any]) -> Any:
-    """A :class:`~classifiers.protocols.ProbeConfig`, or a :class:`~classifiers.finetune.FinetuneConfig`
+    """A :class:`~classifiers.studies.protocols.ProbeConfig`, or a :class:`~classifiers.studies.finetune.FinetuneConfig`
     when the settings name a fine-tuning ``method`` (its classifier is the method's head)."""
     if data.get("method"):
-        from classifiers.finetune import FinetuneConfig
+        from classifiers.studies.finetune import FinetuneConfig
 
         return FinetuneConfig.from_dict({k: v for k, v in data.items() if k != "classifier_params"})
-    from classifiers.protocols import ProbeConfig
+    from classifiers.studies.protocols import ProbeConfig
 
     return ProbeConfig.from_dict(data)
 
 
 def _identity(config: Any, store: FeatureStore, workspace: Workspace, cache: dict[Any, Any]) -> dict[str, Any]:
     if getattr(config, "method", None):
-        from classifiers.finetune import finetune_identity
+        from classifiers.studies.finetune import finetune_identity
 
         return finetune_identity(config, store, workspace, cache)
-    from classifiers.protocols import probe_identity
+    from classifiers.studies.protocols import probe_identity
 
     return probe_identity(config, store, workspace, cache)
 
@@ -416,8 +416,8 @@ def _identity(config: Any, store: FeatureStore, workspace: Workspace, cache: dic
 # --------------------------------------------------------------------------- planning
 def _group_query(config: Any, side: str) -> tuple[str, str, str | None, tuple[tuple[str, Any], ...]]:
     """(corpus, model, condition, filters) of the store group that ``config`` reads for ``side``
-    (resolved as the protocol resolves it: :func:`classifiers.views.noise_filters`)."""
-    from classifiers.views import noise_filters
+    (resolved as the protocol resolves it: :func:`classifiers.studies.views.noise_filters`)."""
+    from classifiers.studies.views import noise_filters
 
     condition, filters = noise_filters(getattr(config, f"{side}_noise"), config.whisper_input, config.model_seed)
     return getattr(config, side), config.model, condition, tuple(sorted(filters.items()))
@@ -433,7 +433,7 @@ def extract_command(corpora: list[str], model: str, filters: dict[str, Any]) -> 
 @dataclass
 class SweepPlan:
     """What a sweep needs: per configuration key the store groups and the data identity
-    (:func:`classifiers.protocols.probe_identity`: store keys, weights hashes, manifest digests)."""
+    (:func:`classifiers.studies.protocols.probe_identity`: store keys, weights hashes, manifest digests)."""
 
     identities: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     groups: dict[str, list[StoreKey]] = field(default_factory=dict)
@@ -462,9 +462,9 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
         if missing_corpora:
             known = ", ".join(workspace.corpus_names()) or "none"
             lines.append(f"corpora not added in {workspace.root} (added: {known}):")
-            from data_manifests.layouts.native import BUILTIN_LAYOUTS
+            from data_manifests.layouts import LAYOUTS
 
-            lines += [f"  fs corpus add {c} --layout {c if c in BUILTIN_LAYOUTS else 'LAYOUT'} --root PATH"
+            lines += [f"  fs corpus add {c} --layout {c if c in LAYOUTS else 'LAYOUT'} --root PATH"
                       for c in missing_corpora]
         ambiguous = {q: msg for q, msg in problems.items() if "groups match" in msg}
         absent = [q for q in problems if q not in ambiguous]
@@ -565,8 +565,8 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
     configuration: the result (without its per-utterance predictions once they are in the ledger), or
     ``{"config_key", "error"}`` for an fs error.
     """
-    from classifiers.ledger import Ledger
-    from classifiers.protocols import run_probe
+    from classifiers.studies.ledger import Ledger
+    from classifiers.studies.protocols import run_probe
 
     store = FeatureStore(store_url)
     workspace = Workspace.open(workspace_root, store_url)
@@ -577,7 +577,7 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
         config = _config_from_dict(data)
         try:
             if getattr(config, "method", None):
-                from classifiers.finetune import run_finetune
+                from classifiers.studies.finetune import run_finetune
 
                 result = run_finetune(config, store, workspace, cache=views)
             else:
@@ -595,7 +595,7 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
 
 def without_predictions(result: dict[str, Any]) -> dict[str, Any]:
     """``result`` less its per-utterance predictions (kept by the ledger: ``Ledger.predictions``)."""
-    from classifiers.intervals import PARTS
+    from classifiers.studies.intervals import PARTS
 
     return {k: v for k, v in result.items() if k not in PARTS}
 
@@ -651,8 +651,8 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     ``experiments`` (names). Raises :class:`SweepError` before running anything when corpora or
     groups are missing, and after running the rest when some cells failed (their errors listed).
     """
-    from classifiers.ledger import Ledger
-    from classifiers.protocols import result_is_current
+    from classifiers.studies.ledger import Ledger
+    from classifiers.studies.protocols import result_is_current
 
     study = study if isinstance(study, Study) else load_study(study)
     if backend not in ("local", "ray"):
@@ -759,33 +759,3 @@ def _execute_on_ray(cells: list[Cell], store: FeatureStore, workspace: Workspace
             import ray
 
             ray.shutdown()
-
-
-# --------------------------------------------------------------------------- the demo
-def run_demo_study(ws: Workspace, echo: Callable[[str], None] = print, n_jobs: int = 1) -> Path:
-    """Run the shipped ``demo`` study on the demo corpora and write its report; returns the report folder."""
-    from classifiers.ledger import Ledger
-    from classifiers.report import write_report
-
-    store = FeatureStore(ws.store_url)
-    study = load_study("demo")
-    results = run_sweep(study, store, ws, n_jobs=n_jobs, progress=False)
-    cached = sum(r["from_ledger"] for r in results)
-    echo(f"sweep {study.name}: {len(results)} configurations ({cached} answered from the ledger)")
-    rows = Ledger.open(ws).rows(study=study.name)
-    folder = write_report(rows, ws, name=study.name, store=store, title=f"fs demo study ({study.name})")
-    echo(f"report: {folder / 'report.md'}")
-    return folder
-
-
-def demo_study_step(run: Any) -> None:
-    """``fs demo``'s last step (a :class:`featurestore.demo.DemoRun` step): the demo study + its report.
-
-    Runs only on a verified store; puts the report folder in ``run.outcome["report"]``.
-    """
-    if not run.outcome.get("verified", False):
-        return
-    if run.size != "demo" or set(run.models) != {"logmel", "tiny-wav2vec2"}:
-        run.echo("study: the demo study needs the default demo corpora and models; skipped")
-        return
-    run.outcome["report"] = run_demo_study(run.ws, run.echo)

@@ -3,7 +3,7 @@
 A convolutional encoder whose first kernel is larger (7x7, then two 3x3 blocks; each block conv ->
 batch norm -> ReLU -> 2x2 max pooling over time and frequency), a bidirectional LSTM of 128 units
 over the pooled time steps (packed sequences: padding never enters it), a dense layer of 128 and a
-softmax over the classes, trained with cross-entropy by :func:`classifiers.training.train`.
+softmax over the classes, trained with cross-entropy by :func:`classifiers.learners.training.train`.
 
 Variable lengths: frames past an utterance's (pooled) length are zeroed before the first block and
 after every block, so a padded utterance sees exactly the zeros it would see alone at its edges,
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifiers.training import (
+from classifiers.learners.training import (
     BatchLogits,
     TrainingError,
     TrainObserver,
@@ -162,7 +162,7 @@ class CNNLSTMClassifier:
     def fit(self, frames: Sequence[np.ndarray], y: Sequence, groups: Sequence | None = None,
             observer: TrainObserver | None = None) -> CNNLSTMClassifier:
         """Train on log-mel ``frames`` with labels ``y``; keep the best dev epoch (``observer``: progress,
-        see :func:`classifiers.training.train`)."""
+        see :func:`classifiers.learners.training.train`)."""
         classes, codes = encode_labels(y)
         if len(frames) != codes.size:
             raise TrainingError(f"{len(frames)} utterances but {codes.size} labels")
@@ -200,7 +200,7 @@ class CNNLSTMClassifier:
 
     def score(self, frames: Sequence[np.ndarray], y: Sequence) -> float:
         """UAR of ``predict(frames)`` against ``y``."""
-        from classifiers.metrics import uar
+        from classifiers.learners.metrics import uar
 
         codes_of(y, self.classes_)
         return uar(np.asarray(y), self.predict(frames))

@@ -19,8 +19,8 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from classifiers.metrics import uar
-from classifiers.splits import speaker_dev_split
+from classifiers.learners.metrics import uar
+from classifiers.learners.splits import speaker_dev_split
 from featurestore.errors import FsError
 from featurestore.progress import Progress
 

@@ -3,7 +3,7 @@
 ``MLPHead``: ``X (n, D)`` → Linear(D, hidden) → ReLU → Dropout → Linear(hidden, C). The
 study's recipe by default: Adam, learning rate 1e-4, 5 epochs, batch 16, keeping the epoch
 whose weights score best (UAR) on a speaker-independent dev split of the training data.
-Same interface as :mod:`classifiers.probes` (``fit(X, y, groups)``, ``predict``,
+Same interface as :mod:`classifiers.learners.probes` (``fit(X, y, groups)``, ``predict``,
 ``predict_proba``, ``classes_``, ``clone``-able, seeded by ``random_state``).
 """
 
@@ -17,8 +17,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from classifiers.probes import check_features, check_training_data
-from classifiers.training import TrainOptions, dev_split, encode_labels, train
+from classifiers.learners.probes import check_features, check_training_data
+from classifiers.learners.training import TrainOptions, dev_split, encode_labels, train
 
 
 class MLPHead(ClassifierMixin, BaseEstimator):
@@ -27,14 +27,14 @@ class MLPHead(ClassifierMixin, BaseEstimator):
     ``dev_fraction`` of the training utterances choose the epoch: whole speakers when
     ``groups`` is given to :meth:`fit` (``history_["dev_split"] == "speaker"``), else a
     stratified random split (``"utterance"``); ``dev_fraction=0`` trains on everything and
-    keeps the last epoch (``"none"``). The loop is :func:`classifiers.training.train` (best dev
+    keeps the last epoch (``"none"``). The loop is :func:`classifiers.learners.training.train` (best dev
     UAR, ties to the lower dev loss). ``standardise`` scales inputs with the mean and std of
     the training part (dev excluded).
 
     After fit: ``classes_``, ``history_`` (``train_loss`` and ``dev_uar`` per epoch,
     ``best_epoch`` counted from 1, ``best_dev_uar``, ``dev_split``, ``n_train``, ``n_dev``,
     ``epochs``: the loop's per-epoch records), ``dev_idx_`` (rows of the fit arrays used as dev).
-    Raises :class:`~classifiers.splits.SplitError` when no speaker-independent dev split exists
+    Raises :class:`~classifiers.learners.splits.SplitError` when no speaker-independent dev split exists
     (pass ``dev_fraction=0`` or no groups).
     """
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from classifiers.intervals import add_intervals, seed_predictions
-from classifiers.layer_choice import best_layer_choice
-from classifiers.metrics import chance_uar, evaluate, uar
-from classifiers.normalise import MODES, _apply, _stats, normalise
-from classifiers.probes import ClassifierError, classifier_config, classifier_names, make_classifier
-from classifiers.splits import SplitError, few_shot_split, speaker_dev_split, speaker_folds, speaker_label_confound
-from classifiers.views import (
+from classifiers.learners.metrics import chance_uar, evaluate, uar
+from classifiers.learners.normalise import MODES, _apply, _stats, normalise
+from classifiers.learners.probes import ClassifierError, classifier_config, classifier_names, make_classifier
+from classifiers.learners.splits import SplitError, few_shot_split, speaker_dev_split, speaker_folds, speaker_label_confound
+from classifiers.studies.intervals import add_intervals, seed_predictions
+from classifiers.studies.layer_choice import best_layer_choice
+from classifiers.studies.views import (
     Cache,
     cached_digest,
     cached_manifest,
@@ -274,10 +274,10 @@ class ProbeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record: ``config_key``, ``uar_mean``, ``uar_std``, ``uar_per_seed``, ``layer``,
-        ``chance``, ``metrics`` (one :func:`~classifiers.metrics.evaluate` dict per seed), ``config``,
+        ``chance``, ``metrics`` (one :func:`~classifiers.learners.metrics.evaluate` dict per seed), ``config``,
         ``provenance``, ``baseline``, ``shots``, ``layer_dev_uar``, ``layer_choice``, ``whisper_input``,
         ``warnings``, ``seconds``, the per-utterance ``predictions`` of every seed (and the baseline's,
-        ``baseline_predictions``; see :mod:`classifiers.intervals`) with the ``uar_ci95`` they give, and more."""
+        ``baseline_predictions``; see :mod:`classifiers.studies.intervals`) with the ``uar_ci95`` they give, and more."""
         return add_intervals({
             "config_key": self.config.key(), "protocol": self.config.protocol, "whisper_input": self.whisper_input,
             "uar_mean": self.uar_mean, "uar_std": self.uar_std, "uar_per_seed": list(self.uar_per_seed),
@@ -421,7 +421,7 @@ class _Runner:
         self.where: dict[str, str] = {}  # shown beside the progress count: seed, fold
 
     def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-        """:func:`~classifiers.metrics.evaluate` over ``classes``, computed once per distinct
+        """:func:`~classifiers.learners.metrics.evaluate` over ``classes``, computed once per distinct
         (truth, prediction) pair: seeds of a deterministic classifier repeat the same predictions."""
         key = ("evaluate", _array_digest(y_true), _array_digest(y_pred))
         if key not in self._evaluated:
@@ -824,7 +824,7 @@ def fit_final(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
 def probe_identity(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
                    views: Cache | None = None) -> dict[str, Any]:
     """What a result of ``config`` depends on besides the config, without reading features:
-    ``store_keys`` and ``weights_hashes`` (as :func:`classifiers.ledger.identity_of` finds them in
+    ``store_keys`` and ``weights_hashes`` (as :func:`classifiers.studies.ledger.identity_of` finds them in
     a result's provenance) and ``manifest_digests`` (labels and label map of source and target)."""
     keys, hashes, digests = set(), set(), {}
     for role, corpus, noise in (("source", config.source, config.source_noise),

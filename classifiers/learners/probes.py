@@ -311,23 +311,23 @@ class LGBMProbe(_Probe):
 # name -> (module:class, description). The MLP is imported on use: it needs torch.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "logreg": (
-        "classifiers.probes:LogRegProbe",
+        "classifiers.learners.probes:LogRegProbe",
         "standardise + multinomial logistic regression (lbfgs, C=1)",
     ),
     "svm": (
-        "classifiers.probes:SVMProbe",
+        "classifiers.learners.probes:SVMProbe",
         "standardise + linear SVM (LinearSVC); probabilities = softmax of its scores",
     ),
     "ridge": (
-        "classifiers.probes:RidgeProbe",
+        "classifiers.learners.probes:RidgeProbe",
         "standardise + ridge classifier (closed form); probabilities = softmax of its scores",
     ),
     "lgbm": (
-        "classifiers.probes:LGBMProbe",
+        "classifiers.learners.probes:LGBMProbe",
         "LightGBM gradient-boosted trees (100 rounds, 15 leaves, 63 bins, 1 thread)",
     ),
     "mlp": (
-        "classifiers.heads:MLPHead",
+        "classifiers.learners.heads:MLPHead",
         "the study's head: Linear-ReLU-dropout-Linear, Adam 1e-4, 5 epochs, batch 16, "
         "best epoch on a speaker-independent dev split (torch)",
     ),

@@ -3,7 +3,7 @@
 Two ways in, one model: the encoder's layers k+1..j with LoRA adapters, mean pooling over the
 real frames of layer j (:class:`~featurestore.pooling.MaskedStatsPooling`, as the store pools) and
 the study's head (dense ``head_hidden`` -> ReLU -> dropout -> output), trained with
-:func:`classifiers.training.train`.
+:func:`classifiers.learners.training.train`.
 
 - :class:`LoRAFineTuner` (k = 0): from waveforms. The front end (CNN or Whisper's convolutions)
   has no adapters and runs without gradients; every batch runs it again.
@@ -35,7 +35,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from classifiers.training import (
+from classifiers.learners.training import (
     TrainingError,
     TrainObserver,
     TrainOptions,
@@ -365,7 +365,7 @@ class LoRAFineTuner(_LoRABase):
     def fit(self, waves: Sequence[np.ndarray] | Rows, y: Sequence, groups: Sequence | None = None,
             lengths: Sequence[int] | None = None, observer: TrainObserver | None = None) -> LoRAFineTuner:
         """Train adapters + head on ``waves`` with labels ``y``; keep the best dev epoch (``observer``:
-        progress, see :func:`classifiers.training.train`)."""
+        progress, see :func:`classifiers.learners.training.train`)."""
         rows, n, lengths = self._source(waves, len(y), lengths)
         return self._fit(self._batch_pooled(rows), y, groups, n, lengths, observer)
 
@@ -441,7 +441,7 @@ class TopLayerLoRA(_LoRABase):
 
     def score(self, frames: Sequence[np.ndarray] | Rows, y: Sequence) -> float:
         """UAR of the predictions against ``y``."""
-        from classifiers.metrics import uar
+        from classifiers.learners.metrics import uar
 
         codes_of(y, self.classes_)
         return uar(np.asarray(y), self.predict(frames, n=len(y)))

@@ -1,0 +1,1 @@
+"""Reports: results → Markdown tables, PNG plots and the text the CLI prints about a result."""
