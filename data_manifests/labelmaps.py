@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from featurestore.errors import FsError
+from data_manifests.errors import FsError
 
 KEYS = ("name", "description", "classes", "layouts", "default")
 

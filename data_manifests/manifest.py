@@ -17,10 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from data_manifests import __version__
 from data_manifests.atomic import atomic_write_text
+from data_manifests.audio import AudioError, check_audio
+from data_manifests.errors import FsError
 from data_manifests.labelmaps import load_label_map
 from data_manifests.layouts import ScanResult, get_layout
-from featurestore.errors import FsError
 
 COLUMNS = ("utt_id", "corpus", "language", "path", "speaker", "gender", "raw_label", "label",
            "duration", "sample_rate", "channels", "audio_sha256")
@@ -176,9 +178,6 @@ def build_manifest(name: str, layout: str, root: str | Path, *, labels: str = "p
     unreadable, empty or NaN (unless ``skip_bad_audio``: then it is recorded in ``excluded_audio``),
     on duplicate utterance ids, and when no utterance maps to a class.
     """
-    from featurestore import __version__
-    from featurestore.audio import AudioError, check_audio
-
     check_corpus_name(name)
     root = Path(root).expanduser().resolve()
     if not root.exists():

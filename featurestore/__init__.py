@@ -1,3 +1,5 @@
 """fs feature store: extract speech-encoder embeddings once, layer-wise, into Zarr."""
 
-__version__ = "0.1.0"
+from data_manifests import __version__
+
+__all__ = ["__version__"]

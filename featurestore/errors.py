@@ -1,4 +1,5 @@
-"""The one error base class of fs: every error a user can cause or fix derives from it.
+"""fs errors: the one base class :class:`FsError` (defined in :mod:`data_manifests.errors`, the lowest
+floor, and re-exported here), plus the interruption and exit-status rules of long runs.
 
 The CLI catches :class:`FsError` and prints its message (no traceback) with exit status 1.
 Messages name the problem and the fix.
@@ -6,9 +7,9 @@ Messages name the problem and the fix.
 
 from __future__ import annotations
 
+from data_manifests.errors import FsError
 
-class FsError(Exception):
-    """Base of every fs error that carries a message meant for the user."""
+__all__ = ["FsError", "Interrupted", "Terminated", "exit_code", "raise_on_sigterm"]
 
 
 class Terminated(KeyboardInterrupt):

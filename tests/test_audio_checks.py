@@ -11,8 +11,8 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from cli.main import fs
+from data_manifests.audio import AudioError, check_audio
 from data_manifests.manifest import ManifestError, build_manifest
-from featurestore.audio import AudioError, check_audio
 
 
 def _corpus(root: Path) -> dict[str, Path]:
@@ -62,3 +62,12 @@ def test_corpus_add_warns_and_strict_refuses(tmp_path: Path) -> None:
     res = CliRunner().invoke(fs, ["--workspace", str(tmp_path / "ws2"), "corpus", "add", "urdu", "--layout", "urdu",
                                   "--root", str(tmp_path / "urdu"), "--strict"])
     assert res.exit_code == 1 and "implausible" in res.output and "Traceback" not in res.output
+
+
+def test_one_copy_of_the_checks_featurestore_reexports_them() -> None:
+    """The checks live on the manifest floor; featurestore.audio re-exports the same objects (one copy)."""
+    import data_manifests.audio
+    import featurestore.audio
+
+    for name in ("AudioError", "AudioInfo", "AudioCheck", "audio_info", "check_audio"):
+        assert getattr(featurestore.audio, name) is getattr(data_manifests.audio, name)

@@ -1,5 +1,9 @@
-"""One small parser per native corpus layout; each maps a root folder to scan rows."""
+"""One small parser per native corpus layout; each maps a root folder to scan rows.
 
-from data_manifests.layouts.base import LAYOUTS, LayoutError, ScanResult, ScanRow, get_layout, register_layout
+:data:`LAYOUTS` (in :mod:`data_manifests.layouts.registry`) is the one table of them.
+"""
 
-__all__ = ["LAYOUTS", "LayoutError", "ScanResult", "ScanRow", "get_layout", "register_layout"]
+from data_manifests.layouts.base import LayoutError, Scanner, ScanResult, ScanRow
+from data_manifests.layouts.registry import LAYOUTS, get_layout
+
+__all__ = ["LAYOUTS", "LayoutError", "ScanResult", "ScanRow", "Scanner", "get_layout"]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from featurestore.errors import FsError
+from data_manifests.errors import FsError
 
 
 class LayoutError(FsError, ValueError):
@@ -39,28 +39,4 @@ class ScanResult:
     rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
-Scanner = Callable[[Path], ScanResult]
-LAYOUTS: dict[str, Scanner] = {}
-
-
-def register_layout(name: str) -> Callable[[Scanner], Scanner]:
-    """Decorator: make ``scan`` available as layout ``name``."""
-
-    def deco(fn: Scanner) -> Scanner:
-        LAYOUTS[name] = fn
-        return fn
-
-    return deco
-
-
-def get_layout(name: str) -> Scanner:
-    """Return the scanner for ``name`` or raise a LayoutError listing the known layouts."""
-    _load_builtin_layouts()
-    try:
-        return LAYOUTS[name]
-    except KeyError:
-        raise LayoutError(f"unknown layout {name!r}; known layouts: {', '.join(sorted(LAYOUTS))}") from None
-
-
-def _load_builtin_layouts() -> None:
-    from data_manifests.layouts import native  # noqa: F401  (registers on import)
+Scanner = Callable[[Path], ScanResult]  # a layout parser: root folder (or file) -> rows

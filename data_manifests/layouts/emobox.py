@@ -6,13 +6,12 @@ from pathlib import Path
 
 from data_manifests.emobox import DATASET_LANGUAGES, read_emobox_jsonl, resolve_emobox_wav
 from data_manifests.layouts._common import finish
-from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
+from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow
 
 EXPECTED = ("an EmoBox .jsonl file (or a folder of them) with lines "
             '{"key", "dataset", "wav", "emo", ...} as in EmoBox data/<dataset>/<dataset>.jsonl')
 
 
-@register_layout("emobox")
 def scan(root: Path) -> ScanResult:
     """Rows from EmoBox lines: key -> utt_id, wav -> path, emo -> raw_label.
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from data_manifests.layouts._common import collect_wavs, finish, require_dir
-from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
+from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow
 
 EXPECTED = "wav/<speaker><text><emotion><version>.wav, e.g. wav/03a01Fa.wav"
 NAME = re.compile(r"^(?P<speaker>\d{2})(?P<text>[ab]\d{2})(?P<emotion>[WLEAFTN])(?P<version>[a-z])$")
@@ -14,7 +14,6 @@ GENDER = {"03": "M", "08": "F", "09": "F", "10": "M", "11": "M",
           "12": "M", "13": "F", "14": "F", "15": "M", "16": "F"}
 
 
-@register_layout("emodb")
 def scan(root: Path) -> ScanResult:
     """Scan ``root/wav`` (or ``root`` itself when it is the wav folder); companion folders are not read."""
     root = require_dir(root, "emodb", EXPECTED)

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from data_manifests.layouts._common import collect_wavs, finish, require_dir
-from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
+from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow
 
 ACTORS = ("f1", "f2", "f3", "m1", "m2", "m3")
 EMOTIONS = ("dis", "gio", "neu", "pau", "rab", "sor", "tri")
@@ -14,7 +14,6 @@ EXPECTED = "{f1,f2,f3,m1,m2,m3}/<emo>-<actor>-<sentence>.wav, emo in " + " ".joi
 NAME = re.compile(rf"^(?P<emo>{'|'.join(EMOTIONS)})-(?P<actor>[fm][1-3])-(?P<sentence>[a-z0-9]+)$", re.IGNORECASE)
 
 
-@register_layout("emovo")
 def scan(root: Path) -> ScanResult:
     """Scan an EMOVO root: one folder per actor; speaker = actor folder, gender from its letter."""
     root = require_dir(root, "emovo", EXPECTED)

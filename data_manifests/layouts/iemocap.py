@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from data_manifests.layouts._common import HIDDEN_REASON, finish, is_hidden, iter_files, require_dir
-from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
+from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow
 
 EXPECTED = "Session{1..5}/sentences/wav/<dialog>/<utt>.wav with labels in Session{n}/dialog/EmoEvaluation/<dialog>.txt"
 SESSIONS = tuple(f"Session{n}" for n in range(1, 6))
@@ -16,7 +16,6 @@ UTT = re.compile(r"^Ses0(?P<session>[1-5])[FM]_.+_(?P<gender>[FM])\d+$")
 LABEL_LINE = re.compile(r"^\[[^\]]*\]\s+(?P<utt>Ses\S+)\s+(?P<label>\S+)\s+\[")
 
 
-@register_layout("iemocap")
 def scan(root: Path) -> ScanResult:
     """Scan an IEMOCAP release: utterance wavs joined with their EmoEvaluation labels."""
     root = require_dir(root, "iemocap", EXPECTED)

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from data_manifests.layouts._common import collect_wavs, finish, require_dir
-from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
+from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow
 
 EXPECTED = "Actor_XX/MM-VV-EE-II-SS-RR-AA.wav (modality 03 audio-only, vocal channel 01 speech)"
 EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad",
@@ -18,7 +18,6 @@ NAME = re.compile(r"^(?P<modality>\d\d)-(?P<channel>\d\d)-(?P<emotion>\d\d)-(?P<
 ACTOR_DIR = re.compile(r"^Actor_(\d\d)$")
 
 
-@register_layout("ravdess")
 def scan(root: Path) -> ScanResult:
     """Scan a RAVDESS root holding ``Actor_01`` .. ``Actor_24``; odd actors are male, even female."""
     root = require_dir(root, "ravdess", EXPECTED)

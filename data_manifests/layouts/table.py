@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from data_manifests.layouts._common import finish
-from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
+from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow
 
 REQUIRED = ("path", "label", "speaker")
 OPTIONAL = ("language", "gender", "utt_id")
@@ -14,7 +14,6 @@ EXPECTED = f"a CSV file with columns {','.join(REQUIRED)} (optional {','.join(OP
 GENDERS = {"": "", "f": "F", "female": "F", "m": "M", "male": "M"}
 
 
-@register_layout("csv")
 def scan(root: Path) -> ScanResult:
     """Read the table at ``root``; relative paths resolve against the CSV's folder."""
     root = Path(root)

@@ -6,14 +6,13 @@ import re
 from pathlib import Path
 
 from data_manifests.layouts._common import collect_wavs, finish, require_dir
-from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow, register_layout
+from data_manifests.layouts.base import LayoutError, ScanResult, ScanRow
 
 FOLDERS = {"Angry": "A", "Happy": "H", "Neutral": "N", "Sad": "S"}
 EXPECTED = "{Angry,Happy,Neutral,Sad}/S<gender><n>_F<file>_<emotion letter><n>.wav, e.g. Angry/SM1_F10_A010.wav"
 NAME = re.compile(r"^(?P<speaker>S(?P<gender>[MF])\d+)_F\d+_(?P<emotion>[AHNS])\d+$")
 
 
-@register_layout("urdu")
 def scan(root: Path) -> ScanResult:
     """Scan a URDU root: the emotion folder is the label and must agree with the name's letter."""
     root = require_dir(root, "urdu", EXPECTED)
