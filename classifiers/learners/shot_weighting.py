@@ -15,6 +15,12 @@ out-of-fold predictions wins (ties: the lower log loss, then the smaller weight)
 The target's test rows are never seen: only the shots (whose labels are training data). Costs
 ``(number of candidates) x n_folds + 1`` fits, the shots-only ones tiny.
 
+The choice is only as good as a cross-validation on a few shots can be: on 12 synthetic shifts
+(logreg, 40 dimensions, 5-20 shots per class, 10 seeds each) the chosen weight averaged 1 point
+below the better of the two baselines (union, shots alone), 3 points at worst, and far above
+either baseline used everywhere (up to 14 points). Margins in favour of the shots alone, log loss
+as the criterion and leave-one-shot-per-class-out folds did not do better.
+
     clf = ShotWeightedClassifier(make_classifier("logreg"), random_state=seed)
     clf.fit(np.vstack([X_src, X_shots]), np.r_[y_src, y_shots], shot_mask=np.r_[np.zeros(n_src, bool), np.ones(n_shots, bool)])
     clf.weight_, clf.choice_.scores     # the weight used, every candidate's cross-validated UAR
