@@ -49,6 +49,10 @@ class ExtractError(FsError, RuntimeError):
     """Extraction cannot go on; the message says why and how to fix it. Committed work is kept."""
 
 
+class DiskFullError(ExtractError):
+    """The store's disk filled up while a block was written (nothing more can be committed)."""
+
+
 @dataclass(frozen=True)
 class ExtractOptions:
     """How to run an extraction (none of these change the stored values, except ``frame_layers``)."""
@@ -481,7 +485,7 @@ def commit_block(group: StoreGroup, block: Block | None, result: ExtractResult) 
                      block.skipped, block.noise)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise ExtractError(f"disk full while writing {group.key}; free space and re-run the same command: "
+            raise DiskFullError(f"disk full while writing {group.key}; free space and re-run the same command: "
                                "it resumes from the last committed batch") from None
         raise
     result.processed += block.stored
@@ -687,7 +691,7 @@ def _run(group: StoreGroup, manifest: Manifest, runner: Runner, bank: NoiseBank 
         raise Interrupted(f"{signal}: stopped {group.key} with {kept} of {len(rows)} rows committed; re-run the "
                           "same command to resume", terminated=isinstance(exc, Terminated)) from None
     except FsError as exc:
-        if pending is not None and "disk full" not in str(exc):
+        if pending is not None and not isinstance(exc, DiskFullError):
             commit_block(group, pending, result)
         raise
     finally:

@@ -8,6 +8,7 @@ The clean condition is ``None``; :func:`condition_key` maps it to ``"clean"``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -256,6 +257,22 @@ def _is_demand(root: Path) -> bool:
     return root.is_dir() and any(
         d.is_dir() and any(_DEMAND_CHANNEL.fullmatch(p.name) for p in d.iterdir())
         for d in root.iterdir())
+
+
+def recordings_fingerprint(source: str | Path, *, layout: str = "auto", environments: tuple[str, ...] = (),
+                           channel: str = "ch01") -> str:
+    """The fingerprint (sha256 hex) of the recordings a noise condition on ``source`` would mix, read
+    with ``layout``/``environments``/``channel``: what a store query for noise folder ``source`` compares
+    with each group's recorded fingerprint (the part of the condition key that names the content).
+    Hashes are cached per (path, size, mtime) of each file, so repeated queries do not re-read the folder."""
+    _, _, recs = _resolve(NoiseSpec(str(source), 0.0, layout=layout, environments=tuple(environments), channel=channel))
+    stamp = tuple((name, str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for name, path in recs)
+    return _cached_fingerprint(stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_fingerprint(stamp: tuple[tuple[str, str, int, int], ...]) -> str:
+    return _fingerprint([(name, Path(path)) for name, path, _, _ in stamp])[0]
 
 
 def fingerprint_files(recs: list[tuple[str, Path]]) -> tuple[str, list[dict[str, Any]]]:

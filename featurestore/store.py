@@ -46,6 +46,7 @@ from data_manifests.manifest import is_safe_name
 from featurestore import __version__, remote
 from featurestore.errors import FsError
 from featurestore.hints import command_for_group, command_from_filters, filter_flags
+from featurestore.provenance import NoiseInfo, Provenance
 
 FORMAT_VERSION = 3  # 3: checksummed chunks, audio identity, batch boundaries
 STATUS_PENDING, STATUS_STORED, STATUS_SKIPPED = 0, 1, 2
@@ -59,6 +60,14 @@ _ALWAYS_CHECKED = ("batch_start", "batch_done", "utt_ids", "audio_sha256")  # ch
 
 class StoreError(FsError, RuntimeError):
     """A store or group that cannot be used as asked (missing, mismatched, locked, damaged, other format)."""
+
+
+class GroupNotFoundError(StoreError):
+    """No group matches a query (:meth:`FeatureStore.resolve`); the message gives the ``fs extract`` command."""
+
+
+class AmbiguousGroupError(StoreError):
+    """Several groups match a query (:meth:`FeatureStore.resolve`); the message says how to narrow it."""
 
 
 def _codecs() -> dict[str, Any]:
@@ -140,8 +149,9 @@ class StoreGroup:
         return dict(self.group.attrs)
 
     @property
-    def provenance(self) -> dict[str, Any]:
-        return self.attrs
+    def provenance(self) -> Provenance:
+        """The group's provenance, typed (parsed from its attributes on each call: they change on commit)."""
+        return Provenance.from_attrs(self.group.attrs)
 
     @property
     def num_layers(self) -> int:
@@ -327,25 +337,23 @@ class StoreGroup:
 
     def summary(self) -> dict[str, Any]:
         """What a person needs to tell groups apart (used by ``fs store ls``)."""
-        attrs = self.attrs
+        prov = self.provenance
         status = self.status()
-        model = attrs.get("model", {})
-        settings = model.get("settings", {})
-        noise = (attrs.get("condition", {}).get("noise") or {})
-        spec = noise.get("spec") or {}
+        model, noise = prov.model, prov.noise
         return {
             "key": self.key.path, "corpus": self.key.corpus, "condition": self.key.condition,
-            "model": model.get("name"), "aliases": attrs.get("aliases", []), "model_id": model.get("model_id"),
-            "model_key": self.key.model, "family": model.get("family"),
-            "weights_hash": str(model.get("weights_hash", ""))[:16], "pretrained": model.get("pretrained"),
-            "whisper_input": settings.get("whisper_input"), "seed": settings.get("seed"),
-            "noise": Path(spec["source"]).name if spec.get("source") else None,
-            "snr_db": spec.get("snr_db"), "noise_seed": spec.get("seed"),
-            "layers": attrs.get("layers"), "dim": attrs.get("dim"), "frame_layers": attrs.get("frame_layers"),
+            "model": model.name or None, "aliases": list(prov.aliases), "model_id": model.model_id or None,
+            "model_key": self.key.model, "family": model.family or None,
+            "weights_hash": model.weights_hash[:16], "pretrained": model.pretrained,
+            "whisper_input": model.whisper_input, "seed": model.seed,
+            "noise": noise.source_name if noise is not None else None,
+            "snr_db": noise.snr_db if noise is not None else None,
+            "noise_seed": noise.seed if noise is not None else None,
+            "layers": prov.layers, "dim": prov.dim, "frame_layers": list(prov.frame_layers),
             "utterances": int(status.size), "stored": int((status == STATUS_STORED).sum()),
             "skipped": int((status == STATUS_SKIPPED).sum()), "pending": int((status == STATUS_PENDING).sum()),
-            "complete": self.is_complete, "state": attrs.get("state"), "fs_version": attrs.get("fs_version"),
-            "created": attrs.get("created"),
+            "complete": self.is_complete, "state": prov.state or None, "fs_version": prov.fs_version or None,
+            "created": prov.created or None,
         }
 
     # -- integrity -----------------------------------------------------------------------
@@ -486,41 +494,59 @@ class StoreGroup:
     def add_alias(self, name: str) -> None:
         """Remember another name a user extracted these weights under (``find`` matches it)."""
         aliases = list(self.group.attrs.get("aliases", []))
-        if name not in aliases and name != self.group.attrs.get("model", {}).get("name"):
+        if name not in aliases and name != self.provenance.model.name:
             self.group.attrs["aliases"] = aliases + [name]
 
     def mark_complete(self) -> None:
         self.group.attrs["state"] = "complete"
 
 
-def _model_names(attrs: dict[str, Any], key: StoreKey) -> set[str]:
-    model = attrs.get("model", {})
-    names = {key.model, str(model.get("name", "")), str(model.get("model_id", "")), *attrs.get("aliases", [])}
+def _model_names(prov: Provenance, key: StoreKey) -> set[str]:
+    names = {key.model, *prov.model_names()}
     for name in list(names):
         if name and ("/" in name or name.startswith(".")) and Path(name).exists():
             names.add(str(Path(name).resolve()))
     return {n for n in names if n}
 
 
-def _matches(attrs: dict[str, Any], filters: dict[str, Any]) -> bool:
-    settings = attrs.get("model", {}).get("settings", {})
-    spec = (attrs.get("condition", {}).get("noise") or {}).get("spec") or {}
-    facts = {"whisper_input": settings.get("whisper_input"), "seed": settings.get("seed"),
-             "snr_db": spec.get("snr_db"), "noise_seed": spec.get("seed"),
-             "noise": Path(spec["source"]).name if spec.get("source") else None}
+def _matches(prov: Provenance, filters: dict[str, Any]) -> bool:
+    """Whether the group of ``prov`` has every recorded setting given in ``filters`` (None: any).
+
+    ``noise`` (a noise folder or file) selects groups by the fingerprint of its recordings, never by
+    the folder's name: two folders both called ``noise`` with different recordings are different
+    conditions. A source that no longer exists matches only the group that recorded that exact path.
+    """
+    noise = prov.noise
+    facts = {"whisper_input": prov.model.whisper_input, "seed": prov.model.seed,
+             "snr_db": noise.snr_db if noise is not None else None,
+             "noise_seed": noise.seed if noise is not None else None}
     for name, want in filters.items():
         if want is None:
             continue
-        have = facts[name]
-        if name == "snr_db":
-            if have is None or float(have) != float(want):
+        if name == "noise":
+            if noise is None or not _same_noise(noise, str(want)):
                 return False
-        elif name == "noise":
-            if have is None or (have != want and Path(str(want)).name != have):
+        elif name == "snr_db":
+            if facts[name] is None or float(facts[name]) != float(want):
                 return False
-        elif have != want:
+        elif facts[name] != want:
             return False
     return True
+
+
+def _same_noise(noise: NoiseInfo, source: str) -> bool:
+    """Whether ``source`` holds the recordings that ``noise`` mixed (same content fingerprint, read with
+    the group's layout, environments and channel)."""
+    from featurestore.noise import NoiseError, recordings_fingerprint  # audiomentations: only when asked
+
+    if not Path(source).expanduser().exists():
+        return source == noise.source
+    try:
+        have = recordings_fingerprint(source, layout=noise.layout, environments=noise.environments,
+                                      channel=noise.channel)
+    except NoiseError:  # e.g. the group's environments are not in that folder: not its recordings
+        return False
+    return bool(noise.fingerprint) and have == noise.fingerprint
 
 
 class FeatureStore:
@@ -534,9 +560,12 @@ class FeatureStore:
     def _root(self, mode: str = "a") -> zarr.Group:
         try:
             return zarr.open_group(self.url, mode=mode)
-        except FileNotFoundError as exc:
-            if not self._local and "bucket" in str(exc).lower():
-                raise StoreError(str(remote.access_error(self.url, exc, "cannot open"))) from None
+        except FileNotFoundError:
+            if not self._local:  # a missing bucket (or refused access) is named by the probe, by exception type
+                try:
+                    remote.probe(self.url)
+                except remote.RemoteStoreError as exc:
+                    raise StoreError(str(exc)) from None
             raise StoreError(f"no feature store at {self.url}; run `fs extract` first") from None
         except (PermissionError, OSError, remote.RemoteStoreError) as exc:
             if self._local:
@@ -657,12 +686,12 @@ class FeatureStore:
                 found.append(key)
                 continue
             try:
-                attrs = self.open(key).attrs
+                prov = self.open(key).provenance
             except StoreError:
                 continue
-            if want_model is not None and not (want_model & _model_names(attrs, key)):
+            if want_model is not None and not (want_model & _model_names(prov, key)):
                 continue
-            if _matches(attrs, filters):
+            if _matches(prov, filters):
                 found.append(key)
         return found
 
@@ -677,14 +706,14 @@ class FeatureStore:
             given = filter_flags(filters)
             hint = f"; groups of that model and corpus: {others}" if others else ""
             command = command_from_filters(model, [corpus], filters, noisy=condition not in (None, "clean"))
-            raise StoreError(f"no group for corpus {corpus!r}, model {model!r}, condition {condition!r}"
+            raise GroupNotFoundError(f"no group for corpus {corpus!r}, model {model!r}, condition {condition!r}"
                              f"{' with ' + given if given else ''}{hint}. Make it with: {command}")
         described = []
         for key in found:
             s = self.open(key).summary()
             described.append(f"{key.path} (input {s['whisper_input']}, seed {s['seed']}, "
                              f"snr {s['snr_db']}, noise seed {s['noise_seed']})")
-        raise StoreError(f"{len(found)} groups match corpus {corpus!r}, model {model!r}, condition "
+        raise AmbiguousGroupError(f"{len(found)} groups match corpus {corpus!r}, model {model!r}, condition "
                          f"{condition!r}: " + "; ".join(described) +
                          ". Narrow it down (--whisper-input / --model-seed / --snr / --noise-seed) or give the model key")
 

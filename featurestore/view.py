@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from data_manifests.manifest import Manifest
+from featurestore.provenance import Provenance
 from featurestore.store import FeatureStore, StoreError, StoreGroup, StoreKey
 from featurestore.verify import identity_changes
 
@@ -37,7 +38,8 @@ class FeatureView:
     classes: list[str]
     layers: list[int]
     stat: str
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # flat summary the studies record with a result
+    store_provenance: Provenance | None = None  # the group's provenance, typed
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -46,7 +48,7 @@ class FeatureView:
         """The rows ``index`` (indices or a boolean mask) of this view."""
         return FeatureView(self.key, self.ids[index], self.X[index], self.labels[index], self.speakers[index],
                            self.genders[index], self.languages[index], self.classes, self.layers, self.stat,
-                           self.provenance)
+                           self.provenance, self.store_provenance)
 
 
 def resolve_layers(group: StoreGroup, layers: int | str | list[int]) -> list[int]:
@@ -91,20 +93,20 @@ def view_group(group: StoreGroup, manifest: Manifest, layers: int | str | list[i
     if ids.size == 0:
         raise StoreError(f"{group.key}: no stored utterance is in the current manifest of {manifest.name!r}")
     column = lambda name: np.array([str(rows[u].get(name, "")) for u in ids.tolist()], dtype=str)  # noqa: E731
-    attrs = group.attrs
-    model = attrs.get("model", {})
+    prov = group.provenance
+    model, noise = prov.model, prov.noise
     provenance = {
         "store_key": group.key.path, "corpus": manifest.name, "label_map": manifest.label_map_name,
         "label_map_digest": manifest.digest(), "audio_digest": manifest.audio_digest(),
-        "model": model.get("name"), "model_id": model.get("model_id"), "weights_hash": model.get("weights_hash"),
-        "model_settings": model.get("settings", {}), "whisper_input": model.get("settings", {}).get("whisper_input"),
+        "model": model.name or None, "model_id": model.model_id or None, "weights_hash": model.weights_hash or None,
+        "model_settings": dict(model.settings), "whisper_input": model.whisper_input,
         "condition": group.key.condition,
-        "noise": (attrs.get("condition", {}).get("noise") or {}).get("spec"),
-        "layers": chosen, "num_layers": group.num_layers, "stat": stat, "pooling": attrs.get("pooling"),
+        "noise": dict(noise.spec) if noise is not None else None,
+        "layers": chosen, "num_layers": group.num_layers, "stat": stat, "pooling": dict(prov.pooling) or None,
     }
     return FeatureView(key=group.key, ids=ids, X=X, labels=column("label"), speakers=column("speaker"),
                        genders=column("gender"), languages=column("language"), classes=manifest.classes,
-                       layers=chosen, stat=stat, provenance=provenance)
+                       layers=chosen, stat=stat, provenance=provenance, store_provenance=prov)
 
 
 def load_view(store: FeatureStore, manifest: Manifest, model: str, layers: int | str | list[int] = "last",
