@@ -297,7 +297,7 @@ def test_local_model_and_noise_paths_give_one_configuration(tmp_path: Path, monk
 def test_pair_check_refuses_other_layer_counts_widths_and_chunking(change: dict, message: str) -> None:
     from types import SimpleNamespace
 
-    from classifiers.studies.finetune import _check_pair
+    from classifiers.studies.protocol_registry import ProtocolError, check_compatible
 
     def side(corpus: str, num_layers: int = 3, width: int = 32, chunk_seconds: float | None = None) -> SimpleNamespace:
         provenance = {"store_key": f"{corpus}/clean/m", "model_id": "m", "weights_hash": "w", "num_layers": num_layers,
@@ -306,9 +306,9 @@ def test_pair_check_refuses_other_layer_counts_widths_and_chunking(change: dict,
         return SimpleNamespace(view=view, labels=np.array(["a", "b"]), corpus=corpus)
 
     config = FinetuneConfig(method="cnn-lstm", source="a", target="b", seeds=1)
-    _check_pair(config, side("a"), side("b"), ["a", "b"], ["a", "b"])  # same model, settings: accepted
-    with pytest.raises(FinetuneError, match=message):
-        _check_pair(config, side("a"), side("b", **change), ["a", "b"], ["a", "b"])
+    check_compatible(config, side("a"), side("b"), ["a", "b"], ["a", "b"])  # same model, settings: accepted
+    with pytest.raises(ProtocolError, match=message):
+        check_compatible(config, side("a"), side("b", **change), ["a", "b"], ["a", "b"])
 
 
 @pytest.mark.slow

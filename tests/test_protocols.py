@@ -13,6 +13,7 @@ import soundfile as sf
 
 from classifiers.learners.splits import few_shot_split
 from classifiers.studies import protocols
+from classifiers.studies.protocol_registry import align
 from classifiers.studies.protocols import ProbeConfig, ProtocolError, probe_identity, result_is_current, run_probe
 from data_manifests.manifest import build_manifest
 from data_manifests.synth import generate_corpus
@@ -259,7 +260,7 @@ def test_within_corpus_sides_align_on_common_utterances(setup) -> None:
     view = get_view(store, cached_manifest(ws, "urdu"), resolve_group(store, "urdu", MODEL), [2])
     a = protocols._Side("urdu", view, "none")
     b = protocols._Side("urdu", view.subset(np.arange(len(view))[::-1][1:]), "none")  # reversed, one row short
-    left, right = protocols._align(a, b)
+    left, right = align(a, b)
     assert len(left.labels) == len(view) - 1 and np.array_equal(left.view.ids, right.view.ids)
     assert np.array_equal(left.view.X, right.view.X) and left.ident != a.ident
 

@@ -55,9 +55,19 @@ from typing import Any
 import numpy as np
 
 from classifiers.learners.metrics import chance_uar, evaluate
-from classifiers.learners.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
+from classifiers.learners.splits import SplitError, speaker_label_confound
 from classifiers.learners.training import TrainingError, TrainingProgress
+from classifiers.studies import settings
 from classifiers.studies.intervals import add_intervals, seed_predictions
+from classifiers.studies.layer_choice import LayerChoice, LayerError
+from classifiers.studies.protocol_registry import (
+    WITHIN_TEST_FRACTION,
+    Part,
+    ProtocolError,
+    align,
+    check_compatible,
+    protocol_for,
+)
 from classifiers.studies.protocols import Sides, _local
 from classifiers.studies.views import cached_digest, cached_manifest, get_view, resolve_group
 from featurestore import __version__
@@ -66,12 +76,13 @@ from featurestore.store import FeatureStore, StoreGroup
 from featurestore.view import FeatureView
 from featurestore.workspace import Workspace
 
-METHODS: tuple[str, ...] = ("head", "cnn-lstm", "lora")
+METHODS: tuple[str, ...] = settings.METHODS
+# layer choices the head runner serves (``weighted``, learned layer weights, comes next)
+HEAD_LAYERS: tuple[str, ...] = ("last", "index", "best", "mean", "concat")
 DEFAULT_MODEL = {"cnn-lstm": "logmel"}
 CLASSIFIER_OF = {"head": "mlp", "cnn-lstm": "cnn-lstm", "lora": "lora"}
 CHECKPOINTS_DIR = "checkpoints"
 RUN_FILE = "run.json"
-WITHIN_TEST_FRACTION = 0.2
 FRAME_CACHE_MB = int(os.environ.get("FS_FRAME_CACHE_MB", "1024"))
 _NOISE_KEYS = ("noise", "snr_db", "noise_seed")
 _HEAD_DEFAULTS = {"epochs": 5, "batch_size": 16, "lr": 1e-4, "head_hidden": 256}
@@ -145,46 +156,20 @@ class FinetuneConfig(Sides):
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         if self.method not in METHODS:
-            close = difflib.get_close_matches(str(self.method), METHODS, n=1)
-            raise FinetuneError(f"unknown method {self.method!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
-                                f"choose one of {', '.join(METHODS)}")
+            raise FinetuneError(str(settings.setting("method").refusal(self.method)))
         if not self.model:
             if self.method not in DEFAULT_MODEL:
                 raise FinetuneError(f"method {self.method} needs --model (the model as given to `fs extract --model`)")
             put("model", DEFAULT_MODEL[self.method])
-        for name in ("source", "target", "model"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise FinetuneError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
-        put("model", _local(str(self.model)))  # one key for ./dir and /abs/dir, as the probe's
-        if self.whisper_input not in (None, "full", "trim"):
-            raise FinetuneError(f"whisper_input must be full, trim or unset, got {self.whisper_input!r}")
-        if self.model_seed is not None:
-            put("model_seed", _int(self.model_seed, "model_seed", 0))
-        put("seeds", _int(self.seeds, "seeds (the number of runs)", 1))
-        put("shots", _int(self.shots, "shots (target utterances per class)", 0))
-        put("shots_speaker_disjoint", bool(self.shots_speaker_disjoint))
-        put("source_noise", _noise(self.source_noise, "source_noise"))
-        put("target_noise", _noise(self.target_noise, "target_noise"))
-        if isinstance(self.dev_fraction, bool) or not isinstance(self.dev_fraction, (int, float)) \
-                or not 0.0 < float(self.dev_fraction) < 1.0:
-            raise FinetuneError(f"dev_fraction must be a number in (0, 1), got {self.dev_fraction!r}")
-        put("dev_fraction", float(self.dev_fraction))
-        put("epochs", _int(self.epochs, "epochs", 1))
-        put("batch_size", _int(self.batch_size, "batch_size", 1))
-        put("lr", _number(self.lr, "lr"))
-        if self.within and self.shots:
-            raise FinetuneError(f"shots take target utterances into training, which needs a target other than the "
-                                f"source ({self.source!r}); within a corpus use shots 0")
+        self._check_settings(FinetuneError)  # the one settings table, as the probe's
         getattr(self, f"_check_{self.method.replace('-', '_')}")(put)
 
     def _check_head(self, put: Callable[[str, Any], None]) -> None:
-        from classifiers.studies.views import canonical_layer
-
         try:
-            put("layer", canonical_layer(self.layer))
-        except FsError as exc:
+            LayerChoice.parse(self.layer).refuse_unless(HEAD_LAYERS, "--method head")
+        except LayerError as exc:
             raise FinetuneError(str(exc)) from None
-        put("head_hidden", _int(self.head_hidden if self.head_hidden is not None else 256, "head_hidden", 1))
+        put("head_hidden", self.head_hidden if self.head_hidden is not None else settings.setting("head_hidden").default)
         for name in ("from_layer", "rank", "alpha", "target_modules", "max_frames"):
             put(name, None)
 
@@ -192,8 +177,6 @@ class FinetuneConfig(Sides):
         if self.norm not in ("none", "corpus"):
             raise FinetuneError(f"the CNN-LSTM takes norm none or corpus (per-corpus log-mel statistics), got "
                                 f"{self.norm!r}")
-        if self.max_frames is not None:
-            put("max_frames", _int(self.max_frames, "max_frames", 8))
         if self.from_layer not in (None, 0):
             raise FinetuneError("--from-layer is for --method lora; the CNN-LSTM reads the stored log-mel frames "
                                 "(layer 0)")
@@ -205,19 +188,18 @@ class FinetuneConfig(Sides):
         if self.from_layer is None:
             raise FinetuneError("--method lora needs --from-layer K: the layer whose frames are stored (`fs extract "
                                 "--frames K`); layers K+1.. get adapters")
-        put("from_layer", _int(self.from_layer, "from_layer", 0))
-        if self.layer != "last":
-            put("layer", _int(int(self.layer) if str(self.layer).lstrip("-").isdigit() else self.layer,
-                              "layer (the head's layer: last or a number)", 1))
+        try:
+            LayerChoice.parse(self.layer).refuse_unless(("last", "index"), "--method lora (the head's layer)")
+        except LayerError as exc:
+            raise FinetuneError(str(exc)) from None
+        if self.layer != "last" and int(self.layer) < 1:
+            raise FinetuneError(f"layer {self.layer!r}: --method lora's head reads an adapted layer above "
+                                "--from-layer; give last or a layer number >= 1")
         if self.norm != "none":
             raise FinetuneError(f"LoRA reads stored states as the encoder made them; norm must be none, got "
                                 f"{self.norm!r}")
-        put("rank", _int(self.rank if self.rank is not None else 8, "rank", 1))
-        put("alpha", _number(self.alpha if self.alpha is not None else 16.0, "alpha"))
-        put("head_hidden", _int(self.head_hidden if self.head_hidden is not None else 256, "head_hidden", 1))
-        if self.target_modules is not None:
-            modules = tuple(str(m) for m in self.target_modules if str(m).strip())
-            put("target_modules", tuple(sorted(set(modules))) or None)
+        for name in ("rank", "alpha", "head_hidden"):  # None: the table's default
+            put(name, getattr(self, name) if getattr(self, name) is not None else settings.setting(name).default)
         put("max_frames", None)
 
     @property
@@ -265,7 +247,7 @@ class FinetuneConfig(Sides):
     def probe_config(self) -> Any:
         """``head`` as the :class:`~classifiers.studies.protocols.ProbeConfig` it is (classifier ``mlp``; only
         non-default recipe values become classifier parameters, so defaults share the probe's key)."""
-        from classifiers.studies.protocols import ProbeConfig, ProtocolError
+        from classifiers.studies.protocols import ProbeConfig
 
         if self.method != "head":
             raise FinetuneError(f"method {self.method} is not a probe")
@@ -597,31 +579,6 @@ def _group_identity(group: StoreGroup, view: FeatureView) -> str:
     return h.hexdigest()
 
 
-def _check_pair(config: FinetuneConfig, src: _Side, tgt: _Side, src_classes: list[str],
-                tgt_classes: list[str]) -> None:
-    ps, pt = src.view.provenance, tgt.view.provenance
-    where = f"source {config.source!r} ({ps['store_key']}) and target {config.target!r} ({pt['store_key']})"
-    if ps.get("model_id") != pt.get("model_id") or ps.get("weights_hash") != pt.get("weights_hash"):
-        raise FinetuneError(f"{where} were extracted with different models or weights; extract both corpora with "
-                            f"the same --model (`fs extract --model {config.model} --corpus C --overwrite`)")
-    if ps.get("num_layers") != pt.get("num_layers") or src.view.X.shape[-1] != tgt.view.X.shape[-1]:
-        raise FinetuneError(f"{where} differ in layers or width ({ps.get('num_layers')}x{src.view.X.shape[-1]} vs "
-                            f"{pt.get('num_layers')}x{tgt.view.X.shape[-1]}); use groups of one model")
-    for name in ("whisper_input", "seed", "chunk_seconds"):
-        a, b = ps.get("model_settings", {}).get(name), pt.get("model_settings", {}).get(name)
-        if a != b:
-            raise FinetuneError(f"{where} were extracted with different {name} ({a} vs {b}); pass --whisper-input / "
-                                "--model-seed to pick groups with one setting")
-    if set(src_classes) != set(tgt_classes):
-        raise FinetuneError(f"source {config.source!r} ({src_classes}) and target {config.target!r} ({tgt_classes}) "
-                            "have different classes; re-add one corpus with `fs corpus add ... --labels MAP "
-                            "--overwrite` so both give the same classes")
-    absent = [c for c in src_classes if not np.any(src.labels == c)]
-    if absent:
-        raise FinetuneError(f"source {src.corpus!r} has no utterance of class(es) {absent} in {ps['store_key']}; "
-                            "a model cannot learn them")
-
-
 def _method(config: FinetuneConfig, store: FeatureStore, device: str, cache: Cache) -> _Method:
     if config.method == "cnn-lstm":
         return _CNNLSTM(config, device)
@@ -743,19 +700,6 @@ def _side_provenance(side: _Side) -> dict[str, Any]:
     return {**side.view.provenance, "utterances": len(side.labels), "frame_layer": int(side.view.layers[0])}
 
 
-def _align(a: _Side, b: _Side) -> tuple[_Side, _Side]:
-    """Two groups of one corpus (clean and noisy) restricted to their common utterances, in one order."""
-    if np.array_equal(a.view.ids, b.view.ids):
-        return a, b
-    common = np.intersect1d(a.view.ids, b.view.ids)
-
-    def rows(view: FeatureView) -> np.ndarray:
-        order = np.argsort(view.ids)
-        return order[np.searchsorted(view.ids[order], common)]
-
-    return a.subset(rows(a.view)), b.subset(rows(b.view))
-
-
 class _Trainer:
     """Per-seed training with checkpoints, dev-split fallback, progress and warnings."""
 
@@ -818,14 +762,17 @@ class _Trainer:
         self.current = ""
         return est
 
-    def evaluate(self, est: Any, data: Data, seed: int, part: str = "predictions") -> dict[str, Any]:
-        """Metrics of ``est`` on ``data``; its per-utterance predictions are kept under ``part``."""
-        pred = self.method.predict(est, data)
-        ids = np.concatenate([side.view.ids[i] for side, i in data.parts])
-        speakers = np.concatenate([side.view.speakers[i] for side, i in data.parts])
-        self.predictions.setdefault(part, []).append(seed_predictions(seed, ids, speakers, data.labels, pred,
+    def evaluate(self, tested: list[tuple[Any, Data]], seed: int, part: str = "predictions") -> dict[str, Any]:
+        """Metrics of the models on their test sets ((model, data) per fold), predictions pooled; the
+        per-utterance predictions are kept under ``part``."""
+        pred = np.concatenate([self.method.predict(est, data) for est, data in tested])
+        parts = [p for _, data in tested for p in data.parts]
+        ids = np.concatenate([side.view.ids[i] for side, i in parts])
+        speakers = np.concatenate([side.view.speakers[i] for side, i in parts])
+        labels = np.concatenate([data.labels for _, data in tested])
+        self.predictions.setdefault(part, []).append(seed_predictions(seed, ids, speakers, labels, pred,
                                                                       self.classes))
-        return evaluate(data.labels, pred, labels=self.classes)
+        return evaluate(labels, pred, labels=self.classes)
 
     def interrupted(self, exc: KeyboardInterrupt) -> Interrupted:
         """The account of a stop by Ctrl-C / SIGTERM: where it stopped and which checkpoints are kept."""
@@ -858,41 +805,37 @@ def _confound(side: _Side, what: str) -> str | None:
     return f"{side.corpus} ({what}): {found['message']}" if found["confounded"] else None
 
 
+def _data(parts: list[Part]) -> Data:
+    """A :class:`Data` of a protocol's parts (rows None: every row of the side)."""
+    return Data([(side, np.arange(len(side.labels)) if rows is None else rows) for side, rows in parts])
+
+
 def _run_seeds(config: FinetuneConfig, trainer: _Trainer, src: _Side, tgt: _Side) -> tuple[Any, ...]:
-    """Train and test each seed: (uars, metrics, n_train, baseline uars, baseline metrics, shots)."""
+    """Train and test each seed on its protocol's splits (one split where the protocol allows it; pooled
+    folds are trained one model each and scored together): (uars, metrics, n_train, baseline uars,
+    baseline metrics, shots)."""
+    protocol = protocol_for(config)
     uars, metrics, n_train = [], [], []
-    shots: list[dict[str, Any]] | None = [] if config.shots else None
+    shots: list[dict[str, Any]] | None = [] if protocol.baseline else None
     base_uars, base_metrics = [], []
     for seed in range(config.seeds):
-        if config.within:
-            try:
-                train_idx, test_idx = speaker_dev_split(src.groups, src.labels, WITHIN_TEST_FRACTION, seed + 104729)
-            except SplitError as exc:
-                raise FinetuneError(f"within-corpus {config.source!r}: {exc}") from None
-            train, test = Data([(src, train_idx)]), Data([(tgt, test_idx)])
-        elif config.shots:
-            try:
-                split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
-            except SplitError as exc:
-                raise FinetuneError(f"few-shot on target {config.target!r}: {exc}") from None
-            for label, (asked, took) in split.capped.items():
-                trainer.warn(f"shots: class {label!r} of {config.target!r} has too few utterances for {asked} shots; "
-                             f"took {took} (at least {split.min_test} kept for testing)")
-            train = Data([(src, np.arange(len(src.labels))), (tgt, split.train_idx)])
-            test = Data([(tgt, split.test_idx)])
-            base = trainer.evaluate(trainer.fit(Data([(tgt, split.train_idx)]), seed, "baseline"), test, seed,
-                                    "baseline_predictions")
+        splits = protocol.splits(src, tgt, seed, single_split=True)
+        for warning in splits.warnings:
+            trainer.warn(warning)
+        if splits.baseline_train is not None:
+            base = trainer.evaluate([(trainer.fit(_data(splits.baseline_train), seed, "baseline"),
+                                      _data([splits.folds[0].test]))], seed, "baseline_predictions")
             base_uars.append(base["uar"])
             base_metrics.append(base)
-            shots.append({"seed": seed, "ids": tgt.view.ids[split.train_idx].tolist(),  # type: ignore[union-attr]
-                          **split.to_dict(indices=False)})
-        else:
-            train, test = Data([(src, np.arange(len(src.labels)))]), Data([(tgt, np.arange(len(tgt.labels)))])
-        result = trainer.evaluate(trainer.fit(train, seed, "model"), test, seed)
+        if shots is not None:
+            shots.append(splits.shots)  # type: ignore[arg-type]
+        roles = ["model"] if len(splits.folds) == 1 else [f"model-fold{f + 1}" for f in range(len(splits.folds))]
+        trained = [(trainer.fit(_data(fold.train), seed, role), _data([fold.test]))
+                   for fold, role in zip(splits.folds, roles)]
+        result = trainer.evaluate(trained, seed)
         uars.append(result["uar"])
         metrics.append(result)
-        n_train.append(len(train))
-
+        n_train.append(int(np.mean([fold.n_train for fold in splits.folds])))
     return uars, metrics, n_train, base_uars, base_metrics, shots
 
 
@@ -913,7 +856,7 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
     start = time.perf_counter()
     cache = {} if cache is None else cache
     if config.method == "head":
-        from classifiers.studies.protocols import ProtocolError, run_probe
+        from classifiers.studies.protocols import run_probe
 
         try:
             result = run_probe(config.probe_config(), store, workspace, views=cache).to_dict()
@@ -926,9 +869,13 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
     src = _load_side(config, "source", store, workspace, cache)
     tgt = _load_side(config, "target", store, workspace, cache)
     if config.within:
-        src, tgt = _align(src, tgt)
+        src, tgt = align(src, tgt)
     src_m, tgt_m = cached_manifest(workspace, config.source, cache), cached_manifest(workspace, config.target, cache)
-    _check_pair(config, src, tgt, list(src_m.classes), list(tgt_m.classes))
+    try:
+        check_compatible(config, src, tgt, list(src_m.classes), list(tgt_m.classes), src_m.label_map_name,
+                         tgt_m.label_map_name)
+    except ProtocolError as exc:
+        raise FinetuneError(str(exc)) from None
     method = _method(config, store, device, cache)
     classifier = method.describe()  # builds the model once: bad LoRA targets or layers fail here
     classes = list(src_m.classes)
@@ -942,6 +889,9 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
         trainer.warn(f"target {config.target!r} has no utterance of class(es) {missing}: UAR averages the others")
     try:
         uars, metrics, n_train, base_uars, base_metrics, shots = _run_seeds(config, trainer, src, tgt)
+    except ProtocolError as exc:
+        bar.close(stopped=True)
+        raise FinetuneError(str(exc)) from None
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as Terminated: finished seeds stay saved
         bar.close(stopped=True)
         raise trainer.interrupted(exc) from None

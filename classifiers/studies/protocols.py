@@ -28,16 +28,23 @@ from typing import Any
 import numpy as np
 
 from classifiers.learners.metrics import chance_uar, evaluate, uar
-from classifiers.learners.normalise import MODES, _apply, _stats, normalise
-from classifiers.learners.probes import ClassifierError, classifier_config, classifier_names, make_classifier
-from classifiers.learners.splits import SplitError, few_shot_split, speaker_dev_split, speaker_folds, speaker_label_confound
+from classifiers.learners.normalise import _apply, _stats, normalise
+from classifiers.learners.probes import ClassifierError, classifier_config, make_classifier
+from classifiers.learners.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
+from classifiers.studies import settings
 from classifiers.studies.intervals import add_intervals, seed_predictions
-from classifiers.studies.layer_choice import best_layer_choice
+from classifiers.studies.layer_choice import LayerChoice, LayerError, best_layer_choice
+from classifiers.studies.protocol_registry import (
+    ProtocolError,
+    SeedSplits,
+    align,
+    check_compatible,
+    protocol_for,
+)
 from classifiers.studies.views import (
     Cache,
     cached_digest,
     cached_manifest,
-    canonical_layer,
     get_view,
     layer_indices,
     layer_matrix,
@@ -50,17 +57,14 @@ from featurestore.store import FeatureStore
 from featurestore.view import FeatureView
 from featurestore.workspace import Workspace
 
-STATS: tuple[str, ...] = ("mean", "mean+std")
+STATS: tuple[str, ...] = settings.STATS
+# layer choices the pooled-feature runner serves (``weighted``, learned layer weights, comes next)
+PROBE_LAYERS: tuple[str, ...] = ("last", "index", "best", "mean", "concat")
 NOISE_KEYS: tuple[str, ...] = ("noise", "snr_db", "noise_seed")
-N_FOLDS = 5
 # Classifiers whose fit does not depend on the seed: identical training data is fitted once per run/cache.
 DETERMINISTIC = frozenset({"logreg", "ridge"})
 # Makes a progress reporter: called with total=..., desc=..., unit=... (e.g. the Progress class itself).
 ProgressFactory = Callable[..., Progress]
-
-
-class ProtocolError(FsError):
-    """A probe that cannot be run as configured (settings, mismatched data, impossible splits)."""
 
 
 def _noise(value: Any, name: str) -> dict[str, Any] | None:
@@ -100,7 +104,10 @@ class Sides:
 
     source: str
     target: str
+    model: str | None
     shots: int
+    source_noise: dict[str, Any] | None
+    target_noise: dict[str, Any] | None
 
     @property
     def within(self) -> bool:
@@ -111,6 +118,25 @@ class Sides:
     def protocol(self) -> str:
         """``within-corpus``, ``few-shot`` or ``cross-language``."""
         return "within-corpus" if self.within else "few-shot" if self.shots else "cross-language"
+
+    def _check_settings(self, error: type[FsError], skip: tuple[str, ...] = ()) -> None:
+        """The shared validation, from the one settings table (:mod:`classifiers.studies.settings`): source,
+        target and model are names (a local model folder as its absolute path: one key for ``./m`` and
+        ``/abs/m``), every field that is a setting (except ``skip``) is checked and made canonical, the
+        noise mappings are read and shots need a target other than the source. Refusals are ``error``."""
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        for name in ("source", "target", "model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise error(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
+        put("model", _local(str(self.model)))
+        mine = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}  # type: ignore[arg-type]
+        for name, value in settings.check_all(mine, error).items():
+            put(name, value)
+        for name in ("source_noise", "target_noise"):
+            put(name, _noise(getattr(self, name), name))
+        if self.within and self.shots:
+            raise error(f"shots take target utterances into training, which needs a target other than the "
+                        f"source ({self.source!r}); within a corpus use shots 0 (speaker folds)")
 
 
 @dataclass(frozen=True)
@@ -143,47 +169,11 @@ class ProbeConfig(Sides):
     dev_fraction: float = 0.2
 
     def __post_init__(self) -> None:
-        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        for name in ("source", "target", "model"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ProtocolError(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
-        put("model", _local(self.model))
-        if self.whisper_input not in (None, "full", "trim"):
-            raise ProtocolError(f"whisper_input must be full, trim or unset, got {self.whisper_input!r}")
-        if self.model_seed is not None:
-            put("model_seed", _int(self.model_seed, "model_seed", 0))
+        self._check_settings(ProtocolError)
         try:
-            put("layer", canonical_layer(self.layer))
-        except FsError as exc:
+            LayerChoice.parse(self.layer).refuse_unless(PROBE_LAYERS, "the pooled-feature probe")
+        except LayerError as exc:
             raise ProtocolError(str(exc)) from None
-        if self.stat not in STATS:
-            raise ProtocolError(f"stat must be one of {', '.join(STATS)}, got {self.stat!r}")
-        if self.classifier not in classifier_names():
-            raise ProtocolError(f"unknown classifier {self.classifier!r}; choose one of "
-                                f"{', '.join(classifier_names())}")
-        if not isinstance(self.classifier_params, dict) or not all(isinstance(k, str) for k in self.classifier_params):
-            raise ProtocolError(f"classifier_params must map parameter names to values, got {self.classifier_params!r}")
-        try:
-            put("classifier_params", json.loads(json.dumps(self.classifier_params, sort_keys=True)))
-        except (TypeError, ValueError):
-            raise ProtocolError(f"classifier_params must be plain values (numbers, strings, lists), got "
-                                f"{self.classifier_params!r}") from None
-        if self.norm not in MODES:
-            raise ProtocolError(f"norm must be one of {', '.join(MODES)}, got {self.norm!r}")
-        put("seeds", _int(self.seeds, "seeds (the number of runs)", 1))
-        put("shots", _int(self.shots, "shots (target utterances per class)", 0))
-        if not isinstance(self.shots_speaker_disjoint, (bool, np.bool_)):
-            raise ProtocolError(f"shots_speaker_disjoint must be true or false, got {self.shots_speaker_disjoint!r}")
-        put("shots_speaker_disjoint", bool(self.shots_speaker_disjoint))
-        put("source_noise", _noise(self.source_noise, "source_noise"))
-        put("target_noise", _noise(self.target_noise, "target_noise"))
-        if isinstance(self.dev_fraction, bool) or not isinstance(self.dev_fraction, (int, float)) \
-                or not 0.0 < float(self.dev_fraction) < 1.0:
-            raise ProtocolError(f"dev_fraction must be a number in (0, 1), got {self.dev_fraction!r}")
-        put("dev_fraction", float(self.dev_fraction))
-        if self.within and self.shots:
-            raise ProtocolError(f"shots take target utterances into training, which needs a target other than the "
-                                f"source ({self.source!r}); within a corpus use shots 0 (speaker folds)")
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds))
@@ -313,6 +303,10 @@ class _Side:
         self.ident = (prov.get("store_key"), prov.get("label_map_digest"), self.view.stat, self.norm,
                       _array_digest(self.view.ids))
 
+    def subset(self, rows: np.ndarray) -> _Side:
+        """This corpus restricted to ``rows`` (a new side: its own identity and memo)."""
+        return _Side(self.corpus, self.view.subset(rows), self.norm)
+
     def matrix(self, choice: str | int) -> np.ndarray:
         """``(n, D')`` float32 features of ``choice`` (possibly a strided view of the stored array);
         ``corpus`` / ``speaker`` modes standardise the whole corpus with its own (unlabelled)
@@ -340,53 +334,6 @@ def _load_side(config: ProbeConfig, role: str, store: FeatureStore, workspace: W
         raise ProtocolError(f"{group.key}: {exc}") from None
     view = get_view(store, manifest, group, layers, config.stat, cache, cached_digest(workspace, corpus, cache))
     return _Side(corpus, view, config.norm)
-
-
-def _align(a: _Side, b: _Side) -> tuple[_Side, _Side]:
-    """Two views of one corpus (clean and noisy) restricted to their common utterances, in one order."""
-    if a.view is b.view or np.array_equal(a.view.ids, b.view.ids):
-        return a, b
-    common = np.intersect1d(a.view.ids, b.view.ids)
-
-    def rows(view: FeatureView) -> np.ndarray:  # rows of ``common`` in view, in sorted-id order
-        order = np.argsort(view.ids)
-        return order[np.searchsorted(view.ids[order], common)]
-
-    return (_Side(a.corpus, a.view.subset(rows(a.view)), a.norm),
-            _Side(b.corpus, b.view.subset(rows(b.view)), b.norm))
-
-
-def _check_compatible(config: ProbeConfig, src: _Side, tgt: _Side, src_classes: list[str], tgt_classes: list[str],
-                      src_map: str, tgt_map: str) -> None:
-    ps, pt = src.view.provenance, tgt.view.provenance
-    where = f"source {config.source!r} ({ps['store_key']}) and target {config.target!r} ({pt['store_key']})"
-    if ps.get("model_id") != pt.get("model_id"):
-        raise ProtocolError(f"{where} come from different models ({ps.get('model_id')} vs {pt.get('model_id')}); "
-                            "extract both corpora with the same --model")
-    if ps.get("weights_hash") != pt.get("weights_hash"):
-        raise ProtocolError(f"{where} were extracted with different weights of {config.model!r} "
-                            f"({str(ps.get('weights_hash'))[:12]} vs {str(pt.get('weights_hash'))[:12]}); re-extract "
-                            f"one with `fs extract --model {config.model} --corpus C --overwrite`")
-    if ps.get("num_layers") != pt.get("num_layers") or src.view.X.shape[-1] != tgt.view.X.shape[-1]:
-        raise ProtocolError(f"{where} differ in layers or width ({ps.get('num_layers')}x{src.view.X.shape[-1]} vs "
-                            f"{pt.get('num_layers')}x{tgt.view.X.shape[-1]}); use groups of one model")
-    for name in ("whisper_input", "seed", "chunk_seconds"):
-        a, b = ps.get("model_settings", {}).get(name), pt.get("model_settings", {}).get(name)
-        if a != b:
-            raise ProtocolError(f"{where} were extracted with different {name} ({a} vs {b}); pass --whisper-input / "
-                                "--model-seed to pick groups with one setting")
-    if set(src_classes) != set(tgt_classes):
-        only_s = sorted(set(src_classes) - set(tgt_classes))
-        only_t = sorted(set(tgt_classes) - set(src_classes))
-        raise ProtocolError(f"source {config.source!r} (label map {src_map!r}: {src_classes}) and target "
-                            f"{config.target!r} (label map {tgt_map!r}: {tgt_classes}) have different classes "
-                            f"(only in source: {only_s}, only in target: {only_t}); re-add one corpus with "
-                            "`fs corpus add ... --labels MAP --overwrite` so both give the same classes")
-    absent = [c for c in src_classes if not np.any(src.labels == c)]
-    if absent:
-        raise ProtocolError(f"source {src.corpus!r} has no utterance of class(es) {absent} in the store group "
-                            f"{ps['store_key']}; a probe cannot learn them (re-extract the group, or use a "
-                            "label map without them)")
 
 
 # --------------------------------------------------------------------------- the runner
@@ -585,63 +532,46 @@ def _predictions(runner: _Runner, side: _Side, rows: np.ndarray | None, seed: in
                             runner.classes, proba)
 
 
-def _within_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | None, seed: int) -> _SeedRun:
-    """Leave-speakers-out folds of one corpus; a best layer is chosen inside each fold's training part."""
-    try:
-        folds = speaker_folds(src.groups, src.labels, N_FOLDS, seed)
-    except SplitError as exc:
-        raise ProtocolError(f"within-corpus {src.corpus!r}: {exc}") from None
-    pred = np.empty(len(tgt.labels), dtype=tgt.labels.dtype)
-    proba = np.zeros((len(tgt.labels), len(runner.classes)))
-    layers, scores = [], []
-    for f, (train, test) in enumerate(folds):
-        runner.where["fold"] = f"{f + 1}/{len(folds)}"
-        choice = fixed
+def _run_seed(runner: _Runner, splits: SeedSplits, fixed: str | int | None) -> _SeedRun:
+    """Fit and test one seed's splits (any registered protocol): a ``best`` layer is chosen on the first
+    training part of each fold (the source, or a fold's training speakers) by a dev split of it; pooled
+    folds give one prediction per target utterance; a baseline is tested on the fold's test part."""
+    seed = splits.seed
+    for warning in splits.warnings:
+        runner._warn(warning)
+    preds, probas, layers, scores = [], [], [], []
+    choice: str | int | None = fixed
+    for f, fold in enumerate(splits.folds):
+        if splits.pooled:
+            runner.where["fold"] = f"{f + 1}/{len(splits.folds)}"
         if fixed is None:
-            choice, fold_scores = runner.select_layer(src, train, seed)
+            choice, fold_scores = runner.select_layer(*fold.train[0], seed)
             layers.append(int(choice))
             scores.append(fold_scores)
-        pred[test] = runner.fit_predict([(src, train)], (tgt, test), choice, seed)
-        proba[test] = runner.proba([(src, train)], (tgt, test), choice, seed)
-    run = _SeedRun(runner.evaluate(tgt.labels, pred), int(np.mean([tr.size for tr, _ in folds])))
-    run.predictions = _predictions(runner, tgt, None, seed, pred, proba)  # every utterance once, over the folds
+        preds.append(runner.fit_predict(fold.train, fold.test, choice, seed))  # type: ignore[arg-type]
+        probas.append(runner.proba(fold.train, fold.test, choice, seed))  # type: ignore[arg-type]
+    tgt, rows = splits.folds[0].test
+    if splits.pooled:  # the folds' test parts partition the target: every utterance predicted once
+        rows = None
+        pred = np.empty(len(tgt.labels), dtype=tgt.labels.dtype)
+        proba = np.zeros((len(tgt.labels), len(runner.classes)))
+        for fold, fold_pred, fold_proba in zip(splits.folds, preds, probas):
+            pred[fold.test[1]], proba[fold.test[1]] = fold_pred, fold_proba
+    else:
+        pred, proba = preds[0], probas[0]
+    truth = tgt.labels if rows is None else tgt.labels[rows]
+    run = _SeedRun(runner.evaluate(truth, pred), int(np.mean([fold.n_train for fold in splits.folds])),
+                   predictions=_predictions(runner, tgt, rows, seed, pred, proba), shots=splits.shots)
     if fixed is None:
-        run.layer = layers
+        run.layer = layers if splits.pooled else layers[0]
         run.dev_uar = {str(k): float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    if splits.baseline_train is not None:
+        test = splits.folds[0].test
+        base = runner.fit_predict(splits.baseline_train, test, choice, seed)  # type: ignore[arg-type]
+        base_proba = runner.proba(splits.baseline_train, test, choice, seed)  # type: ignore[arg-type]
+        run.baseline = runner.evaluate(truth, base)
+        run.baseline_predictions = _predictions(runner, tgt, rows, seed, base, base_proba)
     return run
-
-
-def _transfer_seed(runner: _Runner, src: _Side, tgt: _Side, fixed: str | int | None, seed: int) -> _SeedRun:
-    """Train on all of the source (plus target shots), test on the (rest of the) target."""
-    config = runner.config
-    choice, layer, dev_uar = fixed, None, None
-    if fixed is None:
-        choice, scores = runner.select_layer(src, None, seed)
-        layer, dev_uar = int(choice), {str(k): float(v) for k, v in scores.items()}
-    if not config.shots:
-        pred = runner.fit_predict([(src, None)], (tgt, None), choice, seed)
-        proba = runner.proba([(src, None)], (tgt, None), choice, seed)
-        return _SeedRun(runner.evaluate(tgt.labels, pred), len(src.labels), layer, dev_uar,
-                        predictions=_predictions(runner, tgt, None, seed, pred, proba))
-    try:
-        split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
-    except SplitError as exc:
-        raise ProtocolError(f"few-shot on target {config.target!r}: {exc}") from None
-    for label, (asked, took) in split.capped.items():
-        runner._warn(f"shots: class {label!r} of {config.target!r} has too few utterances for {asked} shots; took "
-                     f"{took} (at least {split.min_test} kept for testing)")
-        if took == 0:
-            runner._warn(f"shots: class {label!r} of {config.target!r} gave no shot; the target-only baseline "
-                         "never sees it")
-    shots, test = split.train_idx, split.test_idx
-    pred = runner.fit_predict([(src, None), (tgt, shots)], (tgt, test), choice, seed)
-    base = runner.fit_predict([(tgt, shots)], (tgt, test), choice, seed)
-    proba = runner.proba([(src, None), (tgt, shots)], (tgt, test), choice, seed)
-    base_proba = runner.proba([(tgt, shots)], (tgt, test), choice, seed)
-    record = {"seed": seed, "ids": tgt.view.ids[shots].tolist(), **split.to_dict(indices=False)}
-    return _SeedRun(runner.evaluate(tgt.labels[test], pred), len(src.labels) + int(shots.size), layer, dev_uar,
-                    record, runner.evaluate(tgt.labels[test], base), _predictions(runner, tgt, test, seed, pred, proba),
-                    _predictions(runner, tgt, test, seed, base, base_proba))
 
 
 def _data_warnings(runner: _Runner, src: _Side, tgt: _Side) -> None:
@@ -678,11 +608,11 @@ def _normalisation_info(norm: str) -> dict[str, Any]:
 
 
 def _fits_per_seed(config: ProbeConfig, src: _Side) -> int:
-    """Fits one seed makes (a progress total): per fold (within) or once, the dev fit of every layer
-    for ``best``, the probe itself and, with shots, the target-only baseline."""
-    steps = min(N_FOLDS, int(np.unique(src.groups).size)) if config.within else 1
+    """Fits one seed makes (a progress total): per fold, the dev fit of every layer for ``best`` and the
+    probe itself; the protocol's baseline (few-shot: the target-only one) once."""
+    protocol = protocol_for(config)
     dev = len(src.view.layers) if config.layer == "best" else 0
-    return steps * (dev + 1 + (1 if config.shots else 0))
+    return protocol.folds_per_seed(src) * (dev + 1) + (1 if protocol.baseline else 0)
 
 
 def _progress(factory: ProgressFactory | None, config: ProbeConfig, src: _Side) -> Any:
@@ -714,10 +644,10 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     src = _load_side(config, "source", store, workspace, cache)
     tgt = _load_side(config, "target", store, workspace, cache)
     if config.within:
-        src, tgt = _align(src, tgt)
+        src, tgt = align(src, tgt)
     src_m = cached_manifest(workspace, config.source, cache)
     tgt_m = cached_manifest(workspace, config.target, cache)
-    _check_compatible(config, src, tgt, src_m.classes, tgt_m.classes, src_m.label_map_name, tgt_m.label_map_name)
+    check_compatible(config, src, tgt, src_m.classes, tgt_m.classes, src_m.label_map_name, tgt_m.label_map_name)
     classes = list(src_m.classes)
     runner = _Runner(config, cache, classes)
     missing = [c for c in classes if not np.any(tgt.labels == c)]
@@ -725,12 +655,12 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
         runner._warn(f"target {config.target!r} has no utterance of class(es) {missing}: UAR averages the others")
     best = config.layer == "best"
     fixed = None if best else _fixed_choice(config.layer, src.view)
-    one_seed = _within_seed if config.within else _transfer_seed
+    protocol = protocol_for(config)
     runs = []
     with _progress(progress, config, src) as runner.progress:
         for seed in config.seed_list():
             runner.where["seed"] = f"{seed + 1}/{config.seeds}"
-            runs.append(one_seed(runner, src, tgt, fixed, seed))
+            runs.append(_run_seed(runner, protocol.splits(src, tgt, seed), fixed))
     runner.progress = None
     uars = [r.metrics["uar"] for r in runs]
     _data_warnings(runner, src, tgt)
