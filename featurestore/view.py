@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from data_manifests.manifest import Manifest
+from featurestore.layers import LayerChoice, layer_indices_for
 from featurestore.provenance import Provenance
 from featurestore.store import FeatureStore, StoreError, StoreGroup, StoreKey
 from featurestore.verify import identity_changes
@@ -51,25 +52,19 @@ class FeatureView:
                            self.provenance, self.store_provenance)
 
 
-def resolve_layers(group: StoreGroup, layers: int | str | list[int]) -> list[int]:
-    """``"last"``, ``"all"``, an index (negative from the end) or a list → non-negative layer indices."""
-    if layers == "last":
-        return [group.num_layers - 1]
-    if layers == "all":
-        return list(range(group.num_layers))
-    if isinstance(layers, (int, np.integer)):
-        return [group.layer_index(int(layers))]
-    if isinstance(layers, str):
-        try:
-            return [group.layer_index(int(x)) for x in layers.split(",")]
-        except ValueError:
-            raise StoreError(f"layer {layers!r}: give 'last', 'all', an index or a list like 3,6") from None
-    return [group.layer_index(int(x)) for x in layers]
+def resolve_layers(group: StoreGroup, layers: Any) -> list[int]:
+    """The stored layers (non-negative indices) that ``layers`` reads from ``group``: any choice of the one
+    layer vocabulary (:class:`~featurestore.layers.LayerChoice`: ``last``, ``K``, ``best``, ``mean``,
+    ``concat:3,6``, ``weighted``) or a list of layer numbers; :class:`~featurestore.layers.LayerError` else."""
+    return layer_indices_for(layers, group.num_layers)
 
 
-def view_group(group: StoreGroup, manifest: Manifest, layers: int | str | list[int] = "last",
+def view_group(group: StoreGroup, manifest: Manifest, layers: LayerChoice | int | str | list[int] = "last",
                stat: str = "mean") -> FeatureView:
     """Join ``group``'s pooled features (``layers``, ``stat``) with ``manifest``'s labels and speakers.
+
+    ``layers``: see :func:`resolve_layers` (``mean``, ``best`` and ``weighted`` read every layer: X is
+    ``(n, L, D)``; the mean itself is taken by the reader, e.g. ``classifiers.studies.views.layer_matrix``).
 
     Refuses an incomplete or damaged group, and one whose audio no longer matches the manifest.
     """
@@ -109,7 +104,7 @@ def view_group(group: StoreGroup, manifest: Manifest, layers: int | str | list[i
                        layers=chosen, stat=stat, provenance=provenance, store_provenance=prov)
 
 
-def load_view(store: FeatureStore, manifest: Manifest, model: str, layers: int | str | list[int] = "last",
+def load_view(store: FeatureStore, manifest: Manifest, model: str, layers: LayerChoice | int | str | list[int] = "last",
               stat: str = "mean", condition: str | None = "clean", **filters: Any) -> FeatureView:
     """:func:`view_group` of the one group of (``manifest``'s corpus, ``model``, ``condition``, settings).
 

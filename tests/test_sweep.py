@@ -59,7 +59,7 @@ def write_study(path: Path, data: dict[str, Any]) -> Path:
     (study_dict(classifiers=["logreg", "logrge"]), r"classifiers 'logrge' is not valid \(did you mean 'logreg'\?\)"),
     (study_dict(norms="corpse"), r"norms 'corpse' is not valid \(did you mean 'corpus'\?\)"),
     (study_dict(shots=[0, -5]), r"shots -5 is not valid"),
-    (study_dict(layers="middle"), r"layers 'middle' is not valid"),
+    (study_dict(layers="middle"), r"layer 'middle': give last, best"),
     (study_dict(seeds=0), r"seeds 0 is not valid"),
     (study_dict(conditions=["clean", "targte"]), r"did you mean 'target'"),
     (study_dict(all_pairs=["aa", "bb"]), r"exactly one of pairs .* or all_pairs"),
@@ -83,8 +83,10 @@ def test_study_errors_name_the_key_and_leave_the_ledger_untouched(ws: Workspace,
 
 
 def test_probe_config_errors_become_study_errors() -> None:
-    study = parse_study(study_dict(classifier_params={"C": 1.0}, dev_fraction=0.5, layers=["concat:0,0"]))
-    with pytest.raises(StudyError, match="experiment 'x'.*concat"):
+    with pytest.raises(StudyError, match="experiment 'x'.*concat"):  # refused when the file is read
+        parse_study(study_dict(classifier_params={"C": 1.0}, dev_fraction=0.5, layers=["concat:0,0"]))
+    study = parse_study(study_dict(shots=[5], pairs=["aa->aa"]))  # a rule across settings: when configs are made
+    with pytest.raises(StudyError, match="experiment 'x'.*shots"):
         expand_study(study)
 
 

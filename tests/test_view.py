@@ -10,6 +10,7 @@ from data_manifests.manifest import build_manifest
 from data_manifests.synth import generate_corpus
 from featurestore.encoders import load_encoder
 from featurestore.extract import ExtractOptions, extract
+from featurestore.layers import LayerError
 from featurestore.noise import NoiseSpec
 from featurestore.store import FeatureStore, StoreError
 from featurestore.view import load_view
@@ -59,5 +60,7 @@ def test_view_noisy_condition_and_errors(setup) -> None:
         load_view(store, manifest, "tiny-wav2vec2", condition=None)
     with pytest.raises(StoreError, match="--snr 5"):
         load_view(store, manifest, "tiny-wav2vec2", condition=None, snr_db=5.0, noise=str(noise))
-    with pytest.raises(StoreError, match="out of range"):
+    with pytest.raises(LayerError, match="out of range"):
         load_view(store, manifest, "tiny-wav2vec2", layers=7)
+    every = load_view(store, manifest, "tiny-wav2vec2", layers="mean")  # the probe's vocabulary: every layer
+    assert every.layers == [0, 1, 2] and every.X.ndim == 3

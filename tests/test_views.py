@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from classifiers import views as views_module
+from classifiers.studies import views as views_module
 from classifiers.studies.views import (
     ViewError,
     cached_digest,
@@ -23,6 +23,7 @@ from data_manifests.manifest import build_manifest
 from data_manifests.synth import generate_corpus
 from featurestore.encoders import load_encoder
 from featurestore.extract import ExtractOptions, extract
+from featurestore.layers import LayerError
 from featurestore.store import FeatureStore
 from featurestore.workspace import Workspace
 
@@ -44,7 +45,7 @@ def test_canonical_layer_choices() -> None:
     assert [canonical_layer(v) for v in ("last", "BEST", " mean ", 3, "-1", "concat:3, 6")] == \
         ["last", "best", "mean", 3, -1, "concat:3,6"]
     for bad in ("middle", "concat:3", "concat:3,3", "concat:a,b", True, 2.5):
-        with pytest.raises(ViewError):
+        with pytest.raises(LayerError):
             canonical_layer(bad)
 
 
@@ -52,7 +53,7 @@ def test_layer_indices_and_range() -> None:
     assert layer_indices("last", 13) == [12]
     assert layer_indices("best", 3) == layer_indices("mean", 3) == [0, 1, 2]
     assert layer_indices(-1, 13) == [12] and layer_indices("concat:0,-1", 13) == [0, 12]
-    with pytest.raises(ViewError, match="out of range.*0..12"):
+    with pytest.raises(LayerError, match="out of range.*0..12"):
         layer_indices(13, 13)
 
 

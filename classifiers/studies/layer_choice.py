@@ -1,4 +1,6 @@
-"""What a ``--layer best`` result chose, told one way everywhere (probe output, ledger, reports).
+"""Layer choices for studies: the one vocabulary (:class:`LayerChoice`, parsed once; defined on the store's
+floor in :mod:`featurestore.layers` so that the store's view speaks it too) and what a result *used*,
+told one way everywhere (probe output, ledger, reports).
 
 Light on purpose (no numpy): ``fs results`` and the ledger read it without loading classifiers.
 """
@@ -8,6 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+from featurestore.layers import HELP, LayerChoice, LayerError, layer_indices_for
+
+__all__ = ["HELP", "LayerChoice", "LayerError", "best_layer_choice", "layer_indices_for", "layer_label",
+           "layer_used_text"]
 
 
 def best_layer_choice(per_seed: Sequence[Any], dev_uar: dict[str, float]) -> dict[str, Any]:
@@ -42,3 +49,12 @@ def layer_used_text(result: dict[str, Any]) -> str:
     if isinstance(layer, list):
         return ",".join(str(k) for k in layer)
     return "-" if layer is None else str(layer)
+
+
+def layer_label(value: Any) -> str:
+    """A configuration's layer choice in words for plots and titles (:attr:`LayerChoice.label`); a value
+    that no longer parses (an old ledger row) as its text."""
+    try:
+        return LayerChoice.parse(value).label
+    except LayerError:
+        return str(value)

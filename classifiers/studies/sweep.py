@@ -28,7 +28,6 @@ number of configurations and an estimated time are known before any is made (:fu
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import os
 import re
@@ -43,23 +42,25 @@ from typing import Any
 import numpy as np
 import yaml
 
+from classifiers.studies import settings
+from classifiers.studies.settings import BY_STUDY_KEY, SETTINGS, SettingError
 from featurestore.errors import FsError
+from featurestore.layers import LayerError
 from featurestore.store import AmbiguousGroupError, FeatureStore, StoreError, StoreKey
 from featurestore.workspace import Workspace
 
 STUDY_KEYS = ("name", "description", "note", "noise", "defaults", "experiments")
 NOISE_KEYS = ("dir", "snr_db", "noise_seed")
-LIST_KEYS = {"models": "model", "layers": "layer", "classifiers": "classifier", "norms": "norm",
-             "stats": "stat", "shots": "shots", "conditions": "condition"}
-SCALAR_KEYS = ("seeds", "classifier_params", "whisper_input", "model_seed", "dev_fraction",
-               "shots_speaker_disjoint", "method", "from_layer", "epochs", "batch_size", "lr", "rank")
-METHODS = ("head", "cnn-lstm", "lora")  # `method:` makes an experiment fine-tune (classifiers.studies.finetune)
+# study-file keys, from the one settings table: the plural ones take a list (the study is their product)
+LIST_KEYS = {"models": "model", **{s.study_key: s.name for s in SETTINGS if s.many and s.study_key}}
+SCALAR_KEYS = tuple(s.study_key for s in SETTINGS if s.study_key and not s.many)
+METHODS = settings.METHODS  # `method:` makes an experiment fine-tune (classifiers.studies.finetune)
 SETTING_KEYS = tuple(LIST_KEYS) + SCALAR_KEYS
 EXPERIMENT_KEYS = ("name", "note", "pairs", "all_pairs") + SETTING_KEYS
-CONDITIONS = ("clean", "target", "source", "both")  # which side is mixed with the study's noise
+CONDITIONS = settings.CONDITIONS  # which side is mixed with the study's noise
 LAYER_WORDS = ("last", "best", "mean")
-STATS = ("mean", "mean+std")
-WHISPER_INPUTS = ("full", "trim")
+STATS = settings.STATS
+WHISPER_INPUTS = settings.WHISPER_INPUTS
 VIEW_CACHE_MB = int(os.environ.get("FS_VIEW_CACHE_MB", "3000"))
 LARGE_STUDY_CELLS = 2000  # above this many configurations `fs sweep` asks before running (--yes skips)
 # Rough seconds per seed of one cell (5-fold within-corpus or one cross-corpus fit on a few hundred
@@ -113,9 +114,7 @@ class Cell:
         return self.config.key()
 
 
-def _suggest(word: str, valid: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(str(word), [str(v) for v in valid], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+_suggest = settings.suggest  # " (did you mean 'x'?)"
 
 
 def _check_keys(where: str, data: dict[str, Any], valid: tuple[str, ...]) -> None:
@@ -166,65 +165,21 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _check_value(where: str, key: str, value: Any, classifiers: tuple[str, ...], norms: tuple[str, ...]) -> None:
-    def bad(valid: str, options: tuple[str, ...] = ()) -> StudyError:
-        hint = _suggest(str(value), options) if options else ""
-        return StudyError(f"{where}: {key} {value!r} is not valid{hint}; use {valid}")
-
+def _check_value(where: str, key: str, value: Any) -> Any:
+    """One study-file value of ``key`` checked by the settings table (the message every door gives,
+    with the key as written here); returns it in canonical form."""
     if key == "models":
         if not isinstance(value, str) or not value.strip():
-            raise bad("a model name as given to `fs extract --model`")
-    elif key == "layers":
-        ok = (_is_int(value) or value in LAYER_WORDS
-              or (isinstance(value, str) and re.fullmatch(r"concat:-?\d+(,-?\d+)*", value)))
-        if not ok:
-            raise bad("last, best, mean, a layer index, or concat:3,6", LAYER_WORDS)
-    elif key == "classifiers":
-        if value not in classifiers:
-            raise bad(", ".join(classifiers), classifiers)
-    elif key == "norms":
-        if value not in norms:
-            raise bad(", ".join(norms), norms)
-    elif key == "stats":
-        if value not in STATS:
-            raise bad(", ".join(STATS), STATS)
-    elif key == "shots":
-        if not _is_int(value) or value < 0:
-            raise bad("whole numbers of utterances per class >= 0 (0 = no shots)")
-    elif key == "conditions":
-        if value not in CONDITIONS:
-            raise bad(", ".join(CONDITIONS) + " (the side mixed with the study's noise)", CONDITIONS)
-    elif key == "seeds":
-        if not _is_int(value) or value < 1:
-            raise bad("a number of seeds >= 1 (seeds 0..n-1)")
-    elif key == "classifier_params":
-        if not isinstance(value, dict):
-            raise bad("a mapping of parameter: value, e.g. {C: 0.1}")
-    elif key == "whisper_input":
-        if value not in WHISPER_INPUTS:
-            raise bad(", ".join(WHISPER_INPUTS), WHISPER_INPUTS)
-    elif key == "model_seed":
-        if not _is_int(value):
-            raise bad("an integer (the seed of a randomly initialised model)")
-    elif key == "dev_fraction":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise bad("a fraction between 0 and 1")
-    elif key == "shots_speaker_disjoint":
-        if not isinstance(value, bool):
-            raise bad("true or false")
-    elif key == "method":
-        if value not in METHODS:
-            raise bad(", ".join(METHODS) + " (fine-tuning; leave it out for probes)", METHODS)
-    elif key in ("from_layer", "epochs", "batch_size", "rank"):
-        if not _is_int(value) or value < (0 if key == "from_layer" else 1):
-            raise bad("a whole number" + (" >= 0" if key == "from_layer" else " >= 1"))
-    elif key == "lr":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise bad("a positive learning rate, e.g. 1e-4")
+            raise StudyError(f"{where}: models {value!r} is not valid; use a model name as given to "
+                             "`fs extract --model`")
+        return value
+    try:
+        return BY_STUDY_KEY[key].check(value, label=key)
+    except (SettingError, LayerError) as exc:
+        raise StudyError(f"{where}: {exc}") from None
 
 
-def _settings(where: str, data: dict[str, Any], classifiers: tuple[str, ...],
-              norms: tuple[str, ...]) -> dict[str, Any]:
+def _settings(where: str, data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in SETTING_KEYS:
         if key not in data:
@@ -233,7 +188,7 @@ def _settings(where: str, data: dict[str, Any], classifiers: tuple[str, ...],
         if not values:
             raise StudyError(f"{where}: {key} is an empty list; give at least one value or leave the key out")
         for value in values:
-            _check_value(where, key, value, classifiers, norms)
+            _check_value(where, key, value)
         out[key] = tuple(values) if key in LIST_KEYS else values[0]
     return out
 
@@ -262,10 +217,6 @@ def _pairs(where: str, data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 def parse_study(data: Any, name: str = "study", path: str = "") -> Study:
     """Validate a study's parsed YAML (see the module docstring) into a :class:`Study`."""
-    from classifiers.learners.normalise import MODES
-    from classifiers.learners.probes import classifier_names
-
-    classifiers, norms = tuple(classifier_names()), tuple(MODES)
     where = path or name
     if not isinstance(data, dict):
         raise StudyError(f"{where}: a study is a mapping with keys {', '.join(STUDY_KEYS)}")
@@ -285,7 +236,7 @@ def parse_study(data: Any, name: str = "study", path: str = "") -> Study:
     if not isinstance(defaults, dict):
         raise StudyError(f"{where}: defaults must be a mapping of settings ({', '.join(SETTING_KEYS)})")
     _check_keys(f"{where}: defaults", defaults, SETTING_KEYS)
-    base = _settings(f"{where}: defaults", defaults, classifiers, norms)
+    base = _settings(f"{where}: defaults", defaults)
     blocks = data.get("experiments")
     if not isinstance(blocks, list) or not blocks:
         raise StudyError(f"{where}: experiments must be a non-empty list of experiment blocks")
@@ -297,7 +248,7 @@ def parse_study(data: Any, name: str = "study", path: str = "") -> Study:
         if isinstance(block.get("name"), str):
             label = f"{where}: experiment {block['name']!r}"
         _check_keys(label, block, EXPERIMENT_KEYS)
-        settings = {**base, **_settings(label, block, classifiers, norms)}
+        settings = {**base, **_settings(label, block)}
         if "models" not in settings:
             raise StudyError(f"{label}: models is missing; list the models to probe (as given to `fs extract`)")
         noisy = [c for c in settings.get("conditions", ()) if c != "clean"]

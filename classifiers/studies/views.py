@@ -1,10 +1,8 @@
 """Layer choices over stored features, read once and reused: what a probe trains on.
 
-A layer choice (``layer`` in a probe configuration) is one of:
-
-- ``"last"``: the last layer (the study's setting); an ``int`` K: layer K (negative from the end);
-- ``"best"``: every layer is a candidate; the protocol picks one on a source-only dev split;
-- ``"mean"``: the mean over all layers; ``"concat:3,6"``: layers 3 and 6 side by side.
+A layer choice (``layer`` in a probe configuration) is a :class:`~featurestore.layers.LayerChoice`
+(``last``, K, ``best``, ``mean``, ``concat:3,6``, ``weighted``): the one vocabulary, shared with the
+store's view (:func:`featurestore.view.resolve_layers`).
 
 :func:`get_view` wraps :func:`featurestore.view.view_group` (the one join from store to labels)
 with a cache, so that a sweep reads each group, and each manifest, once. :func:`layer_matrix`
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from data_manifests.manifest import Manifest
-from featurestore.errors import FsError
+from featurestore.layers import LayerChoice, LayerError
 from featurestore.store import FeatureStore, StoreGroup, StoreKey
 from featurestore.view import FeatureView, view_group
 from featurestore.workspace import Workspace
@@ -29,54 +27,20 @@ LAYER_WORDS: tuple[str, ...] = ("last", "best", "mean")
 Cache = MutableMapping[Any, Any]
 
 
-class ViewError(FsError):
+class ViewError(LayerError):
     """A layer choice or a view request that cannot be served as asked."""
 
 
 def canonical_layer(value: Any) -> str | int:
-    """``value`` as a canonical layer choice: ``"last"``, ``"best"``, ``"mean"``, an int, ``"concat:3,6"``.
-
-    Accepts ints, digit strings (``"4"``, ``"-1"``) and ``"concat:3, 6"``; raises :class:`ViewError`.
-    """
-    if isinstance(value, (bool, np.bool_)):
-        raise ViewError(f"layer {value!r}: give last, best, mean, a layer number or concat:3,6")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    text = str(value).strip().lower()
-    if text in LAYER_WORDS:
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    if text.startswith("concat:"):
-        try:
-            layers = [int(x) for x in text.removeprefix("concat:").split(",") if x.strip()]
-        except ValueError:
-            layers = []
-        if len(layers) >= 2 and len(set(layers)) == len(layers):
-            return "concat:" + ",".join(str(x) for x in layers)
-        raise ViewError(f"layer {value!r}: concat needs two or more different layer numbers, e.g. concat:3,6")
-    raise ViewError(f"layer {value!r}: give last, best, mean, a layer number (e.g. 6) or concat:3,6")
+    """``value`` as a canonical layer choice (:attr:`LayerChoice.value`): ``"last"``, ``"best"``, ``"mean"``,
+    ``"weighted"``, an int, ``"concat:3,6"``; :class:`LayerError` (the one message) otherwise."""
+    return LayerChoice.parse(value).value
 
 
-def layer_indices(layer: str | int, num_layers: int) -> list[int]:
-    """The stored layers (non-negative indices) that a canonical choice reads, given ``num_layers``.
-
-    ``best`` and ``mean`` read every layer. Raises :class:`ViewError` for a layer out of range.
-    """
-    layer = canonical_layer(layer)
-    if layer == "last":
-        return [num_layers - 1]
-    if layer in ("best", "mean"):
-        return list(range(num_layers))
-    wanted = [layer] if isinstance(layer, int) else [int(x) for x in str(layer).split(":")[1].split(",")]
-    bad = [k for k in wanted if not -num_layers <= k < num_layers]
-    if bad:
-        raise ViewError(f"layer {bad[0]} out of range: the model has layers 0..{num_layers - 1} "
-                        f"(0 = input to the first transformer layer, {num_layers - 1} = last); "
-                        "see `fs store info KEY`")
-    return [k % num_layers for k in wanted]
+def layer_indices(layer: Any, num_layers: int) -> list[int]:
+    """The stored layers (non-negative indices) that a choice reads, given ``num_layers``
+    (:meth:`LayerChoice.indices`: the one range check)."""
+    return LayerChoice.parse(layer).indices(num_layers)
 
 
 def layer_matrix(view: FeatureView, choice: str | int) -> np.ndarray:
@@ -100,6 +64,35 @@ def layer_matrix(view: FeatureView, choice: str | int) -> np.ndarray:
             raise ViewError(f"layers {missing} are not in this view (layers {view.layers})")
         return X[:, [view.layers.index(k) for k in wanted]].reshape(X.shape[0], -1)
     raise ViewError(f"cannot build features for layer choice {choice!r} (give an index, mean or concat:a,b)")
+
+
+def choice_matrix(view: FeatureView, choice: Any) -> np.ndarray:
+    """The ``(n, D')`` features of a layer choice (any :class:`LayerChoice` value) from a view that holds
+    the layers it reads (e.g. ``load_view(..., layers=choice)``): ``last`` / K one layer, ``mean`` the mean
+    over every layer, ``concat:a,b`` side by side. ``best`` and ``weighted`` need a fit (a protocol), so
+    :class:`ViewError` here."""
+    parsed = LayerChoice.parse(choice)
+    if parsed.kind in ("best", "weighted"):
+        raise ViewError(f"layer {parsed.text} is chosen or weighted by a probe's fit; give last, a layer number, "
+                        "mean or concat:a,b here")
+    wanted = parsed.indices(int(view.provenance.get("num_layers") or max(view.layers) + 1))
+    if parsed.kind == "mean":
+        sub = view if view.layers == wanted else FeatureView(
+            view.key, view.ids, layer_matrix_stack(view, wanted), view.labels, view.speakers, view.genders,
+            view.languages, view.classes, wanted, view.stat, view.provenance)
+        return layer_matrix(sub, "mean")
+    if parsed.kind == "concat":
+        return layer_matrix(view, "concat:" + ",".join(str(k) for k in wanted))
+    return layer_matrix(view, wanted[0])
+
+
+def layer_matrix_stack(view: FeatureView, layers: list[int]) -> np.ndarray:
+    """``(n, k, D)`` features of ``layers`` (each one of ``view.layers``)."""
+    missing = [k for k in layers if k not in view.layers]
+    if missing:
+        raise ViewError(f"layers {missing} are not in this view (layers {view.layers})")
+    X = view.X if view.X.ndim == 3 else view.X[:, None, :]
+    return X[:, [view.layers.index(k) for k in layers]]
 
 
 def noise_filters(noise: dict[str, Any] | None, whisper_input: str | None = None,
