@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from classifiers.studies import settings
 from cli._output import echo_json, echo_table
 from featurestore.workspace import Workspace
 
@@ -18,9 +19,10 @@ def _filter_options(func: Any) -> Any:
         click.option("--target", default=None, help="Test corpus."),
         click.option("--model", default=None, help="Model under any of its names: alias, id, folder (relative, "
                      "absolute or its name), family, or weights hash."),
-        click.option("--layer", default=None, help="Layer choice as asked (last, best, 6, mean, concat:3,6)."),
-        click.option("--classifier", default=None, help="logreg, svm, ridge, lgbm or mlp."),
-        click.option("--norm", default=None, help="none, source, corpus or speaker."),
+        settings.click_option("layer", default=None, show_default=False,
+                              help="Layer choice as asked (last, best, 6, mean, concat:3,6, weighted)."),
+        settings.click_option("classifier", default=None, show_default=False),
+        settings.click_option("norm", default=None, show_default=False),
         click.option("--shots", default=None, type=int, help="Target utterances per class in training."),
         click.option("--condition", default=None, help="clean, target@10dB, source@10dB, ..."),
     ]
@@ -163,10 +165,14 @@ def _nothing_matches(ledger: Any, chosen: dict[str, Any]) -> Exception:
 @click.option("--embedding", type=click.Choice(["pca", "tsne", "none"]), default="pca", show_default=True,
               help="2-D map of one layer's features (coloured by corpus and emotion).")
 @click.option("--map-model", default=None, help="Model of the embedding map [default: the most frequent].")
-@click.option("--map-layer", default="last", show_default=True, help="Layer of the embedding map (last or K).")
+@settings.click_option("layer", flag="--map-layer",
+                       help="Layer of the embedding map: last, a layer number, mean or concat:3,6.")
+@click.option("--setting", "heatmap_setting", default=None,
+              help="Draw the heatmap of this setting only (words of its line, e.g. 'layer 6 · logreg'); "
+                   "default: one heatmap per setting.")
 @click.pass_obj
 def report(ws: Workspace, name: str | None, paper: bool, out: str | None, embedding: str, map_model: str | None,
-           map_layer: str, **filters: Any) -> None:
+           map_layer: str | int, heatmap_setting: str | None, **filters: Any) -> None:
     """Markdown tables and PNG plots from the ledger (a study, or filtered rows)."""
     from classifiers.reports.report import ledger_predictions, write_report
     from classifiers.studies.ledger import Ledger
@@ -177,10 +183,9 @@ def report(ws: Workspace, name: str | None, paper: bool, out: str | None, embedd
     rows = ledger.rows(**chosen)
     if not rows and chosen:
         raise _nothing_matches(ledger, chosen)
-    layer: int | str = int(map_layer) if map_layer.lstrip("-").isdigit() else map_layer
     folder = write_report(rows, ws, name=name or chosen.get("study") or "report", store=FeatureStore(ws.store_url),
-                          paper=paper, out=out, embedding=embedding, map_model=map_model, map_layer=layer,
-                          predictions=ledger_predictions(ledger))
+                          paper=paper, out=out, embedding=embedding, map_model=map_model, map_layer=map_layer,
+                          predictions=ledger_predictions(ledger), heatmap_setting=heatmap_setting)
     click.echo(f"report: {folder / 'report.md'}")
     for path in sorted(folder.glob("*.png")):
         click.echo(f"figure: {path}")

@@ -48,7 +48,8 @@ def test_report_files_and_numbers_from_the_ledger(swept: Workspace) -> None:
     folder = write_report(rows, swept, name="small", store=FeatureStore(swept.store_url), paper=True)
     assert folder == swept.root / "reports" / "small"
     names = {p.name for p in folder.iterdir()}
-    assert names == {"report.md", "heatmap.png", "layers.png", "fewshot.png", "noise.png", "embedding.png"}
+    heatmaps = {f"heatmap-{i}.png" for i in range(1, 5)}  # one per setting: layers last, 0, 1, best
+    assert names == {"report.md", "layers.png", "fewshot.png", "noise.png", "embedding.png"} | heatmaps
     assert all((folder / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names if n.endswith(".png"))
     text = (folder / "report.md").read_text()
     for section in ("## Cross-language UAR (Table II layout)", "## UAR per layer", "## Few-shot adaptation",
@@ -89,7 +90,7 @@ def test_cli_results_and_report(swept: Workspace, tmp_path: Path) -> None:
     out = runner.invoke(fs, [*base, "report", "--study", "small", "--paper", "--embedding", "none",
                              "--out", str(tmp_path / "rep")])
     assert out.exit_code == 0, out.output
-    assert "report.md" in out.output and (tmp_path / "rep" / "heatmap.png").exists()
+    assert "report.md" in out.output and (tmp_path / "rep" / "heatmap-1.png").exists()
     out = runner.invoke(fs, [*base, "report", "--study", "nope"])
     assert out.exit_code == 1 and "no results match --study nope (studies: small" in out.output
     assert "Traceback" not in out.output
@@ -189,3 +190,49 @@ def test_cross_language_table_marks_configurations_not_significantly_worse_than_
     assert marks["weak"] == uar_text(by_key["weak" * 8]) and "[" in marks["weak"]
     assert marks["old"] == "70.00 ± 1.00"  # stored without predictions: mean ± std, never compared
     assert "p ≥ 0.05" in text and "**bold**" in text
+
+
+def test_one_heatmap_per_setting_or_the_chosen_one(swept: Workspace, tmp_path: Path) -> None:
+    from classifiers.reports.report import heatmap_settings, setting_line
+
+    rows = Ledger.open(swept).rows(study="small")
+    lines = [setting_line(s) for s in heatmap_settings(rows)]
+    assert len(lines) == 4 and sum(line.startswith("layer ") for line in lines) == 4
+    folder = write_report(rows, swept, out=tmp_path / "one", heatmap_setting="layer 0 ·")
+    assert {p.name for p in folder.glob("heatmap*.png")} == {"heatmap.png"}
+    with pytest.raises(ReportError, match="--setting 'layer 9' matches no setting.*layer last · logreg"):
+        write_report(rows, swept, out=tmp_path / "none", heatmap_setting="layer 9")
+
+
+def _row(layer: int, norm: str, uar: float) -> dict:
+    config = {"source": "a", "target": "b", "model": "m", "layer": layer, "norm": norm, "classifier": "logreg",
+              "stat": "mean", "seeds": 1, "shots": 0}
+    return {"config_key": f"{layer}{norm}", "config": config, "uar_mean": uar, "uar_std": 0.0}
+
+
+def test_layer_curves_one_line_per_configuration() -> None:
+    from classifiers.reports.report import layer_curves
+
+    rows = [_row(k, norm, 0.3 + 0.1 * k + (0.2 if norm == "corpus" else 0)) for norm in ("none", "corpus")
+            for k in (0, 1, 2)]
+    curves = layer_curves(rows)
+    assert set(curves) == {"a→b test, m [norm none]", "a→b test, m [norm corpus]"}
+    assert curves["a→b test, m [norm none]"] == pytest.approx({0: 0.3, 1: 0.4, 2: 0.5})
+    assert curves["a→b test, m [norm corpus]"] == pytest.approx({0: 0.5, 1: 0.6, 2: 0.7})
+    assert set(layer_curves(rows[:3])) == {"a→b test, m"}  # one configuration: no setting in the label
+
+
+def test_deterministic_results_never_read_plus_minus_zero() -> None:
+    assert uar_text({"uar_mean": 0.5, "uar_std": 0.0}) == "50.00"
+    assert uar_text({"uar_mean": 0.5, "uar_std": 0.0, "uar_ci95": [0.45, 0.55]}) == "50.0 [45.0, 55.0]"
+    assert uar_text({"uar_mean": 0.5, "uar_std": 0.01}) == "50.00 ± 1.00"
+
+
+def test_report_map_layer_speaks_the_probe_vocabulary(swept: Workspace, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["--workspace", str(swept.root), "report", "--study", "small", "--embedding", "pca"]
+    out = runner.invoke(fs, [*base, "--map-layer", "mean", "--out", str(tmp_path / "mean")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "mean" / "embedding.png").exists() and "Not drawn" not in (tmp_path / "mean" / "report.md").read_text()
+    bad = runner.invoke(fs, [*base, "--map-layer", "middle", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "layer 'middle': give last, best" in bad.output

@@ -7,7 +7,8 @@ from it; optionally the published numbers beside ours), the few-shot table (sour
 + shots against the target-only baseline), the clean-vs-noisy table and a list of every
 configuration. Every table row points to a footnote with the configuration keys, weights hashes,
 layers, normalisation and seeds of its cells. Plots (matplotlib, Agg backend): ``heatmap.png``
-(source × target per model), ``layers.png`` (UAR per layer), ``fewshot.png`` (curves with the
+(source × target per model; one per setting, ``heatmap-1.png`` ... when there are several),
+``layers.png`` (UAR per layer, one line per configuration), ``fewshot.png`` (curves with the
 target-only baseline), ``noise.png`` (clean vs noisy bars) and ``embedding.png`` (a 2-D map of one
 layer's pooled features coloured by corpus and by emotion, before and after per-corpus
 normalisation). Every file is written atomically.
@@ -31,7 +32,7 @@ import numpy as np
 import yaml
 
 from classifiers.studies.intervals import PredictionsError, compare, uar_text
-from classifiers.studies.layer_choice import layer_used_text
+from classifiers.studies.layer_choice import layer_label, layer_used_text
 from classifiers.studies.ledger import group_attrs_reader, model_names, whisper_input_of
 from data_manifests.atomic import atomic_write_text
 from featurestore.errors import FsError
@@ -456,15 +457,34 @@ def save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_heatmap(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """Source × target UAR matrix per model (the setting with the most clean results)."""
-    clean = [r for r in rows if shots_of(r) == 0 and not is_noisy(r)]
-    if not clean:
-        return None
+def heatmap_settings(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Clean, zero-shot rows by setting (:func:`setting_of`), the setting with the most results first."""
     by_setting: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in clean:
-        by_setting[setting_of(r)].append(r)
-    setting, group = max(by_setting.items(), key=lambda kv: len(kv[1]))
+    for r in rows:
+        if shots_of(r) == 0 and not is_noisy(r):
+            by_setting[setting_of(r)].append(r)
+    return dict(sorted(by_setting.items(), key=lambda kv: -len(kv[1])))
+
+
+def plot_heatmaps(rows: list[dict[str, Any]], folder: Path, only: str | None = None) -> list[Path]:
+    """One source × target heatmap per setting: ``heatmap.png`` when there is one setting, else
+    ``heatmap-1.png``, ``heatmap-2.png``, ... (most results first). ``only``: draw just the settings whose
+    line (:func:`setting_line`) contains this text; :class:`ReportError` lists the lines when none does."""
+    settings = heatmap_settings(rows)
+    if only is not None:
+        chosen = {k: v for k, v in settings.items() if only.strip().lower() in setting_line(k).lower()}
+        if not chosen:
+            lines = "; ".join(setting_line(k) for k in settings) or "none (no clean zero-shot results)"
+            raise ReportError(f"--setting {only!r} matches no setting of these results; settings: {lines}")
+        settings = chosen
+    if len(settings) == 1:
+        return [plot_heatmap(group, folder / "heatmap.png", setting) for setting, group in settings.items()]
+    return [plot_heatmap(group, folder / f"heatmap-{i}.png", setting)
+            for i, (setting, group) in enumerate(settings.items(), start=1)]
+
+
+def plot_heatmap(group: list[dict[str, Any]], path: Path, setting: str) -> Path:
+    """Source × target UAR matrix per model of the rows of one ``setting``."""
     models = list(dict.fromkeys(model_label(r) for r in group))
     corpora = _corpora([c for r in group for c in _pair(r)])
     plt = _pyplot()
@@ -492,26 +512,42 @@ def plot_heatmap(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+def _curve_setting(row: dict[str, Any]) -> str:
+    """The configuration of a row less its layer and cell keys: one UAR-per-layer line per value."""
+    return json.dumps({k: v for k, v in sorted(_config(row).items()) if k not in ("layer", *_CELL_KEYS)},
+                      sort_keys=True, default=str)
+
+
 def layer_curves(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
-    """UAR per layer: ``{label: {layer: UAR}}`` from ``layer_dev_uar`` (source dev UAR of best-layer
-    runs) and from results at integer layers (test UAR) of one pair, model and other settings."""
-    curves: dict[str, dict[int, float]] = {}
+    """UAR per layer, one line per configuration: ``{label: {layer: UAR}}`` from ``layer_dev_uar``
+    (source dev UAR of best-layer runs) and from results at integer layers (test UAR) of one pair, model
+    and other settings (normalisation, classifier, stat, ...). Labels name the pair and model, plus the
+    settings that differ between lines (``norm corpus``) when there are several."""
+    raw: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in rows:
         dev = r.get("layer_dev_uar") or {}
         if dev:
-            label = f"{_pair(r)[0]} dev, {model_label(r)}"
-            curves.setdefault(label, {}).update({int(k): float(v) for k, v in dev.items()})
-    fixed: dict[tuple, dict[int, float]] = defaultdict(dict)
+            key = ("dev", _pair(r)[0], "", model_label(r), _curve_setting(r))
+            raw[key].update({int(k): float(v) for k, v in dev.items()})
     for r in rows:
         layer = _config(r).get("layer")
         if isinstance(layer, int) and not isinstance(layer, bool):
-            rest = {k: v for k, v in _config(r).items() if k not in ("layer", "source", "target", "model")}
-            key = (*_pair(r), model_label(r), json.dumps(rest, sort_keys=True, default=str))
-            fixed[key][layer] = float(r["uar_mean"])
-    for (source, target, model, _), values in fixed.items():
-        if len(values) >= 2:
-            curves[f"{source}→{target} test, {model}"] = values
+            raw[("test", *_pair(r), model_label(r), _curve_setting(r))][layer] = float(r["uar_mean"])
+    lines = {k: v for k, v in raw.items() if k[0] == "dev" or len(v) >= 2}
+    varying = _varying_settings([k[4] for k in lines])
+    curves: dict[str, dict[int, float]] = {}
+    for (kind, source, target, model, setting), values in lines.items():
+        label = f"{source} dev, {model}" if kind == "dev" else f"{source}→{target} test, {model}"
+        extra = " · ".join(f"{k} {v}" for k, v in json.loads(setting).items() if k in varying)
+        curves[label + (f" [{extra}]" if extra else "")] = values
     return curves
+
+
+def _varying_settings(settings: list[str]) -> list[str]:
+    """Keys whose value differs between the given settings (canonical JSON)."""
+    parsed = [json.loads(s) for s in settings]
+    keys = sorted({k for p in parsed for k in p})
+    return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in parsed}) > 1]
 
 
 def plot_layers(rows: list[dict[str, Any]], path: Path) -> Path | None:
@@ -646,7 +682,12 @@ def plot_embedding(points: dict[str, Any], path: Path, title: str) -> Path:
 
 def embedding_views(rows: list[dict[str, Any]], store: Any, workspace: Workspace, model: str | None = None,
                     layer: int | str = "last") -> tuple[list[Any], str]:
-    """Clean views (one per corpus in ``rows``) of ``model`` (default: the most frequent) at ``layer``."""
+    """Clean views (one per corpus in ``rows``) of ``model`` (default: the most frequent) at ``layer`` (any
+    :class:`~featurestore.layers.LayerChoice` a view can serve alone: last, K, mean, concat:a,b); each
+    view's X is the ``(n, D')`` matrix of that choice."""
+    from dataclasses import replace
+
+    from classifiers.studies.views import choice_matrix
     from featurestore.view import load_view
 
     counts: dict[str, int] = defaultdict(int)
@@ -662,8 +703,9 @@ def embedding_views(rows: list[dict[str, Any]], store: Any, workspace: Workspace
     views = []
     for corpus in corpora:
         manifest = workspace.load_manifest(corpus)
-        views.append(load_view(store, manifest, model, layers=layer, stat="mean", condition="clean",
-                               whisper_input=example.get("whisper_input"), seed=example.get("model_seed")))
+        view = load_view(store, manifest, model, layers=layer, stat="mean", condition="clean",
+                         whisper_input=example.get("whisper_input"), seed=example.get("model_seed"))
+        views.append(replace(view, X=choice_matrix(view, layer)))
     return views, model
 
 
@@ -671,14 +713,16 @@ def embedding_views(rows: list[dict[str, Any]], store: Any, workspace: Workspace
 def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "report", *, store: Any = None,
                  paper: bool = False, out: str | Path | None = None, title: str | None = None,
                  embedding: str = "pca", map_model: str | None = None, map_layer: int | str = "last",
-                 echo: Callable[[str], None] | None = None, predictions: PredictionsOf | None = None) -> Path:
+                 echo: Callable[[str], None] | None = None, predictions: PredictionsOf | None = None,
+                 heatmap_setting: str | None = None) -> Path:
     """Write ``report.md`` and the PNG plots for ``rows`` (ledger results) into
     ``out`` or ``<workspace>/reports/<name>/``; returns the folder.
 
     ``store`` (a FeatureStore) enables the embedding map (``embedding`` pca|tsne|none, of
     ``map_model`` at ``map_layer``); ``paper`` adds the published Table II beside ours;
     ``predictions`` (row → its per-utterance predictions or None, e.g. :func:`ledger_predictions`)
-    marks the configurations not significantly different from each pair's best.
+    marks the configurations not significantly different from each pair's best; ``heatmap_setting``
+    draws only the heatmaps of the settings it names (:func:`plot_heatmaps`; default one per setting).
     """
     rows = latest_rows([r for r in rows if "error" not in r])
     if not rows:
@@ -696,8 +740,10 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
     body += layer_section(rows, notes)
     body += few_shot_section(rows, notes)
     body += noise_section(rows, notes)
+    heatmaps = plot_heatmaps(rows, folder, heatmap_setting)
     plots: dict[str, Path | None] = {
-        "Cross-language heatmap": plot_heatmap(rows, folder / "heatmap.png"),
+        **{("Cross-language heatmap" + (f" {i}" if len(heatmaps) > 1 else "")): p
+           for i, p in enumerate(heatmaps, start=1)},
         "UAR per layer": plot_layers(rows, folder / "layers.png"),
         "Few-shot curves": plot_few_shot(rows, folder / "fewshot.png"),
         "Clean vs noisy": plot_noise(rows, folder / "noise.png"),
@@ -709,7 +755,7 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
             label = next((model_label(r) for r in rows if _config(r).get("model") == model), model)
             plots["Embedding map"] = plot_embedding(
                 points, folder / "embedding.png",
-                f"{label}, layer {views[0].layers[0]} ({embedding.upper()}): corpus and emotion")
+                f"{label}, {layer_label(map_layer)} ({embedding.upper()}): corpus and emotion")
         except FsError as exc:
             plots["Embedding map"] = None
             body += ["## Embedding map", "", f"Not drawn: {exc}", ""]
