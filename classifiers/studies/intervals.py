@@ -132,14 +132,15 @@ def add_intervals(result: dict[str, Any]) -> dict[str, Any]:
 
 def uar_text(record: dict[str, Any] | None, digits: int = 1) -> str:
     """A record's UAR in %: ``55.2 [50.1, 60.3]`` with its speaker interval, else (older results)
-    ``55.20 ± 1.03`` (mean ± std over seeds); ``–`` for none. ``record``: a result or its ``baseline``."""
+    ``55.20 ± 1.03`` (mean ± std over seeds; ``55.20`` when they agree: never ``± 0.00``); ``–`` for none.
+    ``record``: a result or its ``baseline``."""
     if not record or record.get("uar_mean") is None:
         return "–"
     ci = record.get("uar_ci95")
     if ci:
         return f"{100 * record['uar_mean']:.{digits}f} [{100 * ci[0]:.{digits}f}, {100 * ci[1]:.{digits}f}]"
-    std = record.get("uar_std")
-    return f"{100 * record['uar_mean']:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+    std = record.get("uar_std")  # 0 for a deterministic learner or one seed: no spread to show
+    return f"{100 * record['uar_mean']:.2f}" + (f" ± {100 * std:.2f}" if std else "")
 
 
 # --------------------------------------------------------------------------- comparing two results
