@@ -1,4 +1,4 @@
-"""CORAL alignment (classifiers/coral.py): it fixes a constructed covariance shift, keeps the target as it is,
+"""CORAL alignment (classifiers/learners/coral.py): it fixes a constructed covariance shift, keeps the target as it is,
 works with more features than utterances, refuses bad input and computes what skada computes."""
 
 from __future__ import annotations

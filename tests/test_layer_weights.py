@@ -1,4 +1,4 @@
-"""Learned layer weights (classifiers/layer_weights.py): the probe finds the one layer that carries the label."""
+"""Learned layer weights (classifiers/learners/layer_weights.py): the probe finds the one layer that carries the label."""
 
 from __future__ import annotations
 
