@@ -32,8 +32,7 @@ import itertools
 import os
 import re
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 import yaml
 
 from classifiers.studies import settings
+from classifiers.studies.cache import StudyCache
 from classifiers.studies.settings import BY_STUDY_KEY, SETTINGS, SettingError
 from featurestore.errors import FsError
 from featurestore.layers import LayerError
@@ -343,25 +343,10 @@ def expand_study(study: Study) -> list[Cell]:
 
 
 def _config_from_dict(data: dict[str, Any]) -> Any:
-    """A :class:`~classifiers.studies.protocols.ProbeConfig`, or a :class:`~classifiers.studies.finetune.FinetuneConfig`
-    when the settings name a fine-tuning ``method`` (its classifier is the method's head)."""
-    if data.get("method"):
-        from classifiers.studies.finetune import FinetuneConfig
+    """A probe or fine-tuning configuration from its settings (:func:`classifiers.studies.result.config_from_dict`)."""
+    from classifiers.studies.result import config_from_dict
 
-        return FinetuneConfig.from_dict({k: v for k, v in data.items() if k != "classifier_params"})
-    from classifiers.studies.protocols import ProbeConfig
-
-    return ProbeConfig.from_dict(data)
-
-
-def _identity(config: Any, store: FeatureStore, workspace: Workspace, cache: dict[Any, Any]) -> dict[str, Any]:
-    if getattr(config, "method", None):
-        from classifiers.studies.finetune import finetune_identity
-
-        return finetune_identity(config, store, workspace, cache)
-    from classifiers.studies.protocols import probe_identity
-
-    return probe_identity(config, store, workspace, cache)
+    return config_from_dict(data)
 
 
 # --------------------------------------------------------------------------- planning
@@ -384,7 +369,7 @@ def extract_command(corpora: list[str], model: str, filters: dict[str, Any]) -> 
 @dataclass
 class SweepPlan:
     """What a sweep needs: per configuration key the store groups and the data identity
-    (:func:`classifiers.studies.protocols.probe_identity`: store keys, weights hashes, manifest digests)."""
+    (:func:`classifiers.studies.result.result_identity`: store keys, weights hashes, data digests)."""
 
     identities: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     groups: dict[str, list[StoreKey]] = field(default_factory=dict)
@@ -393,6 +378,8 @@ class SweepPlan:
 def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> SweepPlan:
     """Resolve every corpus and store group the cells read, or raise one :class:`SweepError` listing
     all that is missing (the ``fs corpus add`` / ``fs extract`` commands that make it)."""
+    from classifiers.studies.result import result_identity
+
     corpora = sorted({c for cell in cells for c in (cell.config.source, cell.config.target)})
     missing_corpora = [c for c in corpora if not workspace.manifest_path(c).exists()]
     resolved: dict[tuple, StoreKey | None] = {}
@@ -434,66 +421,18 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
         queries = tuple(_group_query(cell.config, s) for s in ("source", "target"))
         plan.groups[cell.key] = sorted({resolved[q] for q in queries}, key=lambda k: k.path)
         if queries not in identities:  # the identity depends on the groups and corpora only
-            identities[queries] = _identity(cell.config, store, workspace, cache)
+            identities[queries] = result_identity(cell.config, store, workspace, cache)
         plan.identities[cell.key] = identities[queries]
     return plan
 
 
 # --------------------------------------------------------------------------- running
-class ViewCache(MutableMapping):
-    """A least-recently-used mapping of loaded feature views, bounded in bytes of their arrays."""
+class ViewCache(StudyCache):
+    """A sweep worker's study cache (:class:`~classifiers.studies.cache.StudyCache`: views, fitted estimators,
+    selections, frame caches, encoders, all counted), bounded by ``FS_VIEW_CACHE_MB`` (default 3000 MB)."""
 
     def __init__(self, max_bytes: int = VIEW_CACHE_MB * 2**20):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._sizes: dict[Any, int] = {}
-        self.hits = self.misses = 0
-
-    @staticmethod
-    def _size(value: Any) -> int:
-        return int(sum(getattr(v, "nbytes", 0) for v in vars(value).values())) if hasattr(value, "__dict__") else 0
-
-    def __getitem__(self, key: Any) -> Any:
-        try:
-            value = self._items[key]
-        except KeyError:
-            self.misses += 1
-            raise
-        self.hits += 1
-        self._items.move_to_end(key)
-        return value
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        self._sizes[key] = self._size(value)
-        while len(self._items) > 1 and self.nbytes > self.max_bytes:
-            old, _ = self._items.popitem(last=False)
-            self._sizes.pop(old, None)
-
-    def __delitem__(self, key: Any) -> None:
-        del self._items[key]
-        self._sizes.pop(key, None)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the arrays held."""
-        return sum(self._sizes.values())
-
-    def trim(self, max_bytes: int) -> None:
-        """Drop the least recently used entries until at most ``max_bytes`` are held."""
-        while self._items and self.nbytes > max_bytes:
-            old, _ = self._items.popitem(last=False)
-            self._sizes.pop(old, None)
+        super().__init__(max_bytes)
 
 
 _WORKER_CACHE: dict[str, ViewCache] = {}
@@ -516,8 +455,8 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
     configuration: the result (without its per-utterance predictions once they are in the ledger), or
     ``{"config_key", "error"}`` for an fs error.
     """
+    from classifiers.studies.engine import run
     from classifiers.studies.ledger import Ledger
-    from classifiers.studies.protocols import run_probe
 
     store = FeatureStore(store_url)
     workspace = Workspace.open(workspace_root, store_url)
@@ -526,20 +465,14 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
     out = []
     for data in configs:
         config = _config_from_dict(data)
-        try:
-            if getattr(config, "method", None):
-                from classifiers.studies.finetune import run_finetune
-
-                result = run_finetune(config, store, workspace, cache=views)
-            else:
-                result = run_probe(config, store, workspace, views=views).to_dict()
+        try:  # the sweep looked the ledger up already: compute (keeping fine-tuning checkpoints) and store
+            result = run(config, store, workspace, rerun=True, retrain=False, cache=views, ledger=ledger,
+                         study=study).to_record()
         except FsError as exc:
             out.append({"config_key": config.key(), "error": str(exc), "config": config.to_dict()})
             continue
-        if ledger is not None:
-            ledger.put(result, study=study)  # the predictions stay in the ledger; the result carries its intervals
-            result = without_predictions(result)
-        out.append(result)
+        # the predictions stay in the ledger; the result carries its intervals
+        out.append(without_predictions(result) if ledger is not None else result)
     views.trim(KEEP_BETWEEN_TASKS_MB * 2**20)
     return out
 
@@ -602,8 +535,8 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     ``experiments`` (names). Raises :class:`SweepError` before running anything when corpora or
     groups are missing, and after running the rest when some cells failed (their errors listed).
     """
+    from classifiers.studies.engine import lookup
     from classifiers.studies.ledger import Ledger
-    from classifiers.studies.protocols import result_is_current
 
     study = study if isinstance(study, Study) else load_study(study)
     if backend not in ("local", "ray"):
@@ -621,9 +554,9 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     known_rows = []
     for cell in cells:
         identity = plan.identities[cell.key]
-        found = None if rerun else ledger.get(cell.key, identity)
-        if found is not None and result_is_current(found, identity):
-            results[cell.key] = {**found, "from_ledger": True}
+        found = None if rerun else lookup(cell.config, identity, ledger)
+        if found is not None:
+            results[cell.key] = {**found.to_record(), "from_ledger": True}
             known_rows.append(ledger.row_key(cell.key, identity))
     if known_rows:
         ledger.tag(known_rows, study.name)
