@@ -35,11 +35,15 @@ def _layers(ctx: click.Context, param: click.Parameter, text: str | None) -> tup
 @click.option("--model", "model_name", required=True,
               help="Alias (see `fs models`), <alias>-random, HF id or local model folder.")
 @click.option("--corpus", "corpora", required=True, multiple=True, help="Corpus name (repeatable).")
+@click.option("--condition", "conditions", multiple=True, metavar="KIND[:NAME=VALUE,...]",
+              help="An acoustic condition step: noise, reverb, telephone, gain or clipping, e.g. reverb:rt60=0.3-0.9, "
+                   "noise:snr=5 (with --noise DIR), telephone:codec=mp3; repeat for a chain, applied in order.")
 @click.option("--noise", default=None, type=click.Path(), help="Noise folder, file or DEMAND root.")
 @click.option("--snr", "snrs", type=float, multiple=True,
               help="Target SNR in dB (needs --noise); repeat for several conditions [default with --noise: 10].")
 @click.option("--noise-seed", default=0, show_default=True, type=int,
-              help="Seed choosing each utterance's noise recording and offset (needs --noise).")
+              help="Seed of each utterance's draws: noise recording and offset, condition parameters "
+                   "(needs --noise or --condition).")
 @click.option("--noise-env", default="", help="Comma-separated DEMAND environments / noise file stems (needs --noise).")
 @device_option("Where to run the encoder")
 @click.option("--batch-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -76,7 +80,8 @@ def _layers(ctx: click.Context, param: click.Parameter, text: str | None) -> tup
               help="Read every chunk, drop corrupt ones and recompute their rows (after `fs store verify` FAILs).")
 @click.option("--overwrite", is_flag=True, help="Re-extract even if the group exists.")
 @click.pass_context
-def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise: str | None,
+def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], conditions: tuple[str, ...],
+            noise: str | None,
             snrs: tuple[float, ...], noise_seed: int, noise_env: str, device: str | None,
             batch_seconds: float | None, batch_size: int | None, chunk_seconds: float | None,
             frames: tuple[int, ...], whisper_input: str | None, seed: int, on_bad_audio: str, retry_skipped: bool,
@@ -88,8 +93,12 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
     """
     if noise is None:
         for name, flag in _NOISE_ONLY:
-            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None) and not (
+                    conditions and name == "noise_seed"):
                 raise click.UsageError(f"{flag} needs --noise DIR (a noise folder, file or DEMAND root)")
+    if conditions and ctx.get_parameter_source("snrs") not in (ParameterSource.DEFAULT, None):
+        raise click.UsageError("--snr goes with --noise alone; in a --condition chain write the SNR in its noise "
+                               "step: --condition noise:snr=5")
     if backend != "ray":
         for name, flag in (("address", "--address"), ("gpus_per_worker", "--gpus-per-worker")):
             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
@@ -101,12 +110,9 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
     from featurestore.encoders import load_encoder
     from featurestore.extract import ExtractOptions
     from featurestore.extract import extract as run_extract
-    from featurestore.noise import NoiseSpec
     from featurestore.store import FeatureStore
 
-    envs = tuple(e for e in noise_env.split(",") if e)
-    specs = ([NoiseSpec(source=noise, snr_db=snr, seed=noise_seed, environments=envs) for snr in snrs or (10.0,)]
-             if noise else [None])
+    specs = _chains(conditions, noise, snrs, noise_seed, noise_env)
     if backend == "ray":
         _extract_ray(ws, manifests, specs, model_name, seed, whisper_input, chunk_seconds, device, workers,
                      address, gpus_per_worker, frames, on_bad_audio, commit_rows, overwrite, retry_skipped, repair,
@@ -124,8 +130,31 @@ def extract(ctx: click.Context, model_name: str, corpora: tuple[str, ...], noise
                            chunk_seconds=chunk_seconds)
     fstore = FeatureStore(ws.store_url)
     for manifest, spec in [(m, s) for s in specs for m in manifests]:
-        result = run_extract(manifest, encoder, fstore, noise=spec, options=options)
+        result = run_extract(manifest, encoder, fstore, condition=spec, options=options)
         _report(result)
+
+
+def _chains(conditions: tuple[str, ...], noise: str | None, snrs: tuple[float, ...], noise_seed: int,
+            noise_env: str) -> list:
+    """The condition chains to extract, checked before any model loads (a bad one: ConditionError, one line):
+    the ``--condition`` steps as one chain, else one noise chain per ``--snr`` (today's store keys), else clean."""
+    from featurestore.conditions import ConditionChain
+    from featurestore.noise import NoiseSpec
+
+    envs = tuple(e for e in noise_env.split(",") if e)
+    if conditions:
+        chains = [ConditionChain.parse(list(conditions), seed=noise_seed, noise=noise, noise_env=envs)]
+        if noise and chains[0].noise_spec() is None:
+            raise click.UsageError(f"--noise {noise} is given but no --condition is a noise step; add "
+                                   "--condition noise:snr=DB or drop --noise")
+    elif noise:
+        chains = [ConditionChain.from_noise(NoiseSpec(source=noise, snr_db=snr, seed=noise_seed, environments=envs))
+                  for snr in snrs or (10.0,)]
+    else:
+        chains = [ConditionChain()]
+    for chain in chains:
+        chain.key  # noqa: B018 - hashes the noise recordings / impulse responses: a missing folder fails here
+    return chains
 
 
 def _extract_ray(ws: Workspace, manifests: list, specs: list, model_name: str, seed: int, whisper_input: str,
@@ -151,8 +180,8 @@ def _extract_ray(ws: Workspace, manifests: list, specs: list, model_name: str, s
                        device=worker_device)
     fstore = FeatureStore(ws.store_url)
     with RayRunner(spec, RayOptions(address=address, workers=workers or 2, gpus_per_worker=gpus_per_worker)) as runner:
-        for manifest, noise in [(m, s) for s in specs for m in manifests]:
-            _report(run_extraction(manifest, runner, fstore, noise=noise, options=options))
+        for manifest, chain in [(m, s) for s in specs for m in manifests]:
+            _report(run_extraction(manifest, runner, fstore, condition=chain, options=options))
 
 
 def _report(result) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from cli._output import MISSING, cell, echo_json, echo_table
+from featurestore.provenance import Provenance
 from featurestore.workspace import Workspace
 
 
@@ -30,7 +31,11 @@ def _open_store(ws: Workspace):
 
 
 def condition_text(s: dict[str, Any]) -> str:
-    """``clean``, or ``<noise> <snr> dB seed <n>`` from a group summary."""
+    """``clean``, ``<noise> <snr> dB seed <n>`` for a lone noise step, else the condition chain's text
+    (``reverb:drr=0,rt60=0.3 > noise:...``) from a group summary."""
+    text = s.get("condition_text") or ""
+    if text and text != "clean" and not (text.startswith("noise:") and " > " not in text):
+        return text
     if s.get("snr_db") is None and not s.get("noise"):
         return "clean" if s.get("condition", "clean") == "clean" else cell(s.get("condition"))
     snr = s.get("snr_db")
@@ -85,46 +90,41 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def info_lines(key: str, attrs: dict[str, Any], summary: dict[str, Any], disk: int | None) -> list[str]:
+def info_lines(key: str, prov: Provenance, summary: dict[str, Any], disk: int | None) -> list[str]:
     """A person's view of a group: model, weights, condition, counts, frames, provenance, size."""
-    model = attrs.get("model") or {}
-    corpus = attrs.get("corpus") or {}
-    noise = (attrs.get("condition") or {}).get("noise") or {}
-    spec = noise.get("spec") or {}
-    settings = model.get("settings") or {}
-    kind = "pretrained" if model.get("pretrained") else "random weights"
+    model, corpus, noise = prov.model, prov.corpus, prov.noise
+    kind = "pretrained" if model.pretrained else "random weights"
     lines = [key,
-             f"  model         {cell(model.get('name'))} ({cell(model.get('model_id'))}; family "
-             f"{cell(model.get('family'))}, {kind})",
-             f"  weights_hash  {cell(model.get('weights_hash'))}"]
-    if settings:
-        lines.append("  settings      " + ", ".join(f"{k}={cell(v)}" for k, v in sorted(settings.items())))
-    if spec:
-        envs = cell(spec.get("environments"))
-        lines.append(f"  condition     noise {spec.get('source')} at {cell(spec.get('snr_db'))} dB, seed "
-                     f"{cell(spec.get('seed'))}, environments {envs}, fingerprint {cell(noise.get('fingerprint'))}")
+             f"  model         {cell(model.name)} ({cell(model.model_id)}; family "
+             f"{cell(model.family)}, {kind})",
+             f"  weights_hash  {cell(model.weights_hash)}"]
+    if model.settings:
+        lines.append("  settings      " + ", ".join(f"{k}={cell(v)}" for k, v in sorted(model.settings.items())))
+    if noise is not None:
+        envs = cell(list(noise.environments))
+        lines.append(f"  condition     noise {noise.source} at {cell(noise.snr_db)} dB, seed "
+                     f"{cell(noise.seed)}, environments {envs}, fingerprint {cell(noise.fingerprint)}")
     else:
         lines.append("  condition     clean")
-    lines.append(f"  corpus        {cell(corpus.get('name'))} ({cell(corpus.get('layout'))}, "
-                 f"{cell(corpus.get('utterances'))} utterances, label map {cell(corpus.get('label_map'))}, "
-                 f"manifest {cell(corpus.get('manifest_digest'))}) from {cell(corpus.get('root'))}")
+    lines.append(f"  corpus        {cell(corpus.name)} ({cell(corpus.layout)}, "
+                 f"{cell(corpus.utterances)} utterances, label map {cell(corpus.label_map)}, "
+                 f"manifest {cell(corpus.manifest_digest)}) from {cell(corpus.root)}")
     complete = summary.get("complete", summary.get("state") == "complete")
     lines.append(f"  rows          {cell(summary.get('stored'))} stored, {cell(summary.get('skipped'))} skipped, "
                  f"{cell(summary.get('pending'))} pending of {cell(summary.get('utterances'))}; "
                  + ("complete" if complete else "INCOMPLETE"))
-    lines.append(f"  layers        {cell(attrs.get('layers'))} x {cell(attrs.get('dim'))} (mean and std per layer); "
-                 f"frame-level layers: {cell(attrs.get('frame_layers')) if attrs.get('frame_layers') else 'none'}")
-    lines.append(f"  made          {cell(attrs.get('created'))} by fs {cell(attrs.get('fs_version'))} on "
-                 f"{cell(attrs.get('device'))} (torch {cell(attrs.get('torch'))}, sample rate "
-                 f"{cell(attrs.get('sample_rate'))} Hz)")
-    if attrs.get("command"):
-        lines.append(f"  command       {attrs['command']}")
-    if attrs.get("aliases"):
-        lines.append(f"  also named    {cell(attrs['aliases'])}")
-    skipped = attrs.get("skipped") or {}
-    if skipped:
-        utt, why = next(iter(skipped.items()))
-        lines.append(f"  skipped       {len(skipped)} utterance(s), e.g. {utt}: {why}")
+    lines.append(f"  layers        {cell(prov.layers)} x {cell(prov.dim)} (mean and std per layer); "
+                 f"frame-level layers: {cell(prov.frame_layers) if prov.frame_layers else 'none'}")
+    lines.append(f"  made          {cell(prov.created)} by fs {cell(prov.fs_version)} on "
+                 f"{cell(prov.device)} (torch {cell(prov.torch)}, sample rate "
+                 f"{cell(prov.sample_rate)} Hz)")
+    if prov.command:
+        lines.append(f"  command       {prov.command}")
+    if prov.aliases:
+        lines.append(f"  also named    {cell(prov.aliases)}")
+    if prov.skipped:
+        utt, why = next(iter(prov.skipped.items()))
+        lines.append(f"  skipped       {len(prov.skipped)} utterance(s), e.g. {utt}: {why}")
     lines.append(f"  on disk       {_size(disk) if disk is not None else MISSING}")
     return lines
 
@@ -144,15 +144,21 @@ def info(ws: Workspace, key: str, as_json: bool) -> None:
         disk = fstore.disk_bytes(group.key)
     except OSError:
         disk = None
-    click.echo("\n".join(info_lines(group.key.path, group.attrs, group.summary(), disk)))
+    click.echo("\n".join(info_lines(group.key.path, group.provenance, group.summary(), disk)))
 
 
 @store.command("verify")
 @click.argument("keys", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list of reports).")
+@click.option("--records", default=8, show_default=True, type=click.IntRange(min=0),
+              help="Under a condition: stored rows whose condition records are re-derived from (utterance id, seed).")
+@click.option("--replay", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Under a condition: of those rows, rebuild this many from their records alone, encode them "
+                   "(loads each group's model on the CPU) and compare with the stored features.")
 @click.pass_obj
-def verify(ws: Workspace, keys: tuple[str, ...], as_json: bool) -> None:
-    """Check groups (all by default): chunks, checksums, counts, NaNs, provenance vs the manifests.
+def verify(ws: Workspace, keys: tuple[str, ...], as_json: bool, records: int, replay: int) -> None:
+    """Check groups (all by default): chunks, checksums, counts, NaNs, provenance vs the manifests,
+    condition records.
 
     Exits 1 if any group fails.
     """
@@ -162,7 +168,8 @@ def verify(ws: Workspace, keys: tuple[str, ...], as_json: bool) -> None:
     fstore = _open_store(ws)
     if not keys and not fstore.keys():
         raise click.ClickException(f"nothing to verify: store {ws.store_url} is empty")
-    reports = verify_store(fstore, ws, keys=[StoreKey.parse(k) for k in keys] or None)
+    reports = verify_store(fstore, ws, keys=[StoreKey.parse(k) for k in keys] or None, records=records,
+                           replay=replay)
     failed = [r for r in reports if not r.ok]
     if as_json:
         echo_json([r.to_dict() for r in reports])

@@ -385,7 +385,15 @@ class ConditionChain:
         steps = self.prepare(sample_rate)
         noise = next((s.bank.describe() for s in steps if isinstance(s, _NoiseStep)), None)
         return {**self.to_dict(), "key": self.key, "fingerprint": self.fingerprint, "noise": noise,
-                "versions": {s.kind: _VERSIONS[s.kind] for s in self.steps}}
+                "versions": {s.kind: _VERSIONS[s.kind] for s in self.steps}, "texts": [s.text for s in self.steps]}
+
+    def record_columns(self, sample_rate: int) -> dict[str, tuple[Any, Any]]:
+        """``{"<position>.<kind>.<field>": (dtype, empty value)}`` of this chain's records (what
+        :func:`records_to_columns` makes of them), from the record of a one-second probe tone: every record
+        of a chain has the same fields and types. Empty for the clean chain."""
+        t = np.arange(int(sample_rate)) / sample_rate
+        probe = (0.1 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+        return {name: column_type(value) for name, value in _flat(self.apply(probe, sample_rate, "probe")[1])}
 
     def prepare(self, sample_rate: int) -> list[_Step]:
         """Build every step for ``sample_rate`` (loads noise recordings, designs filters); ConditionError when
@@ -448,18 +456,31 @@ def records_to_columns(records: list[dict[str, Any] | None]) -> dict[str, np.nda
     if template is None:
         return {}
     columns: dict[str, np.ndarray] = {}
-    for position, step in enumerate(template["steps"]):
-        for name, value in step.items():
-            if name == "kind":
-                continue
-            dtype, empty = ((bool, False) if isinstance(value, bool) else (np.int64, -1) if isinstance(value, int)
-                            else (np.float64, np.nan) if isinstance(value, float) else (object, ""))
-            column = np.full(len(records), empty, dtype=dtype)
-            for row, record in enumerate(records):
-                if record is not None:
-                    column[row] = record["steps"][position][name]
-            columns[f"{position}.{step['kind']}.{name}"] = column
+    for key, value in _flat(template):
+        dtype, empty = column_type(value)
+        column = np.full(len(records), empty, dtype=dtype)
+        position, _, name = key.split(".", 2)
+        for row, record in enumerate(records):
+            if record is not None:
+                column[row] = record["steps"][int(position)][name]
+        columns[key] = column
     return columns
+
+
+def column_type(value: Any) -> tuple[Any, Any]:
+    """(numpy dtype, empty value) of the column holding record field ``value``: bool/False, int64/-1,
+    float64/NaN, else str (object)/""."""
+    if isinstance(value, bool):
+        return bool, False
+    if isinstance(value, int):
+        return np.int64, -1
+    return (np.float64, np.nan) if isinstance(value, float) else (object, "")
+
+
+def _flat(record: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A record's fields as ``("<position>.<kind>.<field>", value)``, in step then field order."""
+    return [(f"{position}.{step['kind']}.{name}", value) for position, step in enumerate(record["steps"])
+            for name, value in step.items() if name != "kind"]
 
 
 def columns_to_records(columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:

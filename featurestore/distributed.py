@@ -1,7 +1,7 @@
 """Extraction on a Ray cluster: actors compute blocks, the driver alone writes the store.
 
 Each actor loads the encoder once, by name and load options (never a pickled model), and turns
-whole plan batches into :class:`~featurestore.extract.Block` s (decode, resample, mix noise, embed,
+whole plan batches into :class:`~featurestore.extract.Block` s (decode, resample, condition, embed,
 pool). The driver keeps a bounded window of batches in flight, commits the blocks in plan order
 with the same :func:`~featurestore.extract.commit_block` as a local run, so a Ray store holds the
 same bytes as a local one and resumes the same way. A worker that dies is restarted by Ray and
@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from featurestore.conditions import ConditionChain
 from featurestore.encoders.base import Encoder, EncoderInfo
 from featurestore.extract import Block, ExtractError, ExtractOptions, PlanEntry, compute_block, decode_row
-from featurestore.noise import NoiseBank, NoiseSpec
 
 RAY_EXTRA = 'pip install "fs-ser[ray]"  (or: pip install "ray[default]")'
 
@@ -142,8 +142,7 @@ class _Worker:
         self.spec = spec
         self.error = ""
         self.encoder: Encoder | None = None
-        self.bank: NoiseBank | None = None
-        self.bank_key = ""
+        self.chain: ConditionChain | None = None
         try:
             self.encoder = spec.load()
         except Exception as exc:  # reported by hello(): the driver names the node
@@ -154,31 +153,32 @@ class _Worker:
         return {"node": self.node, "pid": os.getpid(), "error": self.error,
                 "info": self.encoder.info if self.encoder is not None else None}
 
-    def run(self, index: int, start: int, rows: list[dict[str, Any]], noise: dict[str, Any] | None,
-            noise_key: str, frame_layers: tuple[int, ...], on_bad_audio: str) -> tuple[Block, float, str]:
+    def run(self, index: int, start: int, rows: list[dict[str, Any]], chain: ConditionChain,
+            frame_layers: tuple[int, ...], on_bad_audio: str) -> tuple[Block, float, str]:
         """The block of plan batch ``index`` (group rows ``start:start+len(rows)``), compute seconds, node."""
         began = time.perf_counter()
         encoder = self.encoder
         if encoder is None:
             raise DistributedError(f"worker on node {self.node} has no encoder: {self.error}")
-        bank = self._bank(noise, noise_key, encoder.info.sample_rate)
+        local = self._chain(chain, encoder.info.sample_rate)
         by_row = {start + j: row for j, row in enumerate(rows)}
-        items = [decode_row(i, row, encoder.info.sample_rate, bank) for i, row in by_row.items()]
+        items = [decode_row(i, row, encoder.info.sample_rate, local) for i, row in by_row.items()]
         block = compute_block(index, start, items, by_row, encoder, frame_layers=frame_layers,
-                              on_bad_audio=on_bad_audio, noisy=bank is not None)
+                              on_bad_audio=on_bad_audio, conditioned=bool(local.steps))
         return block, time.perf_counter() - began, self.node
 
-    def _bank(self, noise: dict[str, Any] | None, key: str, sample_rate: int) -> NoiseBank | None:
-        if noise is None:
-            return None
-        if self.bank is None or self.bank_key != key:
-            bank = NoiseBank(NoiseSpec.from_dict(noise), sample_rate)
-            if bank.key != key:
-                raise DistributedError(f"worker on node {self.node}: the noise recordings at {noise['source']} "
-                                       f"differ from the driver's (condition {bank.key}, driver {key}); give every "
-                                       "node the same noise files (a shared filesystem)")
-            self.bank, self.bank_key = bank, key
-        return self.bank
+    def _chain(self, chain: ConditionChain, sample_rate: int) -> ConditionChain:
+        """The driver's chain, rebuilt here from its spec (its key recomputed from this node's files, so
+        other noise recordings or impulse responses are refused) and prepared once per worker."""
+        if self.chain is None or self.chain.key != chain.key:
+            local = ConditionChain.from_dict(chain.to_dict())
+            if local.key != chain.key:
+                raise DistributedError(f"worker on node {self.node}: the condition's files (noise recordings, impulse "
+                                       f"responses) differ from the driver's (condition {local.key}, driver "
+                                       f"{chain.key}); give every node the same files (a shared filesystem)")
+            local.prepare(sample_rate)
+            self.chain = local
+        return self.chain
 
 
 def _node_ip() -> str:
@@ -261,14 +261,12 @@ class RayRunner:
             ray.shutdown()
             self._started = False
 
-    def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], noise: NoiseBank | None,
+    def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], chain: ConditionChain,
                options: ExtractOptions) -> Iterator[Block]:
         """Blocks of ``plan`` in plan order, computed by the workers with at most ``in_flight`` each queued."""
         if not self.actors or self.info is None:
             raise DistributedError("RayRunner.blocks() outside `with RayRunner(...)`: the workers are not started")
         ray = _import_ray()
-        noise_spec = noise.spec.to_dict() if noise is not None else None
-        noise_key = noise.key if noise is not None else ""
         frame_layers = tuple(options.frame_layers)
         alive = list(range(len(self.actors)))
         load = dict.fromkeys(alive, 0)
@@ -281,8 +279,8 @@ class RayRunner:
         def submit(position: int) -> None:
             worker = min(alive, key=lambda w: load[w])
             index, start, stop = plan[position]
-            future = self.actors[worker].run.remote(index, start, rows[start:stop], noise_spec, noise_key,
-                                                    frame_layers, options.on_bad_audio)
+            future = self.actors[worker].run.remote(index, start, rows[start:stop], chain, frame_layers,
+                                                    options.on_bad_audio)
             in_flight[future] = (position, worker)
             load[worker] += 1
 

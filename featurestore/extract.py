@@ -1,4 +1,4 @@
-"""The extraction loop: manifest + encoder (+ noise) → one store group, batched and resumable.
+"""The extraction loop: manifest + encoder (+ an acoustic condition) → one store group, batched and resumable.
 
 Utterances are sorted by duration (longest first) into a fixed plan of batches, each bounded by
 a count and by a budget of padded audio seconds (so peak memory is bounded whatever the length
@@ -32,9 +32,10 @@ from torch.utils.data import DataLoader, Dataset
 from data_manifests.manifest import Manifest
 from featurestore import __version__, hints
 from featurestore.audio import AudioError, decode_audio
+from featurestore.conditions import ConditionAudioError, ConditionChain
 from featurestore.encoders.base import Encoder, EncoderInfo
 from featurestore.errors import FsError, Interrupted, Terminated
-from featurestore.noise import NoiseBank, NoiseError, NoiseSpec, condition_key
+from featurestore.noise import NoiseSpec
 from featurestore.pooling import masked_mean_std
 from featurestore.progress import Progress
 from featurestore.store import ROW_CHUNK, STATUS_SKIPPED, STATUS_STORED, FeatureStore, StoreGroup, StoreKey, slug
@@ -138,23 +139,35 @@ def plan_batches(durations: list[float], batch_size: int, batch_seconds: float,
     return bounds if len(cost) else [0]
 
 
-def extract_command(manifest: Manifest, info: EncoderInfo, noise: NoiseSpec | None,
+def extract_command(manifest: Manifest, info: EncoderInfo, chain: ConditionChain | None,
                     frame_layers: tuple[int, ...]) -> str:
-    """The ``fs extract`` command line that makes this group (recorded in provenance, printed in advice)."""
+    """The ``fs extract`` command line that makes this group (recorded in provenance, printed in advice):
+    a lone noise step as ``--noise/--snr/--noise-seed``, any other chain as its ``--condition`` texts."""
+    chain = chain if chain is not None else ConditionChain()
+    noise = chain.noise_spec() if [s.kind for s in chain.steps] == ["noise"] else None
     spec = noise.to_dict() if noise is not None else {}
     return hints.extract_command(info.name, [manifest.name], **hints.model_flags(info.__dict__),
                                  noise=spec.get("source"), snr_db=spec.get("snr_db"), noise_seed=spec.get("seed"),
                                  noise_env=spec.get("environments") or (), noisy=noise is not None,
-                                 frames=frame_layers)
+                                 conditions=[] if noise is not None else [s.text for s in chain.steps],
+                                 condition_seed=chain.seed, frames=frame_layers)
 
 
-Decoded = tuple[int, "np.ndarray | None", str, dict[str, Any]]  # (row, wave or None, error, mix + "sha256")
+def condition_chain(noise: NoiseSpec | None = None, condition: ConditionChain | None = None) -> ConditionChain:
+    """The chain of an extraction: ``condition``, or today's ``noise`` spec as a one-step chain (same key)."""
+    if noise is not None and condition is not None:
+        raise ExtractError("give the noise as a step of the condition chain or as noise=, not both")
+    return condition if condition is not None else ConditionChain.from_noise(noise)
 
 
-def decode_row(index: int, row: dict[str, Any], sample_rate: int, noise: NoiseBank | None) -> Decoded:
-    """Read, hash, decode, downmix, resample and (optionally) noise-mix one manifest row.
+Decoded = tuple[int, "np.ndarray | None", str, dict[str, Any]]  # (row, wave or None, error, "record" + "sha256")
 
-    Returns ``(index, wave (S,) float32 or None, error, mix details + "sha256" of the bytes read)``.
+
+def decode_row(index: int, row: dict[str, Any], sample_rate: int, chain: ConditionChain | None) -> Decoded:
+    """Read, hash, decode, downmix, resample and (optionally) condition one manifest row.
+
+    Returns ``(index, wave (S,) float32 or None, error, {"record": the condition record (with a
+    non-empty chain), "sha256": of the bytes read})``.
     """
     try:
         raw = Path(row["path"]).read_bytes()
@@ -164,24 +177,24 @@ def decode_row(index: int, row: dict[str, Any], sample_rate: int, noise: NoiseBa
     try:
         wave, _ = decode_audio(raw, row["path"], sample_rate)
         mix: dict[str, Any] = {}
-        if noise is not None:
-            wave, mix = noise.mix(wave, row["utt_id"])
+        if chain is not None and chain.steps:
+            wave, mix["record"] = chain.apply(wave, sample_rate, row["utt_id"])
         return index, wave, "", {**mix, "sha256": digest}
-    except (AudioError, NoiseError) as exc:
+    except (AudioError, ConditionAudioError) as exc:
         return index, None, str(exc), {"sha256": digest}
 
 
 class _UtteranceAudio(Dataset):
     """:func:`decode_row` over the plan's rows; runs in DataLoader workers."""
 
-    def __init__(self, rows: list[dict[str, Any]], sample_rate: int, noise: NoiseBank | None):
-        self.rows, self.sample_rate, self.noise = rows, sample_rate, noise
+    def __init__(self, rows: list[dict[str, Any]], sample_rate: int, chain: ConditionChain | None):
+        self.rows, self.sample_rate, self.chain = rows, sample_rate, chain
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> Decoded:
-        return decode_row(i, self.rows[i], self.sample_rate, self.noise)
+        return decode_row(i, self.rows[i], self.sample_rate, self.chain)
 
 
 def _collate(items: list) -> list:
@@ -199,13 +212,13 @@ def pool_states(hidden: torch.Tensor, lengths: torch.Tensor) -> tuple[np.ndarray
     return mean.transpose(0, 1).float().cpu().numpy(), std.transpose(0, 1).float().cpu().numpy()
 
 
-def _provenance(manifest: Manifest, info: EncoderInfo, noise: NoiseBank | None, cond: str,
+def _provenance(manifest: Manifest, info: EncoderInfo, chain: ConditionChain,
                 options: ExtractOptions, device: str, command: str) -> dict[str, Any]:
     return {
         "corpus": {"name": manifest.name, "layout": manifest.layout, "root": manifest.root,
                    "manifest_digest": manifest.digest(), "audio_digest": manifest.audio_digest(),
                    "label_map": manifest.label_map_name, "utterances": len(manifest.rows)},
-        "condition": {"key": cond, "noise": noise.describe() if noise is not None else None},
+        "condition": chain.describe(info.sample_rate),
         "model": {k: v for k, v in info.__dict__.items()},
         "sample_rate": info.sample_rate,
         "audio": AUDIO_PIPELINE,
@@ -220,7 +233,7 @@ def _provenance(manifest: Manifest, info: EncoderInfo, noise: NoiseBank | None, 
 
 
 def _open_group(store: FeatureStore, key: StoreKey, manifest: Manifest, info: EncoderInfo,
-                noise: NoiseBank | None, options: ExtractOptions, device: str, command: str,
+                chain: ConditionChain, options: ExtractOptions, device: str, command: str,
                 result: ExtractResult) -> StoreGroup:
     """Open the group to resume or repair, or create it; ``result.already_done`` when nothing is left."""
     if store.has(key) and not options.overwrite:
@@ -241,10 +254,11 @@ def _open_group(store: FeatureStore, key: StoreKey, manifest: Manifest, info: En
     order = plan_order(manifest)
     rows = [manifest.rows[i] for i in order]
     bounds = plan_batches([r["duration"] for r in rows], options.batch_size, options.batch_seconds, info)
-    provenance = _provenance(manifest, info, noise, key.condition, options, device, command)
+    provenance = _provenance(manifest, info, chain, options, device, command)
     return store.create(key, utt_ids=[r["utt_id"] for r in rows], audio_sha256=[r["audio_sha256"] for r in rows],
                         num_layers=info.num_layers, dim=info.dim, batch_start=bounds,
-                        frame_layers=sorted(options.frame_layers), provenance=provenance, noisy=noise is not None)
+                        frame_layers=sorted(options.frame_layers), provenance=provenance,
+                        noisy=chain.noise_spec() is not None, condition_columns=chain.record_columns(info.sample_rate))
 
 
 def _check_reusable(group: StoreGroup, manifest: Manifest, options: ExtractOptions, command: str) -> None:
@@ -318,8 +332,8 @@ class Block:
     """Results of consecutive plan batches, rows ``start:start+n`` of a group, ready for :func:`commit_block`.
 
     mean, std: (n, L, D) float32; n_frames: (n,) int32; status: (n,) int8 (stored or skipped);
-    frames: layer -> n arrays (T_i, D) float16; skipped: utt_id -> reason; noise: the mix records
-    (recording, offset, snr_db), (n,) each, of a noisy condition; failed_hashes: row -> sha256 of
+    frames: layer -> n arrays (T_i, D) float16; skipped: utt_id -> reason; records: the condition record
+    of each row (None for a skipped row) under a condition, else None; failed_hashes: row -> sha256 of
     the bytes that failed to decode; audio_seconds: audio embedded.
     """
 
@@ -331,7 +345,7 @@ class Block:
     status: np.ndarray
     frames: dict[int, list[np.ndarray]]
     skipped: dict[str, str]
-    noise: dict[str, np.ndarray] | None = None
+    records: list[dict[str, Any] | None] | None = None
     frame_bytes: int = 0
     failed_hashes: dict[int, str] = field(default_factory=dict)
     audio_seconds: float = 0.0
@@ -347,12 +361,12 @@ class Block:
 
     def extend(self, other: Block) -> Block:
         """This block followed by ``other`` (the next batches of the plan)."""
-        noise = None if self.noise is None else {k: np.concatenate([v, other.noise[k]]) for k, v in self.noise.items()}
+        records = None if self.records is None else self.records + (other.records or [])
         return Block(range(self.batches.start, other.batches.stop), self.start,
                      np.concatenate([self.mean, other.mean]), np.concatenate([self.std, other.std]),
                      np.concatenate([self.n_frames, other.n_frames]), np.concatenate([self.status, other.status]),
                      {k: v + other.frames[k] for k, v in self.frames.items()}, {**self.skipped, **other.skipped},
-                     noise, self.frame_bytes + other.frame_bytes, {**self.failed_hashes, **other.failed_hashes},
+                     records, self.frame_bytes + other.frame_bytes, {**self.failed_hashes, **other.failed_hashes},
                      self.audio_seconds + other.audio_seconds, self.oom_halvings + other.oom_halvings,
                      other.oom_batch_seconds if other.oom_halvings else self.oom_batch_seconds)
 
@@ -419,13 +433,14 @@ def _embed_pooled(encoder: Encoder, waves: list[np.ndarray], frame_layers: tuple
 
 def compute_block(batch_index: int, start: int, items: list[Decoded], rows: Sequence[dict[str, Any]] | Mapping,
                   encoder: Encoder, *, frame_layers: tuple[int, ...] = (), on_bad_audio: str = "fail",
-                  noisy: bool = False, memory: MemoryBudget | None = None) -> Block:
+                  conditioned: bool = False, memory: MemoryBudget | None = None) -> Block:
     """Embed and pool one plan batch (a pure function of the decoded audio: no store access).
 
     ``items`` are :func:`decode_row` results whose indices are group rows (``rows[i]`` is the
     manifest row of group row i); the block holds rows ``start:start+len(items)``. Raises
     ExtractError for bad audio with ``on_bad_audio="fail"`` and for audio changed since
-    ``fs corpus add``. ``memory`` bounds the forward passes (halved on out-of-memory; see
+    ``fs corpus add``. ``conditioned``: keep each row's condition record.
+    ``memory`` bounds the forward passes (halved on out-of-memory; see
     :func:`_embedded`); the block counts its halvings.
     """
     memory = memory if memory is not None else MemoryBudget()
@@ -439,14 +454,12 @@ def compute_block(batch_index: int, start: int, items: list[Decoded], rows: Sequ
     empty = np.zeros((0, dim), np.float16)
     frames: dict[int, list[np.ndarray]] = {layer: [empty] * n for layer in frame_layers}
     skipped: dict[str, str] = {}
-    noise = {"recording": np.full(n, "", dtype=object), "offset": np.full(n, -1, np.int64),
-             "snr_db": np.full(n, np.nan)} if noisy else None
+    records: list[dict[str, Any] | None] | None = [None] * n if conditioned else None
     good: list[tuple[int, np.ndarray]] = []
     failed_hashes: dict[int, str] = {}
     for j, (i, wave, error, mix) in enumerate(items):
-        if noise is not None and not error:
-            for name in noise:
-                noise[name][j] = mix[name]
+        if records is not None and not error:
+            records[j] = mix["record"]
         if not error and mix["sha256"] != rows[i]["audio_sha256"]:
             raise ExtractError(f"{rows[i]['path']}: the audio of utterance {rows[i]['utt_id']} changed since "
                                f"`fs corpus add`; re-add corpus {rows[i].get('corpus', '')!r} with "
@@ -470,7 +483,7 @@ def compute_block(batch_index: int, start: int, items: list[Decoded], rows: Sequ
                 frames[layer][j] = part_frames[layer][k]
                 frame_bytes += frames[layer][j].nbytes
     return Block(range(batch_index, batch_index + 1), start, mean, std, n_frames, status, frames, skipped,
-                 noise, frame_bytes, failed_hashes, audio_seconds, memory.halvings - halvings_before,
+                 records, frame_bytes, failed_hashes, audio_seconds, memory.halvings - halvings_before,
                  memory.seconds if memory.halvings > halvings_before else None)
 
 
@@ -482,7 +495,7 @@ def commit_block(group: StoreGroup, block: Block | None, result: ExtractResult) 
         if block.failed_hashes:  # a skipped row remembers the bytes that failed: retried once they change
             group.set_audio_hashes(np.array(list(block.failed_hashes)), list(block.failed_hashes.values()))
         group.commit(block.batches, block.start, block.mean, block.std, block.n_frames, block.status, block.frames,
-                     block.skipped, block.noise)
+                     block.skipped, records=block.records)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DiskFullError(f"disk full while writing {group.key}; free space and re-run the same command: "
@@ -502,7 +515,7 @@ class Runner(Protocol):
     info: EncoderInfo
     device: str
 
-    def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], noise: NoiseBank | None,
+    def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], chain: ConditionChain,
                options: ExtractOptions) -> Iterator[Block]:
         """One :class:`Block` per plan entry, yielded in the order of ``plan``; ``rows[i]`` is group row i."""
         ...
@@ -536,14 +549,14 @@ class LocalRunner:
         self.memory = MemoryBudget()
         self.times = RunnerTimes()
 
-    def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], noise: NoiseBank | None,
+    def blocks(self, rows: list[dict[str, Any]], plan: list[PlanEntry], chain: ConditionChain,
                options: ExtractOptions) -> Iterator[Block]:
-        computed = self._computed(rows, plan, noise, options)
+        computed = self._computed(rows, plan, chain, options)
         return _one_ahead(computed, self.times) if self.compute_ahead else computed
 
-    def _computed(self, rows: list[dict[str, Any]], plan: list[PlanEntry], noise: NoiseBank | None,
+    def _computed(self, rows: list[dict[str, Any]], plan: list[PlanEntry], chain: ConditionChain,
                   options: ExtractOptions) -> Generator[Block, None, None]:
-        loader = DataLoader(_UtteranceAudio(rows, self.info.sample_rate, noise),
+        loader = DataLoader(_UtteranceAudio(rows, self.info.sample_rate, chain),
                             batch_sampler=[list(range(a, b)) for _, a, b in plan],
                             num_workers=options.num_workers, collate_fn=_collate)
         decoded = iter(loader)
@@ -552,7 +565,8 @@ class LocalRunner:
             items = next(decoded)
             ready = time.perf_counter()
             block = compute_block(index, start, items, rows, self.encoder, frame_layers=tuple(options.frame_layers),
-                                  on_bad_audio=options.on_bad_audio, noisy=noise is not None, memory=self.memory)
+                                  on_bad_audio=options.on_bad_audio, conditioned=bool(chain.steps),
+                                  memory=self.memory)
             self.times.decode_wait_s += ready - began
             self.times.compute_s += time.perf_counter() - ready
             yield block
@@ -608,8 +622,9 @@ def _one_ahead(blocks: Generator[Block, None, None], times: RunnerTimes) -> Iter
 
 
 def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise: NoiseSpec | None = None,
-            options: ExtractOptions = ExtractOptions()) -> ExtractResult:
-    """Extract ``manifest`` with ``encoder`` (optionally noise-mixed) into ``store``, in this process.
+            condition: ConditionChain | None = None, options: ExtractOptions = ExtractOptions()) -> ExtractResult:
+    """Extract ``manifest`` with ``encoder`` (optionally under a ``condition`` chain, or ``noise`` alone:
+    the same group as its one-step chain) into ``store``, in this process.
 
     Idempotent: a complete, undamaged group is left as it is. Resumable: a partial group continues
     at its first uncommitted batch; missing chunks (and, with ``repair``, corrupt ones) are
@@ -617,11 +632,11 @@ def extract(manifest: Manifest, encoder: Encoder, store: FeatureStore, *, noise:
     rows and raise :class:`~featurestore.errors.Interrupted`. Raises ExtractError with the fix when
     it cannot go on.
     """
-    return run_extraction(manifest, LocalRunner(encoder), store, noise=noise, options=options)
+    return run_extraction(manifest, LocalRunner(encoder), store, noise=noise, condition=condition, options=options)
 
 
 def run_extraction(manifest: Manifest, runner: Runner, store: FeatureStore, *, noise: NoiseSpec | None = None,
-                   options: ExtractOptions = ExtractOptions()) -> ExtractResult:
+                   condition: ConditionChain | None = None, options: ExtractOptions = ExtractOptions()) -> ExtractResult:
     """:func:`extract` with blocks computed by ``runner``; this process alone writes the store, in plan order."""
     info = runner.info
     bad = [layer for layer in options.frame_layers if not 0 <= layer < info.num_layers]
@@ -634,20 +649,21 @@ def run_extraction(manifest: Manifest, runner: Runner, store: FeatureStore, *, n
     if any("audio_sha256" not in r for r in manifest.rows[:1]):
         raise ExtractError(f"manifest {manifest.name!r} has no audio hashes (made by an older fs); re-add it with "
                            "`fs corpus add ... --overwrite`")
-    bank = NoiseBank(noise, info.sample_rate) if noise is not None else None
-    key = StoreKey(manifest.name, bank.key if bank is not None else condition_key(None), model_key(info))
+    chain = condition_chain(noise, condition)
+    chain.prepare(info.sample_rate)  # ConditionError (bad source, rate above the audio's) before any work
+    key = StoreKey(manifest.name, chain.key, model_key(info))
     result = ExtractResult(key=key)
-    command = extract_command(manifest, info, noise, tuple(options.frame_layers))
+    command = extract_command(manifest, info, chain, tuple(options.frame_layers))
     with store.lock(key):
         store.remove_partial_writes(key)
-        group = _open_group(store, key, manifest, info, bank, options, runner.device, command, result)
+        group = _open_group(store, key, manifest, info, chain, options, runner.device, command, result)
         if result.already_done:
             return result
-        _run(group, manifest, runner, bank, options, result)
+        _run(group, manifest, runner, chain, options, result)
     return result
 
 
-def _run(group: StoreGroup, manifest: Manifest, runner: Runner, bank: NoiseBank | None,
+def _run(group: StoreGroup, manifest: Manifest, runner: Runner, chain: ConditionChain,
          options: ExtractOptions, result: ExtractResult) -> None:
     by_id = {row["utt_id"]: row for row in manifest.rows}
     ids = group.utt_ids()
@@ -663,7 +679,7 @@ def _run(group: StoreGroup, manifest: Manifest, runner: Runner, bank: NoiseBank 
     bar = Progress(sum(b - a for _, a, b in plan), f"{group.key.corpus}/{group.key.condition} "
                    f"{Path(runner.info.name).name}", "utt", enabled=options.progress,
                    interval_s=options.progress_interval_s)
-    blocks = runner.blocks(rows, plan, bank, options)
+    blocks = runner.blocks(rows, plan, chain, options)
     pending: Block | None = None
     finished = False
     try:

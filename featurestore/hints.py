@@ -1,7 +1,8 @@
 """The one builder of ``fs extract`` command lines printed in advice, errors and provenance.
 
 Every printed command reproduces all the settings of the group it stands for (model, corpora,
-Whisper input mode, seed of a random model, chunking, noise source / SNR / seed / environments,
+Whisper input mode, seed of a random model, chunking, noise source / SNR / seed / environments
+or the ``--condition`` steps of a condition chain,
 frame layers), so pasting it makes exactly that group and never a slower or different one.
 No torch here: the store, the classifiers and the CLI import it freely.
 """
@@ -19,12 +20,15 @@ SNR_PLACEHOLDER = "SNR_DB"
 def extract_command(model: str, corpora: Sequence[str], *, whisper_input: str | None = None,
                     seed: int | None = None, chunk_seconds: float | None = None, noise: str | None = None,
                     snr_db: float | None = None, noise_seed: int | None = None, noise_env: Iterable[str] = (),
-                    noisy: bool = False, frames: Iterable[int] = (), extra: Sequence[str] = ()) -> str:
+                    noisy: bool = False, conditions: Sequence[str] = (), condition_seed: int = 0,
+                    frames: Iterable[int] = (), extra: Sequence[str] = ()) -> str:
     """``fs extract --model MODEL --corpus C ...`` with every given setting as its flag.
 
     A noisy group (``noise`` or ``snr_db`` given, or ``noisy``) gets ``--noise``, ``--snr`` and
-    ``--noise-seed``; unknown values are shown as ``NOISE_DIR`` / ``SNR_DB``. ``extra`` flags
-    (e.g. ``("--overwrite",)``) are appended.
+    ``--noise-seed``; unknown values are shown as ``NOISE_DIR`` / ``SNR_DB``. A condition chain
+    (``conditions``: its steps' canonical texts, noise sources included) gets one ``--condition`` per
+    step and ``--noise-seed condition_seed`` (the chain's seed). ``extra`` flags (e.g.
+    ``("--overwrite",)``) are appended.
     """
     args = ["fs", "extract", "--model", str(model)]
     for corpus in corpora:
@@ -42,6 +46,10 @@ def extract_command(model: str, corpora: Sequence[str], *, whisper_input: str | 
         envs = [str(e) for e in noise_env]
         if envs:
             args += ["--noise-env", ",".join(envs)]
+    elif conditions:
+        for text in conditions:
+            args += ["--condition", str(text)]
+        args += ["--noise-seed", str(int(condition_seed))]
     layers = sorted({int(k) for k in frames})
     if layers:
         args += ["--frames", ",".join(map(str, layers))]
@@ -76,13 +84,20 @@ def command_for_group(attrs: Mapping[str, Any], corpus: str, *, frames: Iterable
     input mode than the group's (the same group in that mode).
     """
     model = attrs.get("model") or {}
-    spec = ((attrs.get("condition") or {}).get("noise") or {}).get("spec") or {}
+    condition = attrs.get("condition") or {}
+    texts = condition.get("texts") or []
+    spec = (condition.get("noise") or {}).get("spec") or {}
+    if len(texts) > 1 or (texts and not spec):  # a chain other than one noise step: its --condition steps
+        spec = {}
+    else:
+        texts = []
     flags = model_flags(model)
     if whisper_input:
         flags["whisper_input"] = whisper_input
     return extract_command(str(model.get("name") or "MODEL"), [corpus], **flags,
                            noise=spec.get("source"), snr_db=spec.get("snr_db"), noise_seed=spec.get("seed"),
                            noise_env=spec.get("environments") or (), noisy=bool(spec),
+                           conditions=texts, condition_seed=int(condition.get("seed") or 0),
                            frames=(attrs.get("frame_layers") or ()) if frames is None else frames, extra=extra)
 
 
