@@ -7,12 +7,11 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from classifiers.studies import settings
 from cli._output import echo_json
-from cli.options import device_option, resolve_device, whisper_input_option
-from cli.probe import NORMS, _noise, _shots, describe
+from cli.options import device_option, resolve_device
+from cli.probe import _noise, _shots, describe
 from featurestore.workspace import Workspace
-
-METHODS = ("head", "cnn-lstm", "lora")
 
 
 def _modules(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[str, ...] | None:
@@ -26,43 +25,22 @@ def _modules(ctx: click.Context, param: click.Parameter, text: str | None) -> tu
 
 
 @click.command()
-@click.option("--method", type=click.Choice(METHODS), required=True,
-              help="head: the study's MLP head on pooled features (as fs probe --classifier mlp); cnn-lstm: "
-                   "the baseline on stored log-mel frames; lora: LoRA on the layers above --from-layer "
-                   "(stored frames).")
+@settings.click_option("method", required=True)
 @click.option("--source", required=True, help="Corpus to train on (a name from `fs corpus ls`).")
 @click.option("--target", required=True, help="Corpus to test on; the source itself for one speaker-independent split.")
 @click.option("--model", default=None,
               help="The model as given to `fs extract --model` [default for cnn-lstm: logmel].")
-@whisper_input_option()
-@click.option("--model-seed", type=click.IntRange(min=0), default=None,
-              help="Randomly initialised models: the seed they were extracted with.")
-@click.option("--from-layer", type=int, default=None,
-              help="lora: the layer whose frames are stored (`fs extract --frames K`); layers K+1.. are adapted.")
-@click.option("--layer", default="last", show_default=True,
-              help="The layer the head reads (head: also best, mean, concat:3,6 as in fs probe).")
-@click.option("--norm", type=click.Choice(NORMS), default="none", show_default=True,
-              help="head: as fs probe; cnn-lstm: none or corpus (per-corpus log-mel statistics, transductive).")
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Runs with seeds 0..N-1; UAR is reported as mean ± std.")
-@click.option("--shots", default="0", show_default=True, callback=_shots,
-              help="Target utterances per class added to training, e.g. 0,50 (one result each).")
-@click.option("--shots-speaker-disjoint", is_flag=True, help="Test only on target speakers who gave no shot.")
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Training epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Utterances per batch.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-              help="Adam learning rate.")
-@click.option("--rank", type=click.IntRange(min=1), default=8, show_default=True, help="lora: adapter rank.")
-@click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=16.0, show_default=True,
-              help="lora: adapter scaling alpha.")
-@click.option("--target-modules", default=None, callback=_modules,
-              help="lora: linear modules that get adapters, e.g. q_proj,v_proj [default: the family's].")
-@click.option("--head-hidden", type=click.IntRange(min=1), default=256, show_default=True,
-              help="head and lora: width of the head's hidden layer.")
-@click.option("--max-frames", type=click.IntRange(min=8), default=None,
-              help="cnn-lstm: keep the first N frames of longer utterances [default: all].")
-@click.option("--dev-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              show_default=True, help="Share of training utterances (whole speakers) held out to pick the best epoch.")
+@settings.options("whisper_input", "model_seed", "from_layer")
+@settings.click_option("layer", help="The layer the head reads (head: also best, mean, concat:3,6 as in fs probe; "
+                                     "lora: last or a number).")
+@settings.click_option("norm", help="head: as fs probe; cnn-lstm: none or corpus (per-corpus log-mel statistics, "
+                                    "transductive).")
+@settings.click_option("seeds")
+@settings.click_option("shots", type=str, default="0", callback=_shots,
+                       help=settings.setting("shots").help + " Several: 0,50 (one result each).")
+@settings.options("shots_speaker_disjoint", "epochs", "batch_size", "lr", "rank", "alpha")
+@settings.click_option("target_modules", type=str, callback=_modules)
+@settings.options("head_hidden", "max_frames", "dev_fraction")
 @click.option("--target-noise", type=click.Path(), default=None,
               help="Test on the target mixed with this noise (the folder given to `fs extract --noise`).")
 @click.option("--source-noise", type=click.Path(), default=None, help="Train on the source mixed with this noise.")
@@ -99,6 +77,7 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                 raise click.UsageError(f"{flag} is for --method lora")
     ws: Workspace = ctx.obj
 
+    from classifiers.studies.engine import run
     from classifiers.studies.finetune import FinetuneConfig
     from classifiers.studies.finetune import finetune as run
     from featurestore.store import FeatureStore
@@ -114,7 +93,10 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                for n in shots]
     cache: dict[Any, Any] = {}
     device = resolve_device(device)
-    results = [run(config, store, ws, device=device, rerun=rerun, cache=cache, progress=True) for config in configs]
+    results = []
+    for config in configs:
+        found = run(config, store, ws, device=device, rerun=rerun, cache=cache, progress=True)
+        results.append({**found.to_record(), "from_ledger": found.from_ledger})
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)
         return

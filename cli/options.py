@@ -2,6 +2,9 @@
 
 * ``--device`` (extract, finetune): cpu, cuda, cuda:N or mps; default cuda when torch sees one, else
   cpu (:func:`resolve_device`, checked against what torch sees).
+Study settings (``--layer``, ``--classifier``, ``--norm``, ...) come from the one settings table,
+:func:`classifiers.studies.settings.options`.
+
 * ``--whisper-input`` (extract, probe, finetune): full (padded to 30 s, as Whisper was trained) or trim
   (only the real frames). Default full for a new extraction; commands that read the store use the mode
   that is stored when only one is, else ask for the flag.
@@ -17,7 +20,6 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-WHISPER_INPUTS = ("full", "trim")
 DEFAULT_WHISPER_INPUT = "full"
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
@@ -53,8 +55,11 @@ def resolve_device(device: str | None) -> str:
 
 
 def whisper_input_option() -> Callable[[F], F]:
-    """``--whisper-input full|trim`` (default None: full when extracting, the stored mode when reading)."""
-    return click.option("--whisper-input", type=click.Choice(WHISPER_INPUTS), default=None,
-                        help="Whisper: full (padded to 30 s, as trained) or trim (only the real frames) "
-                             f"[default: {DEFAULT_WHISPER_INPUT} when extracting; when reading, the mode stored "
-                             "if only one is].")
+    """``--whisper-input full|trim`` from the settings table (default None: full when extracting, the stored
+    mode when reading)."""
+    from classifiers.studies import settings
+
+    return settings.click_option(
+        "whisper_input", help="Whisper: full (padded to 30 s, as trained) or trim (only the real frames) "
+                              f"[default: {DEFAULT_WHISPER_INPUT} when extracting; when reading, the mode stored "
+                              "if only one is].")

@@ -7,21 +7,19 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from classifiers.studies import settings
 from cli._output import echo_json
-from cli.options import whisper_input_option
 from featurestore.workspace import Workspace
-
-CLASSIFIERS = ("logreg", "svm", "ridge", "lgbm", "mlp")
-NORMS = ("none", "source", "corpus", "speaker")
 
 
 def _shots(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
     """``--shots 0,50,100`` -> (0, 50, 100)."""
     try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v < 0 for v in values):
+        values = tuple(settings.check("shots", int(x) if x.strip().lstrip("-").isdigit() else x.strip(), "--shots")
+                       for x in text.split(",") if x.strip())
+    except settings.SettingError as exc:
+        raise click.BadParameter(f"{exc} (several: 0,50,100)") from None
+    if not values:
         raise click.BadParameter(f"{text!r}: give shots per class as numbers >= 0, e.g. 0,50,100")
     return tuple(dict.fromkeys(values))
 
@@ -51,27 +49,13 @@ def _noise(directory: str | None, snr: float | None, seed: int) -> dict[str, Any
 @click.option("--source", required=True, help="Corpus to train on (a name from `fs corpus ls`).")
 @click.option("--target", required=True, help="Corpus to test on; the source itself for speaker-independent folds.")
 @click.option("--model", required=True, help="The model as given to `fs extract --model` (alias, id or folder).")
-@whisper_input_option()
-@click.option("--model-seed", type=click.IntRange(min=0), default=None,
-              help="Randomly initialised models: the seed they were extracted with.")
-@click.option("--layer", default="last", show_default=True,
-              help="last, best (chosen on a source-only dev split), a layer number, mean, or concat:3,6.")
-@click.option("--stat", type=click.Choice(["mean", "mean+std"]), default="mean", show_default=True,
-              help="Pooled statistic: mean over frames, or mean and std side by side.")
-@click.option("--classifier", type=click.Choice(CLASSIFIERS), default="logreg", show_default=True,
-              help="Probe: logistic regression, linear SVM, ridge, LightGBM, or the study's MLP head.")
+@settings.options("whisper_input", "model_seed", "layer", "stat", "classifier")
 @click.option("--param", "params", multiple=True, callback=_params,
               help="Classifier parameter NAME=VALUE (repeatable), e.g. --param C=0.1.")
-@click.option("--norm", type=click.Choice(NORMS), default="none", show_default=True,
-              help="Feature normalisation; corpus and speaker are transductive (the result says so).")
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Runs with seeds 0..N-1; UAR is reported as mean ± std.")
-@click.option("--shots", default="0", show_default=True, callback=_shots,
-              help="Target utterances per class added to training, e.g. 0,50,100 (one result each).")
-@click.option("--shots-speaker-disjoint", is_flag=True,
-              help="Test only on target speakers who gave no shot.")
-@click.option("--dev-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              show_default=True, help="Share of source utterances (whole speakers) held out to pick --layer best.")
+@settings.options("norm", "seeds")
+@settings.click_option("shots", type=str, default="0", callback=_shots,
+                       help=settings.setting("shots").help + " Several: 0,50,100 (one result each).")
+@settings.options("shots_speaker_disjoint", "dev_fraction")
 @click.option("--target-noise", type=click.Path(), default=None,
               help="Test on the target mixed with this noise (the folder given to `fs extract --noise`).")
 @click.option("--source-noise", type=click.Path(), default=None, help="Train on the source mixed with this noise.")
@@ -104,8 +88,10 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
         raise click.UsageError("--shots needs a target other than the source (within a corpus, folds are used)")
     ws: Workspace = ctx.obj
 
+    from classifiers.studies.engine import run
     from classifiers.studies.predict import ensure_saved
-    from classifiers.studies.protocols import ProbeConfig, probe_identity, result_is_current, run_probe
+    from classifiers.studies.protocols import ProbeConfig
+    from classifiers.studies.result import result_identity, stored_identity
     from featurestore.progress import Progress
     from featurestore.store import FeatureStore
 
@@ -121,19 +107,12 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
     cache: dict[Any, Any] = {}
     results = []
     for config in configs:
-        identity = probe_identity(config, store, ws, cache)
-        found = None if rerun or ledger is None else ledger.get(config.key(), identity)
-        if found is not None and result_is_current(found, identity):
-            found["from_ledger"] = True
-            result = found
-        else:
-            result = run_probe(config, store, ws, views=cache, progress=Progress if progress else None).to_dict()
-            if ledger is not None:
-                ledger.put(result)
-            result["from_ledger"] = False
+        found = run(config, store, ws, rerun=rerun, cache=cache, ledger=ledger,
+                    progress=Progress if progress else None)
+        result = {**found.to_record(), "from_ledger": found.from_ledger}
         if save_model:
-            result["saved_model"] = str(ensure_saved(config, identity, store, ws, cache,
-                                                     refit=not result["from_ledger"]))
+            identity = stored_identity(result_identity(config, store, ws, cache))
+            result["saved_model"] = str(ensure_saved(config, identity, store, ws, cache, refit=not found.from_ledger))
         results.append(result)
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)

@@ -153,7 +153,7 @@ def test_paper_column_and_titles_for_a_whisper_given_as_a_folder(tmp_path: Path,
     published = load_paper_table()["table"]["emodb->urdu"]
     assert "| whisper-base-encoder (trim) | whisper-base-encoder (trim) (paper: Whisper) | CNN-LSTM (paper) |" in text
     assert f"*{published['whisper']:.2f}* | *{published['cnn-lstm']:.2f}*" in text
-    assert titles and titles[0].startswith("whisper-base-encoder (trim), layer") and str(tmp_path) not in titles[0]
+    assert titles and titles[0].startswith("whisper-base-encoder (trim), last layer") and str(tmp_path) not in titles[0]
 
 
 # --------------------------------------------------------------------------- issue 13 (1): uncertainty

@@ -252,7 +252,7 @@ def _click_type(s: Setting) -> Any:
                 self.fail(str(exc), param, ctx)
 
         def get_metavar(self, param: Any, ctx: Any = None) -> str | None:
-            if s.kind == "choice" and not callable(s.choices):
+            if s.kind == "choice":  # a registry's choices are read here, when help is shown, not on import
                 return "[" + "|".join(s.valid_choices()) + "]"
             return s.name.upper() if s.kind != "layer" else "LAYER"
 
@@ -265,9 +265,7 @@ def _click_type(s: Setting) -> Any:
 
 
 def option_help(s: Setting) -> str:
-    """``--help`` text of a setting: its help plus the valid values when it is a choice."""
-    if s.kind == "choice" and callable(s.choices):
-        return f"{s.help} One of: {s.valid_text()}."
+    """``--help`` text of a setting (its choices show as the option's metavar, read when help is shown)."""
     return s.help
 
 
