@@ -79,7 +79,6 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
 
     from classifiers.studies.engine import run
     from classifiers.studies.finetune import FinetuneConfig
-    from classifiers.studies.finetune import finetune as run
     from featurestore.store import FeatureStore
 
     store = FeatureStore(ws.store_url)

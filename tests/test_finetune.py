@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from classifiers.studies.finetune import FinetuneConfig, FinetuneError, FrameCache, checkpoint_root, finetune, run_finetune
+from classifiers.studies import finetune as finetune_module
+from classifiers.studies.engine import run as engine_run
+from classifiers.studies.finetune import FinetuneConfig, FinetuneError, FrameCache, checkpoint_root
 from classifiers.studies.ledger import Ledger
 from classifiers.studies.protocols import ProbeConfig, run_probe
 from cli.main import fs
@@ -21,6 +23,18 @@ from featurestore.encoders import load_encoder
 from featurestore.extract import ExtractOptions, extract
 from featurestore.store import FeatureStore
 from featurestore.workspace import Workspace
+
+
+def run_finetune(*args, **kwargs) -> dict:
+    """:func:`classifiers.studies.finetune.run_finetune`'s result as its record."""
+    return finetune_module.run_finetune(*args, **kwargs).to_record()
+
+
+def finetune(*args, **kwargs) -> dict:
+    """A fine-tuning run through the ledger (:func:`classifiers.studies.engine.run`), as its record."""
+    result = engine_run(*args, **kwargs)
+    return {**result.to_record(), "from_ledger": result.from_ledger}
+
 
 W2V = "tiny-wav2vec2"  # layers 0..2, 32 wide
 EXTRA_KEYS = {"method", "checkpoints", "train_seconds", "training", "dev_uar_per_epoch"}

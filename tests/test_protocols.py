@@ -14,7 +14,8 @@ import soundfile as sf
 from classifiers.learners.splits import few_shot_split
 from classifiers.studies import protocols
 from classifiers.studies.protocol_registry import align
-from classifiers.studies.protocols import ProbeConfig, ProtocolError, probe_identity, result_is_current, run_probe
+from classifiers.studies.protocols import ProbeConfig, ProtocolError, run_probe
+from classifiers.studies.result import is_current, result_identity
 from data_manifests.manifest import build_manifest
 from data_manifests.synth import generate_corpus
 from featurestore.encoders import load_encoder
@@ -243,14 +244,20 @@ def test_layer_choices_mean_concat_and_stats(setup) -> None:
 def test_identity_for_the_ledger(setup) -> None:
     ws, store, _ = setup
     cfg = config(seeds=1)
-    identity = probe_identity(cfg, store, ws)
+    identity = result_identity(cfg, store, ws)
     result = run_probe(cfg, store, ws).to_dict()
     assert identity["store_keys"] == sorted({result["provenance"][s]["store_key"] for s in ("source", "target")})
     assert identity["weights_hashes"] == [result["provenance"]["source"]["weights_hash"]]
-    assert result_is_current(result, identity)
+    assert result["identity"]["data_digests"] == identity["data_digests"]  # the record keeps what it was computed from
+    assert is_current(result, identity)
     stale = json.loads(json.dumps(result))
-    stale["provenance"]["target"]["label_map_digest"] = "0" * 16
-    assert not result_is_current(stale, identity)
+    stale["identity"]["data_digests"]["target"] = "0" * 16
+    assert not is_current(stale, identity)
+    legacy = json.loads(json.dumps(result))  # a record of an older fs: judged by its provenance's manifest digests
+    del legacy["identity"]
+    assert is_current(legacy, identity)
+    legacy["provenance"]["target"]["label_map_digest"] = "0" * 16
+    assert not is_current(legacy, identity)
 
 
 def test_within_corpus_sides_align_on_common_utterances(setup) -> None:

@@ -58,7 +58,7 @@ from classifiers.learners.metrics import chance_uar, evaluate
 from classifiers.learners.splits import SplitError, speaker_label_confound
 from classifiers.learners.training import TrainingError, TrainingProgress
 from classifiers.studies import settings
-from classifiers.studies.intervals import add_intervals, seed_predictions
+from classifiers.studies.intervals import seed_predictions
 from classifiers.studies.layer_choice import LayerChoice, LayerError
 from classifiers.studies.protocol_registry import (
     WITHIN_TEST_FRACTION,
@@ -68,7 +68,8 @@ from classifiers.studies.protocol_registry import (
     check_compatible,
     protocol_for,
 )
-from classifiers.studies.protocols import Sides, _local
+from classifiers.studies.protocols import Sides, _local, baseline_wins_warning
+from classifiers.studies.result import Result, result_identity, stored_identity
 from classifiers.studies.views import cached_digest, cached_manifest, get_view, resolve_group
 from featurestore import __version__
 from featurestore.errors import FsError, Interrupted, Terminated
@@ -608,22 +609,6 @@ def _encoder(config: FinetuneConfig, store: FeatureStore, device: str, cache: Ca
     return encoder
 
 
-def finetune_identity(config: FinetuneConfig, store: FeatureStore, workspace: Workspace,
-                      cache: Cache | None = None) -> dict[str, Any]:
-    """``store_keys``, ``weights_hashes`` and ``manifest_digests`` the result of ``config`` depends on
-    (as :func:`classifiers.studies.protocols.probe_identity`; the ledger's row identity)."""
-    cache = {} if cache is None else cache
-    keys, hashes, digests = set(), set(), {}
-    for role, corpus in (("source", config.source), ("target", config.target)):
-        group = _group(config, role, store, cache)
-        keys.add(group.key.path)
-        weights = group.attrs.get("model", {}).get("weights_hash")
-        if weights:
-            hashes.add(str(weights))
-        digests[role] = cached_digest(workspace, corpus, cache)
-    return {"store_keys": sorted(keys), "weights_hashes": sorted(hashes), "manifest_digests": digests}
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -839,13 +824,22 @@ def _run_seeds(config: FinetuneConfig, trainer: _Trainer, src: _Side, tgt: _Side
     return uars, metrics, n_train, base_uars, base_metrics, shots
 
 
-def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, *, device: str = "cpu",
-                 rerun: bool = False, cache: Cache | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run ``config`` and return its result record (the probe's JSON keys plus ``method``,
-    ``checkpoints``, ``train_seconds``, ``training``, ``dev_uar_per_epoch`` and ``whisper_input``);
-    see the module docstring for the protocols.
+def check_data(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, cache: Cache | None = None) -> None:
+    """Check that the store holds what ``config``'s method reads (groups, frames, input mode) for both
+    sides; :class:`FinetuneError` naming the ``fs extract`` command that makes what is missing."""
+    cache = {} if cache is None else cache
+    if config.method != "head":
+        for role in ("source", "target"):
+            _load_side(config, role, store, workspace, cache)
 
-    Does not touch the ledger (:func:`finetune` does). ``device``: where to train (not part of the
+
+def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, *, device: str = "cpu",
+                 rerun: bool = False, cache: Cache | None = None, progress: bool = False) -> Result:
+    """Run ``config`` and return its :class:`~classifiers.studies.result.Result` (with ``method``,
+    ``checkpoints``, ``train_seconds``, ``training``, ``dev_uar_per_epoch``); see the module docstring
+    for the protocols.
+
+    Does not touch the ledger (:func:`classifiers.studies.engine.run` does). ``device``: where to train (not part of the
     configuration; recorded in the provenance). ``rerun`` retrains seeds whose checkpoints exist.
     ``progress``: report seeds, epochs and dev UAR on stderr as training goes (a bar on a terminal).
     Every check (groups, frames, encoder weights, LoRA targets, layers) runs before any training or
@@ -859,12 +853,13 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
         from classifiers.studies.protocols import run_probe
 
         try:
-            result = run_probe(config.probe_config(), store, workspace, views=cache).to_dict()
+            result = run_probe(config.probe_config(), store, workspace, views=cache)
         except ProtocolError as exc:
             raise FinetuneError(str(exc)) from None
-        note = "the head trains on pooled features in memory (fs probe --classifier mlp); no checkpoints are kept"
-        return {**result, "method": "head", "checkpoints": [], "train_seconds": result["seconds"], "training": None,
-                "dev_uar_per_epoch": None, "warnings": [*result["warnings"], note]}
+        result.warnings.append("the head trains on pooled features in memory (fs probe --classifier mlp); no "
+                               "checkpoints are kept")
+        result.method, result.checkpoints, result.train_seconds = "head", [], result.seconds
+        return result
 
     src = _load_side(config, "source", store, workspace, cache)
     tgt = _load_side(config, "target", store, workspace, cache)
@@ -879,7 +874,7 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
     method = _method(config, store, device, cache)
     classifier = method.describe()  # builds the model once: bad LoRA targets or layers fail here
     classes = list(src_m.classes)
-    identity = finetune_identity(config, store, workspace, cache)
+    identity = result_identity(config, store, workspace, cache)
     runs = config.seeds * (2 if config.shots else 1)
     bar = TrainingProgress(runs, config.epochs, f"fine-tune {config.method} {config.source} -> {config.target}",
                            enabled=progress)
@@ -912,55 +907,24 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
         baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars, "metrics": base_metrics,
                     "beats_source_plus_shots": mean > float(np.mean(uars))}
         if baseline["beats_source_plus_shots"]:
-            trainer.warn(f"the target-only baseline ({config.shots} shots per class alone) scores UAR {mean:.3f}, "
-                         f"above source+shots ({float(np.mean(uars)):.3f}): the source data does not help here")
+            trainer.warn(baseline_wins_warning(config.shots, mean, float(np.mean(uars))))
     transductive = config.method == "cnn-lstm" and config.norm == "corpus"
     normalisation: dict[str, Any] = {"mode": config.norm, "transductive": transductive}
     if transductive:
         normalisation["note"] = ("the test log-mel frames are standardised with the statistics of the whole test "
                                  "set (its own unlabelled frames)")
-    per_class = {c: (float(np.mean(v)) if (v := [m["per_class_recall"][c] for m in metrics
-                                                 if m["per_class_recall"].get(c) is not None]) else None)
-                 for c in classes}
-    mean, std = _mean_std(uars)
     model_prov = src.view.provenance
     provenance = {"source": _side_provenance(src), "target": _side_provenance(tgt),
                   "model": {"name": config.model, "model_id": model_prov.get("model_id"),
                             "settings": model_prov.get("model_settings", {})},
                   "classifier": classifier, "classes": classes, "fs_version": __version__, "device": device}
     layer = 0 if config.method == "cnn-lstm" else classifier["params"]["layer"]
-    return add_intervals({
-        "config_key": config.key(), "protocol": config.protocol, "method": config.method,
-        "uar_mean": mean, "uar_std": std, "uar_per_seed": uars, "layer": layer, "chance": chance_uar(classes),
-        "per_class_recall": per_class, "metrics": metrics, "n_train": n_train, "config": config.to_dict(),
-        "provenance": provenance, "baseline": baseline, "shots": shots, "layer_dev_uar": None,
-        "layer_dev_uar_per_seed": None, "layer_choice": None, "normalisation": normalisation, "transductive": transductive,
-        "warnings": trainer.warnings, "seconds": time.perf_counter() - start,
-        "checkpoints": trainer.checkpoints, "train_seconds": trainer.train_seconds, "training": trainer.training,
-        "dev_uar_per_epoch": dev_uar_per_epoch(trainer.training),
-        "whisper_input": model_prov.get("model_settings", {}).get("whisper_input"),
-        "predictions": trainer.predictions.get("predictions"),
-        "baseline_predictions": trainer.predictions.get("baseline_predictions"),
-    })
-
-
-def finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, *, device: str = "cpu",
-             rerun: bool = False, cache: Cache | None = None, progress: bool = False) -> dict[str, Any]:
-    """:func:`run_finetune` through the results ledger: an identical configuration on the same store
-    groups and labels is answered from it (``from_ledger`` true) unless ``rerun``; a new result is
-    stored. Returns the result dict with ``from_ledger``."""
-    from classifiers.studies.ledger import Ledger
-    from classifiers.studies.protocols import result_is_current
-
-    cache = {} if cache is None else cache
-    if config.method != "head":
-        for role in ("source", "target"):  # the checks of the data this method needs come first
-            _load_side(config, role, store, workspace, cache)
-    identity = finetune_identity(config, store, workspace, cache)
-    ledger = Ledger.open(workspace)
-    found = None if rerun else ledger.get(config.key(), identity)
-    if found is not None and result_is_current(found, identity):
-        return {**found, "from_ledger": True}
-    result = run_finetune(config, store, workspace, device=device, rerun=rerun, cache=cache, progress=progress)
-    ledger.put(result)
-    return {**result, "from_ledger": False}
+    return Result(
+        config=config, identity=stored_identity(identity), uar_per_seed=uars, layer=layer, chance=chance_uar(classes),
+        metrics=metrics, n_train=n_train, provenance=provenance, baseline=baseline, shots=shots,
+        normalisation=normalisation, warnings=trainer.warnings, seconds=time.perf_counter() - start,
+        method=config.method, checkpoints=trainer.checkpoints, train_seconds=trainer.train_seconds,
+        training=trainer.training, dev_uar_per_epoch=dev_uar_per_epoch(trainer.training),
+        whisper_input=model_prov.get("model_settings", {}).get("whisper_input"),
+        predictions=trainer.predictions.get("predictions"),
+        baseline_predictions=trainer.predictions.get("baseline_predictions"))

@@ -197,6 +197,14 @@ def identity_of(provenance: Any) -> dict[str, list[str]]:
     return {"store_keys": sorted(keys), "weights_hashes": sorted(hashes)}
 
 
+def row_identity(result: dict[str, Any]) -> dict[str, list[str]]:
+    """The data identity of a result record's row: the ``identity`` the engine gave it
+    (:func:`classifiers.studies.result.result_identity`), or for a record of an older fs the store keys
+    and weights hashes found in its provenance."""
+    identity = result.get("identity")
+    return identity if isinstance(identity, dict) and "store_keys" in identity else identity_of(result.get("provenance"))
+
+
 def identity_text(identity: dict[str, list[str]]) -> str:
     """Canonical JSON of an identity (what the ledger compares)."""
     return json.dumps({k: sorted(identity.get(k, [])) for k in ("store_keys", "weights_hashes")}, sort_keys=True)
@@ -406,22 +414,23 @@ class Ledger:
                 raise
 
     # -- writing -------------------------------------------------------------------------
-    def put(self, result: dict[str, Any], study: str | None = None) -> str:
-        """Store ``result`` (a ``ProbeResult.to_dict()``); updates the row of the same key in place (its study
-        memberships stay; its predictions are replaced) and adds it to ``study`` when given. A result with
-        ``predictions`` first gets its intervals (:func:`~classifiers.studies.intervals.add_intervals`, in place);
+    def put(self, result: Any, study: str | None = None) -> str:
+        """Store ``result`` (a :class:`~classifiers.studies.result.Result` or its record); updates the row of the
+        same key in place (its study memberships stay; its predictions are replaced) and adds it to ``study`` when given.
+        A result with ``predictions`` first gets its intervals (:func:`~classifiers.studies.intervals.add_intervals`, in place);
         the predictions go to the predictions table, the rest to the row. Returns the row key."""
         return self.put_many([result], study=study)[0]
 
-    def put_many(self, results: list[dict[str, Any]], study: str | None = None) -> list[str]:
+    def put_many(self, results: list[Any], study: str | None = None) -> list[str]:
         """Store several results in one transaction (as :meth:`put`); each is tagged with ``study`` when given."""
         rows = []
-        for result in results:
+        for given in results:
+            result = given.to_record() if hasattr(given, "to_record") else given  # a Result or its record
             if not result.get("config_key"):
                 raise LedgerError("a result without config_key cannot enter the ledger; pass ProbeResult.to_dict()")
             add_intervals(result)
             parts = {part: check_predictions(result[part], part) for part in PARTS if result.get(part)}
-            identity = identity_text(identity_of(result.get("provenance", {})))
+            identity = identity_text(row_identity(result))
             row_key = _row_key(result["config_key"], identity)
             record = {k: v for k, v in result.items() if k not in PARTS}
             blobs = [(row_key, part, e["seed"], len(e["ids"]), _pack({k: v for k, v in e.items() if k != "seed"}))

@@ -117,7 +117,7 @@ def save_probe(workspace: Workspace, saved: SavedProbe) -> Path:
 def ensure_saved(config: ProbeConfig, identity: dict[str, Any], store: Any, workspace: Workspace,
                  views: Any = None, refit: bool = False) -> Path:
     """The saved probe of ``config`` computed from the data ``identity`` names (see
-    :func:`~classifiers.studies.protocols.probe_identity`): kept when the saved one matches it, else (or
+    :func:`~classifiers.studies.result.result_identity`): kept when the saved one matches it, else (or
     with ``refit``: the result was just computed) fitted with :func:`fit_final` and saved.
     With the ``views`` cache of the run that computed the result, seed 0's fit is reused."""
     from classifiers.studies.protocols import fit_final

@@ -32,7 +32,7 @@ from classifiers.learners.normalise import _apply, _stats, normalise
 from classifiers.learners.probes import ClassifierError, classifier_config, make_classifier
 from classifiers.learners.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
 from classifiers.studies import settings
-from classifiers.studies.intervals import add_intervals, seed_predictions
+from classifiers.studies.intervals import seed_predictions
 from classifiers.studies.layer_choice import LayerChoice, LayerError, best_layer_choice
 from classifiers.studies.protocol_registry import (
     ProtocolError,
@@ -41,6 +41,7 @@ from classifiers.studies.protocol_registry import (
     check_compatible,
     protocol_for,
 )
+from classifiers.studies.result import Result, result_identity, stored_identity
 from classifiers.studies.views import (
     Cache,
     cached_digest,
@@ -214,72 +215,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std())
 
 
-@dataclass
-class ProbeResult:
-    """One probe's outcome; :meth:`to_dict` is the JSON record (``fs probe --json``, the ledger).
-
-    ``uar_std`` is the population standard deviation over seeds. ``layer``: the layer used (an
-    int, ``"mean"`` or a list for concat); for ``best`` a list with one entry per seed (within a
-    corpus, each entry lists one layer per fold). ``layer_dev_uar``: for ``best``, the mean dev
-    UAR of each layer (the UAR-per-layer curve). ``layer_choice``: for ``best``, what
-    :func:`best_layer_choice` makes of the picks (per seed, most chosen, best mean dev UAR).
-    ``whisper_input``: the Whisper input mode (``trim`` / ``full``) of the store groups read, None
-    for other models. ``baseline``: few-shot target-only scores.
-    """
-
-    config: ProbeConfig
-    uar_per_seed: list[float]
-    layer: Any
-    chance: float
-    metrics: list[dict[str, Any]]
-    provenance: dict[str, Any]
-    n_train: list[int]
-    baseline: dict[str, Any] | None = None
-    shots: list[dict[str, Any]] | None = None
-    layer_dev_uar: dict[str, float] | None = None
-    layer_dev_uar_per_seed: list[dict[str, float]] | None = None
-    normalisation: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    whisper_input: str | None = None
-    layer_choice: dict[str, Any] | None = None
-    predictions: list[dict[str, Any]] | None = None
-    baseline_predictions: list[dict[str, Any]] | None = None
-
-    @property
-    def uar_mean(self) -> float:
-        return _mean_std(self.uar_per_seed)[0]
-
-    @property
-    def uar_std(self) -> float:
-        return _mean_std(self.uar_per_seed)[1]
-
-    def per_class_recall(self) -> dict[str, float | None]:
-        """Mean recall of each class over seeds (None for a class never in the test set)."""
-        out: dict[str, float | None] = {}
-        for label in self.metrics[0]["per_class_recall"]:
-            values = [m["per_class_recall"][label] for m in self.metrics if m["per_class_recall"][label] is not None]
-            out[label] = float(np.mean(values)) if values else None
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able record: ``config_key``, ``uar_mean``, ``uar_std``, ``uar_per_seed``, ``layer``,
-        ``chance``, ``metrics`` (one :func:`~classifiers.learners.metrics.evaluate` dict per seed), ``config``,
-        ``provenance``, ``baseline``, ``shots``, ``layer_dev_uar``, ``layer_choice``, ``whisper_input``,
-        ``warnings``, ``seconds``, the per-utterance ``predictions`` of every seed (and the baseline's,
-        ``baseline_predictions``; see :mod:`classifiers.studies.intervals`) with the ``uar_ci95`` they give, and more."""
-        return add_intervals({
-            "config_key": self.config.key(), "protocol": self.config.protocol, "whisper_input": self.whisper_input,
-            "uar_mean": self.uar_mean, "uar_std": self.uar_std, "uar_per_seed": list(self.uar_per_seed),
-            "layer": self.layer, "chance": self.chance, "per_class_recall": self.per_class_recall(),
-            "metrics": self.metrics, "n_train": list(self.n_train), "config": self.config.to_dict(),
-            "provenance": self.provenance, "baseline": self.baseline, "shots": self.shots,
-            "layer_dev_uar": self.layer_dev_uar, "layer_dev_uar_per_seed": self.layer_dev_uar_per_seed,
-            "layer_choice": self.layer_choice,
-            "normalisation": self.normalisation, "transductive": bool(self.normalisation.get("transductive")),
-            "warnings": list(self.warnings), "seconds": self.seconds,
-            "predictions": self.predictions, "baseline_predictions": self.baseline_predictions,
-        })
+ProbeResult = Result  # one result type for probes and fine-tuning (classifiers.studies.result)
 
 
 # --------------------------------------------------------------------------- data sides
@@ -685,7 +621,8 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
                   "classifier": classifier_config(make_classifier(config.classifier, 0, **config.classifier_params)),
                   "classes": classes, "fs_version": __version__}
     mode = src.view.provenance.get("whisper_input")
-    return ProbeResult(config=config, uar_per_seed=uars, layer=layer, chance=chance_uar(classes),
+    return Result(config=config, identity=stored_identity(result_identity(config, store, workspace, cache)),
+                  uar_per_seed=uars, layer=layer, chance=chance_uar(classes),
                        metrics=[r.metrics for r in runs], provenance=provenance, n_train=[r.n_train for r in runs],
                        baseline=baseline, shots=[r.shots for r in runs] if config.shots else None,
                        layer_dev_uar=per_layer, layer_dev_uar_per_seed=dev_scores,
@@ -749,27 +686,3 @@ def fit_final(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     estimator = runner.estimator(train, X if stats is None else _apply(X, *stats), choice, seed)
     return FinalFit(estimator, choice, list(src.view.layers), stats, classes, int(X.shape[0]), seed, dev_uar,
                     dict(src.view.provenance))
-
-
-def probe_identity(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
-                   views: Cache | None = None) -> dict[str, Any]:
-    """What a result of ``config`` depends on besides the config, without reading features:
-    ``store_keys`` and ``weights_hashes`` (as :func:`classifiers.studies.ledger.identity_of` finds them in
-    a result's provenance) and ``manifest_digests`` (labels and label map of source and target)."""
-    keys, hashes, digests = set(), set(), {}
-    for role, corpus, noise in (("source", config.source, config.source_noise),
-                                ("target", config.target, config.target_noise)):
-        group = resolve_group(store, corpus, config.model, noise, config.whisper_input, config.model_seed, views)
-        keys.add(group.key.path)
-        weights = group.attrs.get("model", {}).get("weights_hash")
-        if weights:
-            hashes.add(str(weights))
-        digests[role] = cached_digest(workspace, corpus, views)
-    return {"store_keys": sorted(keys), "weights_hashes": sorted(hashes), "manifest_digests": digests}
-
-
-def result_is_current(result: dict[str, Any], identity: dict[str, Any]) -> bool:
-    """Whether a stored result was computed from the labels ``identity`` names (see :func:`probe_identity`)."""
-    prov = result.get("provenance") or {}
-    return all((prov.get(role) or {}).get("label_map_digest") == digest
-               for role, digest in identity.get("manifest_digests", {}).items())

@@ -343,25 +343,10 @@ def expand_study(study: Study) -> list[Cell]:
 
 
 def _config_from_dict(data: dict[str, Any]) -> Any:
-    """A :class:`~classifiers.studies.protocols.ProbeConfig`, or a :class:`~classifiers.studies.finetune.FinetuneConfig`
-    when the settings name a fine-tuning ``method`` (its classifier is the method's head)."""
-    if data.get("method"):
-        from classifiers.studies.finetune import FinetuneConfig
+    """A probe or fine-tuning configuration from its settings (:func:`classifiers.studies.result.config_from_dict`)."""
+    from classifiers.studies.result import config_from_dict
 
-        return FinetuneConfig.from_dict({k: v for k, v in data.items() if k != "classifier_params"})
-    from classifiers.studies.protocols import ProbeConfig
-
-    return ProbeConfig.from_dict(data)
-
-
-def _identity(config: Any, store: FeatureStore, workspace: Workspace, cache: dict[Any, Any]) -> dict[str, Any]:
-    if getattr(config, "method", None):
-        from classifiers.studies.finetune import finetune_identity
-
-        return finetune_identity(config, store, workspace, cache)
-    from classifiers.studies.protocols import probe_identity
-
-    return probe_identity(config, store, workspace, cache)
+    return config_from_dict(data)
 
 
 # --------------------------------------------------------------------------- planning
@@ -384,7 +369,7 @@ def extract_command(corpora: list[str], model: str, filters: dict[str, Any]) -> 
 @dataclass
 class SweepPlan:
     """What a sweep needs: per configuration key the store groups and the data identity
-    (:func:`classifiers.studies.protocols.probe_identity`: store keys, weights hashes, manifest digests)."""
+    (:func:`classifiers.studies.result.result_identity`: store keys, weights hashes, data digests)."""
 
     identities: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     groups: dict[str, list[StoreKey]] = field(default_factory=dict)
@@ -393,6 +378,8 @@ class SweepPlan:
 def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> SweepPlan:
     """Resolve every corpus and store group the cells read, or raise one :class:`SweepError` listing
     all that is missing (the ``fs corpus add`` / ``fs extract`` commands that make it)."""
+    from classifiers.studies.result import result_identity
+
     corpora = sorted({c for cell in cells for c in (cell.config.source, cell.config.target)})
     missing_corpora = [c for c in corpora if not workspace.manifest_path(c).exists()]
     resolved: dict[tuple, StoreKey | None] = {}
@@ -434,7 +421,7 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
         queries = tuple(_group_query(cell.config, s) for s in ("source", "target"))
         plan.groups[cell.key] = sorted({resolved[q] for q in queries}, key=lambda k: k.path)
         if queries not in identities:  # the identity depends on the groups and corpora only
-            identities[queries] = _identity(cell.config, store, workspace, cache)
+            identities[queries] = result_identity(cell.config, store, workspace, cache)
         plan.identities[cell.key] = identities[queries]
     return plan
 
@@ -468,8 +455,8 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
     configuration: the result (without its per-utterance predictions once they are in the ledger), or
     ``{"config_key", "error"}`` for an fs error.
     """
+    from classifiers.studies.engine import run
     from classifiers.studies.ledger import Ledger
-    from classifiers.studies.protocols import run_probe
 
     store = FeatureStore(store_url)
     workspace = Workspace.open(workspace_root, store_url)
@@ -478,20 +465,14 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
     out = []
     for data in configs:
         config = _config_from_dict(data)
-        try:
-            if getattr(config, "method", None):
-                from classifiers.studies.finetune import run_finetune
-
-                result = run_finetune(config, store, workspace, cache=views)
-            else:
-                result = run_probe(config, store, workspace, views=views).to_dict()
+        try:  # the sweep looked the ledger up already: compute (keeping fine-tuning checkpoints) and store
+            result = run(config, store, workspace, rerun=True, retrain=False, cache=views, ledger=ledger,
+                         study=study).to_record()
         except FsError as exc:
             out.append({"config_key": config.key(), "error": str(exc), "config": config.to_dict()})
             continue
-        if ledger is not None:
-            ledger.put(result, study=study)  # the predictions stay in the ledger; the result carries its intervals
-            result = without_predictions(result)
-        out.append(result)
+        # the predictions stay in the ledger; the result carries its intervals
+        out.append(without_predictions(result) if ledger is not None else result)
     views.trim(KEEP_BETWEEN_TASKS_MB * 2**20)
     return out
 
@@ -554,8 +535,8 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     ``experiments`` (names). Raises :class:`SweepError` before running anything when corpora or
     groups are missing, and after running the rest when some cells failed (their errors listed).
     """
+    from classifiers.studies.engine import lookup
     from classifiers.studies.ledger import Ledger
-    from classifiers.studies.protocols import result_is_current
 
     study = study if isinstance(study, Study) else load_study(study)
     if backend not in ("local", "ray"):
@@ -573,9 +554,9 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     known_rows = []
     for cell in cells:
         identity = plan.identities[cell.key]
-        found = None if rerun else ledger.get(cell.key, identity)
-        if found is not None and result_is_current(found, identity):
-            results[cell.key] = {**found, "from_ledger": True}
+        found = None if rerun else lookup(cell.config, identity, ledger)
+        if found is not None:
+            results[cell.key] = {**found.to_record(), "from_ledger": True}
             known_rows.append(ledger.row_key(cell.key, identity))
     if known_rows:
         ledger.tag(known_rows, study.name)
