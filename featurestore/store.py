@@ -36,12 +36,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
 import zarr.codecs
 import zarr.errors
+from zarr.core.array_spec import ArrayConfigParams
 from zarr.core.sync import sync
 
 from data_manifests.manifest import is_safe_name
@@ -76,10 +77,27 @@ def _codecs() -> dict[str, Any]:
     return {"compressors": [zarr.codecs.ZstdCodec(level=3), zarr.codecs.Crc32cCodec()]}
 
 
-def _writable(array: zarr.Array) -> zarr.Array:
-    """``array`` set to write every chunk, even one equal to the fill value (a runtime setting of zarr,
-    not stored in the metadata, so every array opened for writing needs it)."""
-    return array.with_config({"write_empty_chunks": True})
+def _child_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array at path ``name`` under ``group``; StoreError when a group sits there instead."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{group.path}/{name} is a group where an array belongs; re-extract with --overwrite")
+    return node
+
+
+def _child_group(group: zarr.Group, name: str) -> zarr.Group:
+    """The group at path ``name`` under ``group``; StoreError when an array sits there instead."""
+    node = group[name]
+    if not isinstance(node, zarr.Group):
+        raise StoreError(f"{group.path}/{name} is an array where a group belongs; re-extract with --overwrite")
+    return node
+
+
+def _writable(group: zarr.Group, name: str) -> zarr.Array:
+    """Array ``name`` of ``group`` set to write every chunk, even one equal to the fill value (a runtime
+    setting of zarr, not stored in the metadata, so every array opened for writing needs it)."""
+    config: ArrayConfigParams = {"write_empty_chunks": True}
+    return _child_array(group, name).with_config(config)
 
 
 @dataclass(frozen=True)
@@ -157,24 +175,28 @@ class StoreGroup:
 
     @property
     def num_layers(self) -> int:
-        return int(self.group.attrs["layers"])
+        return int(self._attr("layers"))
 
     @property
     def dim(self) -> int:
-        return int(self.group.attrs["dim"])
+        return int(self._attr("dim"))
 
     @property
     def frame_layers(self) -> list[int]:
-        return list(self.group.attrs.get("frame_layers", []))
+        return [int(k) for k in self._attr("frame_layers") or []]
+
+    def _attr(self, name: str) -> Any:
+        """One top-level attribute of the group (None when absent), for the store's own bookkeeping."""
+        return self.group.attrs.get(name)
 
     @property
     def is_complete(self) -> bool:
         """Marked complete and every batch committed (a lost commit marker makes it incomplete)."""
-        return self.group.attrs.get("state") == "complete" and bool(self.batches_done().all())
+        return self._attr("state") == "complete" and bool(self.batches_done().all())
 
     def _array(self, name: str) -> zarr.Array:
         try:
-            return self.group[name]
+            return _child_array(self.group, name)
         except (KeyError, FileNotFoundError):
             raise StoreError(f"{self.key}: array {name!r} is missing (its zarr.json was deleted?); this group "
                              f"cannot be repaired: re-extract it with {self.extract_command()} --overwrite") from None
@@ -244,7 +266,7 @@ class StoreGroup:
         if "condition" not in self.group:
             return {}
         columns = {}
-        for name in sorted(self.group["condition"].array_keys()):
+        for name in sorted(_child_group(self.group, "condition").array_keys()):
             column = self._read(f"condition/{name}")
             columns[name] = np.array(column.tolist(), dtype=object) if column.dtype.kind not in "fiub" else column
         return columns
@@ -262,7 +284,7 @@ class StoreGroup:
         return ConditionChain.from_noise(NoiseSpec.from_dict(spec) if spec else None)
 
     def skipped(self) -> dict[str, str]:
-        return dict(self.group.attrs.get("skipped", {}))
+        return dict(self._attr("skipped") or {})
 
     def extract_command(self) -> str:
         """The ``fs extract`` command that (re)makes this group, as recorded at creation."""
@@ -389,7 +411,7 @@ class StoreGroup:
         if "noise" in self.group:
             names += ["noise/recording", "noise/offset", "noise/snr_db"]
         if "condition" in self.group:
-            names += [f"condition/{name}" for name in sorted(self.group["condition"].array_keys())]
+            names += [f"condition/{name}" for name in sorted(_child_group(self.group, "condition").array_keys())]
         for layer in self.frame_layers:
             names += [f"frames/layer_{layer}/offsets", f"frames/layer_{layer}/values"]
         return names
@@ -486,13 +508,13 @@ class StoreGroup:
         """
         stop = start + len(mean)
         for layer, per_utt in frames.items():
-            node = self.group[f"frames/layer_{layer}"]
-            offsets_arr = _writable(node["offsets"])
-            begin = int(offsets_arr[start])
+            node = _child_group(self.group, f"frames/layer_{layer}")
+            offsets_arr = _writable(node, "offsets")
+            begin = int(np.asarray(offsets_arr[start]).item())
             counts = np.array([f.shape[0] for f in per_utt], dtype=np.int64)
             new_offsets = begin + np.cumsum(counts)
             end = int(new_offsets[-1]) if len(counts) else begin
-            values = _writable(node["values"])
+            values = _writable(node, "values")
             if values.shape[0] < end:
                 values.resize((end, self.dim))
             if end > begin:
@@ -500,18 +522,19 @@ class StoreGroup:
             offsets_arr[start + 1: stop + 1] = new_offsets
         conditions = self._record_columns(records) if records is not None else {}
         noise = {**(noise or {}), **self._noise_columns(conditions)}
-        for name, rows in (("mean", mean.astype(np.float32)), ("std", std.astype(np.float32)),
-                           ("n_frames", n_frames.astype(np.int32)), ("status", status.astype(np.int8)),
-                           *((f"noise/{k}", v) for k, v in noise.items()),
-                           *((f"condition/{k}", v) for k, v in conditions.items())):
-            _writable(self.group[name])[start:stop] = rows
+        columns: list[tuple[str, np.ndarray]] = [
+            ("mean", mean.astype(np.float32)), ("std", std.astype(np.float32)), ("n_frames", n_frames.astype(np.int32)),
+            ("status", status.astype(np.int8)), *((f"noise/{k}", v) for k, v in noise.items()),
+            *((f"condition/{k}", v) for k, v in conditions.items())]
+        for name, rows in columns:
+            _writable(self.group, name)[start:stop] = rows
         merged = self.skipped()
         for utt in self.utt_ids()[start:stop][status.astype(np.int8) == STATUS_STORED]:
             merged.pop(str(utt), None)
         merged.update(skipped)
         if merged != self.skipped():
             self.group.attrs["skipped"] = merged
-        _writable(self.group["batch_done"])[batches.start:batches.stop] = True
+        _writable(self.group, "batch_done")[batches.start:batches.stop] = True
 
     def _record_columns(self, records: list[dict[str, Any] | None]) -> dict[str, np.ndarray]:
         """The group's condition columns for ``records`` (n,) each; a column no record fills (every row
@@ -521,10 +544,10 @@ class StoreGroup:
         if "condition" not in self.group:
             return {}
         columns = records_to_columns(records)
-        node = self.group["condition"]
+        node = _child_group(self.group, "condition")
         out = {}
         for name in node.array_keys():
-            arr = node[name]
+            arr = _child_array(node, name)
             column = columns.get(name)
             if column is None:
                 column = np.full(len(records), arr.fill_value, dtype=object if arr.dtype.kind not in "fiub" else arr.dtype)
@@ -542,18 +565,19 @@ class StoreGroup:
         done = self.batches_done()
         done[np.asarray(batches, dtype=np.int64)] = False
         self.group.attrs["state"] = "incomplete"
-        _writable(self.group["batch_done"])[:] = done
+        _writable(self.group, "batch_done")[:] = done
 
     def set_audio_hashes(self, rows: np.ndarray, hashes: list[str]) -> None:
         """Record new audio hashes for ``rows`` (skipped rows retried after their file was fixed)."""
         current = self._read("audio_sha256").astype(object)
         current[np.asarray(rows, dtype=np.int64)] = hashes
-        _writable(self.group["audio_sha256"])[:] = np.asarray(current.tolist(), dtype=str)
+        _writable(self.group, "audio_sha256")[:] = np.asarray(current.tolist(), dtype=str)
 
     def add_alias(self, name: str) -> None:
         """Remember another name a user extracted these weights under (``find`` matches it)."""
-        aliases = list(self.group.attrs.get("aliases", []))
-        if name not in aliases and name != self.provenance.model.name:
+        prov = self.provenance
+        aliases = list(prov.aliases)
+        if name not in aliases and name != prov.model.name:
             self.group.attrs["aliases"] = aliases + [name]
 
     def mark_complete(self) -> None:
@@ -576,9 +600,8 @@ def _matches(prov: Provenance, filters: dict[str, Any]) -> bool:
     conditions. A source that no longer exists matches only the group that recorded that exact path.
     """
     noise = prov.noise
-    facts = {"whisper_input": prov.model.whisper_input, "seed": prov.model.seed,
-             "snr_db": noise.snr_db if noise is not None else None,
-             "noise_seed": noise.seed if noise is not None else None}
+    facts: dict[str, str | int | None] = {"whisper_input": prov.model.whisper_input, "seed": prov.model.seed,
+                                          "noise_seed": noise.seed if noise is not None else None}
     for name, want in filters.items():
         if want is None:
             continue
@@ -586,7 +609,7 @@ def _matches(prov: Provenance, filters: dict[str, Any]) -> bool:
             if noise is None or not _same_noise(noise, str(want)):
                 return False
         elif name == "snr_db":
-            if facts[name] is None or float(facts[name]) != float(want):
+            if noise is None or noise.snr_db is None or noise.snr_db != float(want):
                 return False
         elif facts[name] != want:
             return False
@@ -616,7 +639,7 @@ class FeatureStore:
         self._local = remote.is_local(self.url)
         self.restored_root = False  # set when exists() found groups under a lost root zarr.json and restored it
 
-    def _root(self, mode: str = "a") -> zarr.Group:
+    def _root(self, mode: Literal["r", "a"] = "a") -> zarr.Group:
         try:
             return zarr.open_group(self.url, mode=mode)
         except FileNotFoundError:
@@ -815,21 +838,21 @@ class FeatureStore:
         rows = min(ROW_CHUNK, max(n, 1))
         kw = _codecs()
         group.create_array("utt_ids", shape=(n,), dtype=str, chunks=whole, **kw)
-        _writable(group["utt_ids"])[:] = np.asarray(utt_ids, dtype=str)
+        _writable(group, "utt_ids")[:] = np.asarray(utt_ids, dtype=str)
         group.create_array("audio_sha256", shape=(n,), dtype=str, chunks=whole, **kw)
-        _writable(group["audio_sha256"])[:] = np.asarray(audio_sha256, dtype=str)
+        _writable(group, "audio_sha256")[:] = np.asarray(audio_sha256, dtype=str)
         for stat in ("mean", "std"):
             group.create_array(stat, shape=(n, num_layers, dim), dtype="float32", chunks=(rows, 1, dim),
                                fill_value=np.nan, **kw)
         group.create_array("n_frames", shape=(n,), dtype="int32", chunks=whole, fill_value=0, **kw)
         group.create_array("status", shape=(n,), dtype="int8", chunks=whole, fill_value=0, **kw)
-        _writable(group["status"])[:] = np.zeros(n, np.int8)
+        _writable(group, "status")[:] = np.zeros(n, np.int8)
         bounds = np.asarray(batch_start, dtype=np.int64)
         group.create_array("batch_start", shape=bounds.shape, dtype="int64", chunks=bounds.shape, **kw)
-        _writable(group["batch_start"])[:] = bounds
+        _writable(group, "batch_start")[:] = bounds
         group.create_array("batch_done", shape=(bounds.size - 1,), dtype="bool", chunks=(max(bounds.size - 1, 1),),
                            fill_value=False, **kw)
-        _writable(group["batch_done"])[:] = np.zeros(bounds.size - 1, bool)
+        _writable(group, "batch_done")[:] = np.zeros(bounds.size - 1, bool)
         if noisy:
             noise = group.create_group("noise")
             noise.create_array("recording", shape=(n,), dtype=str, chunks=whole, **kw)
@@ -845,7 +868,7 @@ class FeatureStore:
             node.create_array("values", shape=(0, dim), dtype="float16", chunks=(FRAME_CHUNK, dim),
                               fill_value=np.nan, **kw)
             node.create_array("offsets", shape=(n + 1,), dtype="int64", chunks=(n + 1,), fill_value=0, **kw)
-            _writable(node["offsets"])[:] = np.zeros(n + 1, np.int64)
+            _writable(node, "offsets")[:] = np.zeros(n + 1, np.int64)
         attrs = dict(provenance)
         attrs.update({"format_version": FORMAT_VERSION, "fs_version": __version__, "state": "incomplete",
                       "layers": num_layers, "dim": dim, "frame_layers": list(frame_layers), "skipped": {}})

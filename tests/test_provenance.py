@@ -104,3 +104,15 @@ def test_provenance_of_old_and_partial_attributes() -> None:
     assert prov.frame_layers == (3,) and prov.condition.chain == {}
     clean = Provenance.from_attrs({})
     assert clean.condition.is_clean and clean.noise is None and clean.model.name == "" and clean.layers is None
+
+
+def test_store_info_lines_read_the_typed_provenance(noisy) -> None:
+    from cli.store import info_lines
+
+    _, _, group, extracted, _ = noisy
+    prov = group.provenance
+    lines = info_lines(group.key.path, prov, group.summary(), 1234)
+    text = "\n".join(lines)
+    assert lines[0] == group.key.path and "model         logmel (" in text
+    assert f"condition     noise {extracted} at 5 dB, seed 1" in text and prov.noise.fingerprint in text
+    assert f"layers        {group.num_layers} x {group.dim}" in text and f"command       {prov.command}" in text
