@@ -431,8 +431,8 @@ class ViewCache(StudyCache):
     """A sweep worker's study cache (:class:`~classifiers.studies.cache.StudyCache`: views, fitted estimators,
     selections, frame caches, encoders, all counted), bounded by ``FS_VIEW_CACHE_MB`` (default 3000 MB)."""
 
-    def __init__(self, max_bytes: int = VIEW_CACHE_MB * 2**20):
-        super().__init__(max_bytes)
+    def __init__(self, max_bytes: int | None = None):
+        super().__init__(VIEW_CACHE_MB * 2**20 if max_bytes is None else max_bytes)  # the bound as set now
 
 
 _WORKER_CACHE: dict[str, ViewCache] = {}
