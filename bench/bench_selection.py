@@ -1,0 +1,145 @@
+"""Which rule picks a good setting for a target it has no labels for? Measured on real corpora.
+
+For every ordered pair of the workspace's corpora and every candidate setting (layer x
+normalisation x classifier), a transfer probe gives a UAR. Three rules then choose one setting per
+target without reading its labels, and are scored on that target's pairs:
+
+- ``lto``: leave-target-out, the mean UAR over the ordered pairs among the *other* corpora
+  (:func:`classifiers.studies.selection.select_lto`, with its speaker guard);
+- ``lto-unguarded``: the same without the guard (shows what the guard is for);
+- ``source-dev``: today's ``--layer best`` (a speaker-independent dev split of the source), per norm;
+
+against the best single fixed setting chosen in hindsight on the test pairs themselves.
+
+    python bench/bench_selection.py                       # ../shared corpora + Whisper-base (trim)
+    python bench/bench_selection.py --workspace WS --model NAME --out bench/out/selection.json
+
+Without ``--workspace`` the script adds URDU, EMODB and RAVDESS from ``../shared`` to a workspace in
+``bench/out/selection-ws`` and extracts the model there (about 4 minutes on 2 cores, once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FS_SHARED", ROOT.parent / "shared"))
+LAYOUTS = {"urdu": ("urdu", "URDU"), "emodb": ("emodb", "EMODB"), "ravdess": ("ravdess", "RAVDESS")}
+# How each corpus was recorded (a design fact, never read from labels): acted corpora have every
+# speaker in every emotion; URDU's talk-show speakers mostly carry one emotion each.
+SPEAKERS_COVER_CLASSES = {"emodb": True, "ravdess": True, "emovo": True, "iemocap": True, "urdu": False}
+
+
+def prepare(workspace: Path, model: str) -> None:
+    """Add the three real corpora and extract ``model`` (trim input) where not done yet."""
+    fs = [sys.executable, "-m", "cli.main", "--workspace", str(workspace)]
+    for name, (layout, folder) in LAYOUTS.items():
+        if not (workspace / "manifests" / f"{name}.json").exists():
+            subprocess.run([*fs, "corpus", "add", name, "--layout", layout, "--root", str(SHARED / "corpora" / folder)],
+                           check=True, cwd=ROOT)
+    corpora = [a for name in LAYOUTS for a in ("--corpus", name)]
+    subprocess.run([*fs, "extract", "--model", model, "--whisper-input", "trim", *corpora], check=True, cwd=ROOT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workspace", type=Path, default=None)
+    parser.add_argument("--model", default=str(SHARED / "models" / "whisper-base-encoder"))
+    parser.add_argument("--corpora", default="urdu,emodb,ravdess")
+    parser.add_argument("--norms", default="none,source,corpus,speaker")
+    parser.add_argument("--classifiers", default="logreg")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "selection.json")
+    args = parser.parse_args()
+
+    from classifiers.studies.protocols import ProbeConfig, run_probe
+    from classifiers.studies.selection import Candidate, TargetFacts, rank_agreement, select_lto
+    from featurestore.store import FeatureStore
+    from featurestore.workspace import Workspace
+
+    workspace = args.workspace
+    if workspace is None:
+        workspace = ROOT / "bench" / "out" / "selection-ws"
+        prepare(workspace, args.model)
+    ws = Workspace.open(workspace)
+    store = FeatureStore(ws.store_url)
+    corpora = args.corpora.split(",")
+    num_layers = store.open(store.resolve(corpora[0], args.model)).num_layers
+    norms, classifiers = args.norms.split(","), args.classifiers.split(",")
+    settings = [(layer, norm, clf) for clf in classifiers for norm in norms for layer in range(num_layers)]
+    pairs = [(s, t) for s in corpora for t in corpora if s != t]
+    cache: dict = {}
+    started = time.perf_counter()
+
+    def probe(**kw: object) -> float:
+        config = ProbeConfig(model=args.model, seeds=1, **kw)
+        return run_probe(config, store, ws, views=cache).uar_mean
+
+    uar = {(st, s, t): probe(source=s, target=t, layer=st[0], norm=st[1], classifier=st[2])
+           for st in settings for s, t in pairs}
+    grid_seconds = time.perf_counter() - started
+
+    def on_pairs(setting: tuple, target: str) -> float:
+        return float(np.mean([uar[(setting, s, target)] for s in corpora if s != target]))
+
+    hindsight = {st: float(np.mean([uar[(st, s, t)] for s, t in pairs])) for st in settings}
+    best_fixed = max(hindsight, key=hindsight.get)
+    rules: dict[str, dict[str, float]] = {"lto": {}, "lto-unguarded": {}, "hindsight-fixed": {}}
+    choices: dict[str, dict[str, str]] = {"lto": {}, "lto-unguarded": {}}
+    agreement = {}
+    started = time.perf_counter()
+    for target in corpora:
+        speakers = ws.load_manifest(target).column("speaker")  # ids only: the labels are never read
+        facts = TargetFacts.from_speakers(speakers, n_classes=4,
+                                          speakers_cover_classes=SPEAKERS_COVER_CLASSES.get(target, False))
+        for rule, guard in (("lto", facts), ("lto-unguarded", TargetFacts(4, 10**6, 10**6, True))):
+            cands = [Candidate(st, needs_speaker_variety=st[1] == "speaker") for st in settings]
+            sel = select_lto(cands, corpora, target, lambda st, s, t: uar[(st, s, t)], facts=guard)
+            for s in corpora:
+                if s != target:
+                    rules[rule][f"{s}->{target}"] = uar[(sel.chosen, s, target)]
+            choices[rule][target] = "layer {} norm {} {}".format(*sel.chosen)
+            if rule == "lto":
+                agreement[target] = rank_agreement(sel.mean_scores, {st: on_pairs(st, target) for st in sel.mean_scores})
+        for s in corpora:
+            if s != target:
+                rules["hindsight-fixed"][f"{s}->{target}"] = uar[(best_fixed, s, target)]
+    for norm in norms:
+        rule = f"source-dev ({norm})"
+        rules[rule] = {f"{s}->{t}": probe(source=s, target=t, layer="best", norm=norm, classifier=classifiers[0])
+                       for s, t in pairs}
+    select_seconds = time.perf_counter() - started
+
+    header = ["rule", "mean", *[f"{s}->{t}" for s, t in pairs]]
+    print(" | ".join(header))
+    for rule, row in rules.items():
+        print(" | ".join([rule, f"{100 * np.mean(list(row.values())):.1f}", *[f"{100 * row[h]:.1f}" for h in header[2:]]]))
+    print(f"best fixed setting in hindsight: layer {best_fixed[0]} norm {best_fixed[1]} {best_fixed[2]}")
+    for rule, chosen in choices.items():
+        print(f"{rule} choices: " + "; ".join(f"{t}: {c}" for t, c in chosen.items()))
+    for target, agree in agreement.items():
+        print(f"lto on {target}: spearman {agree['spearman']:.2f} over {agree['n']} settings, "
+              f"{100 * agree['points_lost']:.1f} points lost")
+    print(f"grid: {len(settings)} settings x {len(pairs)} pairs in {grid_seconds:.1f} s; rules in {select_seconds:.1f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "model": args.model, "corpora": corpora, "settings": [list(s) for s in settings],
+        "rules": {k: v for k, v in rules.items()}, "choices": choices,
+        "best_fixed": list(best_fixed), "agreement": {t: {**a, "chosen": list(a["chosen"]),
+                                                          "best_in_hindsight": list(a["best_in_hindsight"])}
+                                                      for t, a in agreement.items()},
+        "grid_seconds": grid_seconds, "select_seconds": select_seconds,
+        "grid": {f"{st}|{s}->{t}": v for (st, s, t), v in uar.items()},
+    }, indent=1, default=str))
+    print(f"figures: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
