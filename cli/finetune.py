@@ -77,8 +77,8 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                 raise click.UsageError(f"{flag} is for --method lora")
     ws: Workspace = ctx.obj
 
+    from classifiers.studies.engine import run
     from classifiers.studies.finetune import FinetuneConfig
-    from classifiers.studies.finetune import finetune as run
     from featurestore.store import FeatureStore
 
     store = FeatureStore(ws.store_url)
@@ -92,7 +92,10 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                for n in shots]
     cache: dict[Any, Any] = {}
     device = resolve_device(device)
-    results = [run(config, store, ws, device=device, rerun=rerun, cache=cache, progress=True) for config in configs]
+    results = []
+    for config in configs:
+        found = run(config, store, ws, device=device, rerun=rerun, cache=cache, progress=True)
+        results.append({**found.to_record(), "from_ledger": found.from_ledger})
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)
         return

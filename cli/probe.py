@@ -88,8 +88,10 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
         raise click.UsageError("--shots needs a target other than the source (within a corpus, folds are used)")
     ws: Workspace = ctx.obj
 
+    from classifiers.studies.engine import run
     from classifiers.studies.predict import ensure_saved
-    from classifiers.studies.protocols import ProbeConfig, probe_identity, result_is_current, run_probe
+    from classifiers.studies.protocols import ProbeConfig
+    from classifiers.studies.result import result_identity, stored_identity
     from featurestore.progress import Progress
     from featurestore.store import FeatureStore
 
@@ -105,19 +107,12 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
     cache: dict[Any, Any] = {}
     results = []
     for config in configs:
-        identity = probe_identity(config, store, ws, cache)
-        found = None if rerun or ledger is None else ledger.get(config.key(), identity)
-        if found is not None and result_is_current(found, identity):
-            found["from_ledger"] = True
-            result = found
-        else:
-            result = run_probe(config, store, ws, views=cache, progress=Progress if progress else None).to_dict()
-            if ledger is not None:
-                ledger.put(result)
-            result["from_ledger"] = False
+        found = run(config, store, ws, rerun=rerun, cache=cache, ledger=ledger,
+                    progress=Progress if progress else None)
+        result = {**found.to_record(), "from_ledger": found.from_ledger}
         if save_model:
-            result["saved_model"] = str(ensure_saved(config, identity, store, ws, cache,
-                                                     refit=not result["from_ledger"]))
+            identity = stored_identity(result_identity(config, store, ws, cache))
+            result["saved_model"] = str(ensure_saved(config, identity, store, ws, cache, refit=not found.from_ledger))
         results.append(result)
     if as_json:
         echo_json(results[0] if len(results) == 1 else results)
