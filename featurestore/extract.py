@@ -273,7 +273,7 @@ def _check_reusable(group: StoreGroup, manifest: Manifest, options: ExtractOptio
                            f"the files: re-extract with {command} --overwrite")
     missing = sorted(set(options.frame_layers) - set(group.frame_layers))
     if missing:
-        again = hints.command_for_group(group.attrs, group.key.corpus, frames={*group.frame_layers, *missing},
+        again = hints.command_for_group(group.provenance, group.key.corpus, frames={*group.frame_layers, *missing},
                                         extra=("--overwrite",))
         raise ExtractError(f"{group.key} has no frame-level states for layers {missing} (stored: "
                            f"{group.frame_layers or 'none'}). Frames cannot be added to a stored group in place: "
@@ -281,8 +281,8 @@ def _check_reusable(group: StoreGroup, manifest: Manifest, options: ExtractOptio
                            "again (as long as the first extraction; the pooled values come out identical). "
                            f"To do it: {again}")
     if not group.is_complete:
-        if group.attrs.get("fs_version") != __version__:
-            raise ExtractError(f"{group.key} is a partial extraction written by fs {group.attrs.get('fs_version')}; "
+        if group.provenance.fs_version != __version__:
+            raise ExtractError(f"{group.key} is a partial extraction written by fs {group.provenance.fs_version or None}; "
                                f"this is fs {__version__}. Finish it with that version, or re-run with --overwrite")
         if sorted(options.frame_layers) != sorted(group.frame_layers):
             raise ExtractError(f"{group.key} is a partial extraction with frame layers {group.frame_layers}; resume "

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from featurestore.provenance import Provenance
 
 NOISE_PLACEHOLDER = "NOISE_DIR"
 SNR_PLACEHOLDER = "SNR_DB"
@@ -76,29 +79,24 @@ def command_from_filters(model: str, corpora: Sequence[str], filters: Mapping[st
                            noisy=noisy, frames=frames, extra=extra)
 
 
-def command_for_group(attrs: Mapping[str, Any], corpus: str, *, frames: Iterable[int] | None = None,
+def command_for_group(prov: Provenance, corpus: str, *, frames: Iterable[int] | None = None,
                       whisper_input: str | None = None, extra: Sequence[str] = ()) -> str:
-    """The command that makes the group whose provenance is ``attrs`` (``StoreGroup.attrs``).
+    """The command that makes the group whose provenance is ``prov`` (``StoreGroup.provenance``).
 
     ``frames``: the frame layers to ask for (default: the group's own); ``whisper_input``: another
     input mode than the group's (the same group in that mode).
     """
-    model = attrs.get("model") or {}
-    condition = attrs.get("condition") or {}
-    texts = condition.get("texts") or []
-    spec = (condition.get("noise") or {}).get("spec") or {}
-    if len(texts) > 1 or (texts and not spec):  # a chain other than one noise step: its --condition steps
-        spec = {}
-    else:
-        texts = []
-    flags = model_flags(model)
+    condition = prov.condition
+    noise = condition.noise if condition.is_lone_noise else None  # else: a chain, as its --condition steps
+    texts = [] if condition.is_lone_noise else list(condition.texts)
+    flags = model_flags(prov.model.as_dict())
     if whisper_input:
         flags["whisper_input"] = whisper_input
-    return extract_command(str(model.get("name") or "MODEL"), [corpus], **flags,
-                           noise=spec.get("source"), snr_db=spec.get("snr_db"), noise_seed=spec.get("seed"),
-                           noise_env=spec.get("environments") or (), noisy=bool(spec),
-                           conditions=texts, condition_seed=int(condition.get("seed") or 0),
-                           frames=(attrs.get("frame_layers") or ()) if frames is None else frames, extra=extra)
+    return extract_command(prov.model.name or "MODEL", [corpus], **flags,
+                           noise=noise.source if noise else None, snr_db=noise.snr_db if noise else None,
+                           noise_seed=noise.seed if noise else None, noise_env=noise.environments if noise else (),
+                           noisy=noise is not None, conditions=texts, condition_seed=condition.seed,
+                           frames=prov.frame_layers if frames is None else frames, extra=extra)
 
 
 def model_flags(model: Mapping[str, Any]) -> dict[str, Any]:

@@ -119,6 +119,8 @@ class ConditionInfo:
     fingerprint: str = ""
     noise: NoiseInfo | None = None
     chain: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0  # the chain's seed
+    texts: tuple[str, ...] = ()  # each step's canonical text (``--condition`` values), in order
 
     @classmethod
     def from_attrs(cls, condition: Mapping[str, Any]) -> ConditionInfo:
@@ -126,7 +128,13 @@ class ConditionInfo:
         chain = {k: condition[k] for k in ("seed", "steps", "text") if k in condition} if "steps" in condition else {}
         text = _text(condition.get("text")) or ("clean" if noise is None else f"noise:{noise.source}")
         return cls(key=_text(condition.get("key") or "clean"), text=text, fingerprint=_text(condition.get("fingerprint")),
-                   noise=noise, chain=chain)
+                   noise=noise, chain=chain, seed=int(condition.get("seed") or 0),
+                   texts=tuple(str(t) for t in condition.get("texts") or ()))
+
+    @property
+    def is_lone_noise(self) -> bool:
+        """A noise step alone (or a group written before chains): made by ``--noise/--snr/--noise-seed``."""
+        return self.noise is not None and len(self.texts) <= 1
 
     @property
     def is_clean(self) -> bool:

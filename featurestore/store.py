@@ -277,18 +277,18 @@ class StoreGroup:
         from featurestore.conditions import ConditionChain
         from featurestore.noise import NoiseSpec
 
-        condition = self.attrs.get("condition") or {}
-        if "steps" in condition:
-            return ConditionChain.from_dict(condition)
-        spec = (condition.get("noise") or {}).get("spec")
-        return ConditionChain.from_noise(NoiseSpec.from_dict(spec) if spec else None)
+        condition = self.provenance.condition
+        if condition.chain:
+            return ConditionChain.from_dict(dict(condition.chain))
+        noise = condition.noise
+        return ConditionChain.from_noise(NoiseSpec.from_dict(dict(noise.spec)) if noise is not None else None)
 
     def skipped(self) -> dict[str, str]:
         return dict(self._attr("skipped") or {})
 
     def extract_command(self) -> str:
         """The ``fs extract`` command that (re)makes this group, as recorded at creation."""
-        return str(self.group.attrs.get("command") or f"fs extract --corpus {self.key.corpus} --model MODEL")
+        return self.provenance.command or f"fs extract --corpus {self.key.corpus} --model MODEL"
 
     # -- reading -------------------------------------------------------------------------
     def _check_readable(self, allow_incomplete: bool) -> None:
@@ -336,7 +336,7 @@ class StoreGroup:
         """(N+1,) offsets of ``layer``'s frame values; StoreError when their chunk is lost (zeros would
         read as empty frames)."""
         if layer not in self.frame_layers:
-            command = command_for_group(self.attrs, self.key.corpus, frames={*self.frame_layers, layer},
+            command = command_for_group(self.provenance, self.key.corpus, frames={*self.frame_layers, layer},
                                         extra=("--overwrite",))
             raise StoreError(f"layer {layer} has no frame-level states in {self.key} (stored: "
                              f"{self.frame_layers}); extract them with {command}")

@@ -99,7 +99,7 @@ def test_provenance_names_the_chain_and_keeps_the_noise_bank(chained, noise_dir:
 def test_printed_command_reproduces_the_group(chained, manifest: Manifest, encoder) -> None:
     store, group, chain = chained
     command = group.extract_command()
-    assert command == command_for_group(group.attrs, "urdu")
+    assert command == command_for_group(group.provenance, "urdu")
     args = shlex.split(command)
     assert args.count("--condition") == 4 and "--snr" not in args
     with extract_cli.make_context("extract", args[2:]) as ctx:

@@ -67,7 +67,7 @@ def test_missing_noisy_trim_group_hint_keeps_trim_and_parses(trim_store: Feature
 
 def test_recorded_and_frames_commands_reproduce_the_group(trim_store: FeatureStore, noise_dir: Path) -> None:
     noisy = next(trim_store.open(k) for k in trim_store.keys() if k.condition != "clean")
-    assert noisy.extract_command() == command_for_group(noisy.attrs, "urdu")
+    assert noisy.extract_command() == command_for_group(noisy.provenance, "urdu")
     params = parse(noisy.extract_command())
     assert (params["whisper_input"], params["snrs"], params["noise_seed"], params["frames"]) == ("trim", (10.0,), 3, (1,))
     more = parse(frames_command(noisy, 0))  # adds layer 0, keeps layer 1 and every other setting

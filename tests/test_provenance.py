@@ -86,7 +86,7 @@ def test_typed_provenance_of_a_noisy_group(noisy) -> None:
     assert (summary["model"], summary["snr_db"], summary["noise_seed"]) == ("logmel", 5.0, 1)
     view = view_group(group, manifest)
     assert view.store_provenance == prov and view.store_provenance.noise.fingerprint == prov.noise.fingerprint
-    assert f"--noise {extracted}" in command_for_group(group.attrs, "urdu")
+    assert f"--noise {extracted}" in command_for_group(group.provenance, "urdu")
 
 
 def test_provenance_of_old_and_partial_attributes() -> None:

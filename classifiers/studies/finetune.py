@@ -520,7 +520,7 @@ def frames_command(group: StoreGroup, layer: int) -> str:
     """The ``fs extract`` command that adds frames of ``layer`` to ``group`` (keeping its other frame layers)."""
     from featurestore.hints import command_for_group
 
-    return command_for_group(group.attrs, group.key.corpus, frames={*group.frame_layers, int(layer)},
+    return command_for_group(group.provenance, group.key.corpus, frames={*group.frame_layers, int(layer)},
                              extra=("--overwrite",))
 
 
@@ -547,7 +547,7 @@ def _load_side(config: FinetuneConfig, role: str, store: FeatureStore, workspace
             raise FinetuneError(f"{group.key} was extracted with Whisper input {settings.get('whisper_input')!r}: "
                                 "its frames are cut from a 30-s padded run, so replaying the top layers on them is "
                                 "not the model's own computation. Use trim groups (--whisper-input trim), made by: "
-                                f"{command_for_group(group.attrs, corpus, frames=[layer], whisper_input='trim')}")
+                                f"{command_for_group(group.provenance, corpus, frames=[layer], whisper_input='trim')}")
         if group.num_layers < 2:
             raise FinetuneError(f"{group.key} holds {family} features with no transformer layer to adapt; LoRA "
                                 "needs an encoder (e.g. --model whisper --whisper-input trim)")
