@@ -56,3 +56,18 @@ def test_layout_modules_do_not_import_the_registry() -> None:
             continue
         text = path.read_text()
         assert "layouts.registry" not in text and "from data_manifests.layouts import" not in text, path.name
+
+
+def test_no_control_flow_on_exception_text() -> None:
+    """Errors are told apart by type (DiskFullError, AmbiguousGroupError, ...), never by their message."""
+    import re
+
+    pattern = re.compile(r"""(["'][^"']+["']\s+(not\s+)?in\s+(str\()?(exc|err|error|e|msg|message|problem)\b"""
+                         r"""|str\((exc|err|e)\)\.(startswith|endswith|lower)\(|\.args\[0\]\s*==)""")
+    offenders = []
+    for package in ("data_manifests", "featurestore", "classifiers", "cli"):
+        for path in (ROOT / package).rglob("*.py"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == []
