@@ -45,6 +45,18 @@ def test_view_joins_labels_speakers_and_provenance(setup) -> None:
     assert np.allclose(both.X[:, 1, :32], view.X)
 
 
+def test_view_carries_the_typed_store_provenance(setup) -> None:
+    _, manifest, store, noise = setup
+    view = load_view(store, manifest, "tiny-wav2vec2", condition=None, noise=str(noise), snr_db=10.0)
+    prov = view.store_provenance
+    assert prov is not None and prov == store.open(view.key).provenance
+    assert prov.model.name == "tiny-wav2vec2" and prov.noise is not None and prov.noise.snr_db == 10.0
+    assert view.provenance["weights_hash"] == prov.model.weights_hash and view.provenance["noise"] == dict(prov.noise.spec)
+    assert view.subset(np.arange(3)).store_provenance is prov
+    clean = load_view(store, manifest, "tiny-wav2vec2")
+    assert clean.store_provenance is not None and clean.store_provenance.condition.is_clean
+
+
 def test_view_relabelled_corpus_reuses_vectors(setup) -> None:
     root, manifest, store, _ = setup
     strict = build_manifest("emodb", "emodb", root, labels="strict")
