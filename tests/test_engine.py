@@ -192,3 +192,52 @@ def test_the_ledger_row_identity_comes_from_the_record(tmp_path: Path) -> None:
               "provenance": {}}
     ledger.put(record)
     assert ledger.get("k" * 64, {"store_keys": ["a/clean/m", "b/clean/m"], "weights_hashes": ["w"]}) is not None
+
+
+# --------------------------------------------------------------------------- a protocol added as one class
+def test_a_named_protocol_keeps_the_keys_of_configurations_that_name_none() -> None:
+    plain = config(shots=2)
+    assert plain.protocol == "few-shot" and "protocol" not in plain.to_dict()
+    held = config(shots=2, protocol="cross-language-heldout")
+    assert held.to_dict()["protocol"] == "cross-language-heldout" and held.key() != plain.key()
+    assert ProbeConfig.from_dict(held.to_dict()) == held
+    with pytest.raises(ProtocolError, match="protocol few-shot is what source, target and shots make"):
+        config(protocol="few-shot")  # no shots: cross-language
+    with pytest.raises(ProtocolError, match="needs shots > 0"):
+        config(protocol="cross-language-heldout")
+    with pytest.raises(ProtocolError, match="needs a target other than the source"):
+        config(target="emodb", shots=0, protocol="cross-language-heldout")
+    study = parse_study({"name": "s", "defaults": {"classifiers": "logreg", "seeds": 1},
+                         "experiments": [{"name": "x", "pairs": ["emodb->urdu"], "models": MODEL, "shots": 2,
+                                          "protocols": ["cross-language-heldout"]}]})
+    assert [c.config.protocol for c in expand_study(study)] == ["cross-language-heldout"]
+
+
+def test_held_out_transfer_tests_on_the_few_shot_test_set_without_training_on_the_shots(setup) -> None:
+    ws, store, _ = setup
+    few = run_probe(config(shots=1), store, ws)
+    held = run_probe(config(shots=1, protocol="cross-language-heldout"), store, ws)
+    assert held.config.protocol == "cross-language-heldout" and held.baseline is None
+    assert held.shots == few.shots  # the same utterances held out per seed ...
+    assert [p["ids"] for p in held.predictions] == [p["ids"] for p in few.predictions]  # ... the same test set
+    assert held.n_train == [len(ws.load_manifest("emodb"))] * 2  # the source alone
+    transfer = run_probe(config(), store, ws)
+    assert transfer.n_train == held.n_train
+
+
+@pytest.mark.slow
+def test_the_frame_trained_runner_runs_the_new_protocol_on_the_same_splits(setup) -> None:
+    from featurestore.encoders import load_encoder
+    from featurestore.extract import ExtractOptions, extract
+
+    ws, store, _ = setup
+    for name in ("emodb", "urdu"):
+        extract(ws.load_manifest(name), load_encoder("logmel"), store, options=ExtractOptions(progress=False,
+                                                                                            frame_layers=(0,)))
+    ft = FinetuneConfig(method="cnn-lstm", source="emodb", target="urdu", shots=1, seeds=1, epochs=1,
+                        protocol="cross-language-heldout")
+    result = engine.run(ft, store, ws)
+    probe = run_probe(config(shots=1, seeds=1, protocol="cross-language-heldout"), store, ws)
+    assert result.config.protocol == "cross-language-heldout" and result.baseline is None
+    assert result.shots == probe.shots and result.predictions[0]["ids"] == probe.predictions[0]["ids"]
+    assert [t["role"] for t in result.training] == ["model"] and result.n_train == probe.n_train

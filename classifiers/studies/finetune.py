@@ -153,6 +153,7 @@ class FinetuneConfig(Sides):
     target_modules: tuple[str, ...] | None = None
     head_hidden: int | None = 256
     max_frames: int | None = None
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -211,7 +212,7 @@ class FinetuneConfig(Sides):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every setting (the ledger's ``config``), with ``classifier`` and ``stat``
         (derived) so that tables that group probes also group fine-tuning runs."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = self.settings_dict()
         out["target_modules"] = None if self.target_modules is None else list(self.target_modules)
         out.update(classifier=self.classifier, stat="mean")
         return out
@@ -260,7 +261,7 @@ class FinetuneConfig(Sides):
                                classifier="mlp", classifier_params=params, norm=self.norm, seeds=self.seeds,
                                shots=self.shots, shots_speaker_disjoint=self.shots_speaker_disjoint,
                                source_noise=self.source_noise, target_noise=self.target_noise,
-                               dev_fraction=self.dev_fraction)
+                               dev_fraction=self.dev_fraction, protocol=self.protocol)
         except ProtocolError as exc:
             raise FinetuneError(str(exc)) from None
 
@@ -801,7 +802,7 @@ def _run_seeds(config: FinetuneConfig, trainer: _Trainer, src: _Side, tgt: _Side
     baseline metrics, shots)."""
     protocol = protocol_for(config)
     uars, metrics, n_train = [], [], []
-    shots: list[dict[str, Any]] | None = [] if protocol.baseline else None
+    shots: list[dict[str, Any]] = []
     base_uars, base_metrics = [], []
     for seed in range(config.seeds):
         splits = protocol.splits(src, tgt, seed, single_split=True)
@@ -812,8 +813,8 @@ def _run_seeds(config: FinetuneConfig, trainer: _Trainer, src: _Side, tgt: _Side
                                       _data([splits.folds[0].test]))], seed, "baseline_predictions")
             base_uars.append(base["uar"])
             base_metrics.append(base)
-        if shots is not None:
-            shots.append(splits.shots)  # type: ignore[arg-type]
+        if splits.shots is not None:
+            shots.append(splits.shots)
         roles = ["model"] if len(splits.folds) == 1 else [f"model-fold{f + 1}" for f in range(len(splits.folds))]
         trained = [(trainer.fit(_data(fold.train), seed, role), _data([fold.test]))
                    for fold, role in zip(splits.folds, roles)]
@@ -821,7 +822,7 @@ def _run_seeds(config: FinetuneConfig, trainer: _Trainer, src: _Side, tgt: _Side
         uars.append(result["uar"])
         metrics.append(result)
         n_train.append(int(np.mean([fold.n_train for fold in splits.folds])))
-    return uars, metrics, n_train, base_uars, base_metrics, shots
+    return uars, metrics, n_train, base_uars, base_metrics, shots or None
 
 
 def check_data(config: FinetuneConfig, store: FeatureStore, workspace: Workspace, cache: Cache | None = None) -> None:
@@ -875,7 +876,7 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
     classifier = method.describe()  # builds the model once: bad LoRA targets or layers fail here
     classes = list(src_m.classes)
     identity = result_identity(config, store, workspace, cache)
-    runs = config.seeds * (2 if config.shots else 1)
+    runs = config.seeds * (2 if protocol_for(config).baseline else 1)
     bar = TrainingProgress(runs, config.epochs, f"fine-tune {config.method} {config.source} -> {config.target}",
                            enabled=progress)
     trainer = _Trainer(config, method, workspace, identity, rerun, classes, bar)
@@ -902,7 +903,7 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
     if confound:
         trainer.warn(confound)
     baseline = None
-    if config.shots:
+    if base_uars:
         mean, std = _mean_std(base_uars)
         baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars, "metrics": base_metrics,
                     "beats_source_plus_shots": mean > float(np.mean(uars))}

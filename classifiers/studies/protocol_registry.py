@@ -6,10 +6,16 @@ with ``ids``) and ``subset(rows)``. Both runners read the same splits: the poole
 (:func:`classifiers.studies.protocols.run_probe`) and the frame-trained one
 (:func:`classifiers.studies.finetune.run_finetune`: head, CNN-LSTM, LoRA).
 
-A :class:`SeedSplits` is one seed's folds (each: the training parts ``[(side, rows), ...]`` and the test
-part ``(side, rows)``; ``rows`` None means every row of the side) and, for few-shot, the target-only
-baseline's training parts and the shot record. A new protocol is one :class:`Protocol` subclass
-decorated with :func:`register` (its ``name`` is what ``config.protocol`` says) plus its tests.
+A configuration's ``protocol`` setting names its protocol; left unset it is derived from the sides
+(:func:`derived_protocol`: ``within-corpus`` when source = target, ``few-shot`` with shots, else
+``cross-language``), and a configuration records it only when it differs from the derived one (so the
+keys of existing configurations do not change).
+
+A :class:`SeedSplits` is one seed's folds (each: the training parts ``[(side, rows), ...]`` and the
+test part ``(side, rows)``; ``rows`` None means every row of the side) and, for few-shot, the
+target-only baseline's training parts and the shot record. A new protocol is one :class:`Protocol`
+subclass decorated with :func:`register` (its ``name`` is the ``protocol`` setting's value; its
+:meth:`~Protocol.problem` refuses configurations it cannot run) plus its tests.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class Protocol:
     several folds (cheaper for trained models); protocols with one split ignore it."""
 
     name: ClassVar[str] = ""
+    derived: ClassVar[bool] = False  # picked from source, target and shots (never named in a configuration)
 
     def __init__(self, config: Any):
         self.config = config
@@ -80,6 +87,11 @@ class Protocol:
         raise NotImplementedError
 
     baseline: ClassVar[bool] = False  # whether each seed also trains a baseline (few-shot: the shots alone)
+
+    @classmethod
+    def problem(cls, config: Any) -> str | None:
+        """Why ``config`` cannot run this protocol (checked when the configuration is made), else None."""
+        return None
 
     def folds_per_seed(self, src: Any) -> int:
         """Folds one seed makes (a progress total)."""
@@ -97,6 +109,34 @@ def register(cls: type[Protocol]) -> type[Protocol]:
     return cls
 
 
+def protocol_names() -> tuple[str, ...]:
+    """Every registered protocol's name (the choices of the ``protocol`` setting)."""
+    return tuple(sorted(PROTOCOLS))
+
+
+def derived_protocol(config: Any) -> str:
+    """The protocol that source, target and shots make: ``within-corpus``, ``few-shot`` or ``cross-language``."""
+    return "within-corpus" if config.source == config.target else "few-shot" if config.shots else "cross-language"
+
+
+def resolve_protocol(config: Any) -> str:
+    """``config``'s protocol name: its ``protocol`` setting, or the derived one when unset. A derived
+    protocol named where another is derived, or a protocol that cannot run ``config``, is refused
+    (:class:`ProtocolError`)."""
+    derived = derived_protocol(config)
+    name = getattr(config, "protocol", None) or derived
+    if name not in PROTOCOLS:
+        raise UnknownProtocolError(f"unknown protocol {name!r}; registered: {', '.join(protocol_names())}")
+    cls = PROTOCOLS[name]
+    if cls.derived and name != derived:
+        raise ProtocolError(f"protocol {name} is what source, target and shots make (here they make {derived}); "
+                            "leave protocol unset, or set source, target and shots for it")
+    problem = cls.problem(config)
+    if problem:
+        raise ProtocolError(f"protocol {name}: {problem}")
+    return name
+
+
 def protocol_for(config: Any) -> Protocol:
     """The registered protocol that ``config.protocol`` names, bound to ``config``."""
     try:
@@ -111,6 +151,7 @@ class Transfer(Protocol):
     """Cross-language: train on all of the source, test on all of the target."""
 
     name = "cross-language"
+    derived = True
 
     def splits(self, src: Any, tgt: Any, seed: int, *, single_split: bool = False) -> SeedSplits:
         return SeedSplits(seed, [Fold([(src, None)], (tgt, None))])
@@ -123,6 +164,7 @@ class WithinCorpus(Protocol):
     ``WITHIN_TEST_FRACTION`` of the utterances (whole speakers)."""
 
     name = "within-corpus"
+    derived = True
 
     def splits(self, src: Any, tgt: Any, seed: int, *, single_split: bool = False) -> SeedSplits:
         try:
@@ -145,25 +187,51 @@ class FewShot(Protocol):
     target-only baseline trains on the shots alone, tested on the same utterances."""
 
     name = "few-shot"
+    derived = True
     baseline = True
 
-    def splits(self, src: Any, tgt: Any, seed: int, *, single_split: bool = False) -> SeedSplits:
+    def take_shots(self, tgt: Any, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[str]]:
+        """(shot rows, test rows, shot record, capping warnings) of the target for ``seed``."""
         config = self.config
         try:
             split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
         except SplitError as exc:
             raise ProtocolError(f"few-shot on target {config.target!r}: {exc}") from None
-        warnings = []
-        for label, (asked, took) in split.capped.items():
-            warnings.append(f"shots: class {label!r} of {config.target!r} has too few utterances for {asked} shots; "
-                            f"took {took} (at least {split.min_test} kept for testing)")
+        warnings = [f"shots: class {label!r} of {config.target!r} has too few utterances for {asked} shots; took "
+                    f"{took} (at least {split.min_test} kept for testing)" for label, (asked, took) in split.capped.items()]
+        record = {"seed": seed, "ids": tgt.view.ids[split.train_idx].tolist(), **split.to_dict(indices=False)}
+        return split.train_idx, split.test_idx, record, warnings
+
+    def splits(self, src: Any, tgt: Any, seed: int, *, single_split: bool = False) -> SeedSplits:
+        shots, test, record, warnings = self.take_shots(tgt, seed)
+        for label, (_, took) in record.get("capped", {}).items():
             if took == 0:
-                warnings.append(f"shots: class {label!r} of {config.target!r} gave no shot; the target-only baseline "
-                                "never sees it")
-        shots, test = split.train_idx, split.test_idx
-        record = {"seed": seed, "ids": tgt.view.ids[shots].tolist(), **split.to_dict(indices=False)}
+                warnings.append(f"shots: class {label!r} of {self.config.target!r} gave no shot; the target-only "
+                                "baseline never sees it")
         return SeedSplits(seed, [Fold([(src, None), (tgt, shots)], (tgt, test))], baseline_train=[(tgt, shots)],
                           shots=record, warnings=warnings)
+
+
+@register
+class HeldOutTransfer(Protocol):
+    """Zero-shot on the few-shot test set: train on all of the source only and test on the target less the
+    ``config.shots`` utterances per class that the few-shot protocol of the same seed would take as shots
+    (held out, never trained on). Its UAR compares with a few-shot result of the same shots on exactly the
+    same test utterances; the held-out shots are recorded as the few-shot protocol records them."""
+
+    name = "cross-language-heldout"
+
+    @classmethod
+    def problem(cls, config: Any) -> str | None:
+        if config.source == config.target:
+            return "needs a target other than the source (within a corpus, the folds test every utterance)"
+        if not config.shots:
+            return "needs shots > 0: the target utterances per class held out (the few-shot protocol's shots)"
+        return None
+
+    def splits(self, src: Any, tgt: Any, seed: int, *, single_split: bool = False) -> SeedSplits:
+        _, test, record, warnings = FewShot(self.config).take_shots(tgt, seed)
+        return SeedSplits(seed, [Fold([(src, None)], (tgt, test))], shots=record, warnings=warnings)
 
 
 # --------------------------------------------------------------------------- shared by both runners

@@ -30,7 +30,7 @@ import numpy as np
 from classifiers.learners.metrics import chance_uar, evaluate, uar
 from classifiers.learners.normalise import _apply, _stats, normalise
 from classifiers.learners.probes import ClassifierError, classifier_config, make_classifier
-from classifiers.learners.splits import SplitError, few_shot_split, speaker_dev_split, speaker_label_confound
+from classifiers.learners.splits import SplitError, speaker_dev_split, speaker_label_confound
 from classifiers.studies import settings
 from classifiers.studies.intervals import seed_predictions
 from classifiers.studies.layer_choice import LayerChoice, LayerError, best_layer_choice
@@ -39,7 +39,9 @@ from classifiers.studies.protocol_registry import (
     SeedSplits,
     align,
     check_compatible,
+    derived_protocol,
     protocol_for,
+    resolve_protocol,
 )
 from classifiers.studies.result import Result, result_identity, stored_identity
 from classifiers.studies.views import (
@@ -115,10 +117,15 @@ class Sides:
         """Within-corpus: source and target are the same corpus."""
         return self.source == self.target
 
-    @property
-    def protocol(self) -> str:
-        """``within-corpus``, ``few-shot`` or ``cross-language``."""
-        return "within-corpus" if self.within else "few-shot" if self.shots else "cross-language"
+    protocol: str | None  # a registered protocol's name; unset: derived (protocol_registry.resolve_protocol)
+
+    def settings_dict(self) -> dict[str, Any]:
+        """Every field (a dataclass's), the protocol only when it is not the one source, target and shots make
+        (so configurations that name no protocol keep their keys)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        if out.get("protocol") == derived_protocol(self):
+            del out["protocol"]
+        return out
 
     def _check_settings(self, error: type[FsError], skip: tuple[str, ...] = ()) -> None:
         """The shared validation, from the one settings table (:mod:`classifiers.studies.settings`): source,
@@ -166,6 +173,10 @@ class ProbeConfig(Sides):
     shots: int = 0
     shots_speaker_disjoint: bool = False
     source_noise: dict[str, Any] | None = None
+        try:
+            put("protocol", resolve_protocol(self))
+        except ProtocolError as exc:
+            raise error(str(exc)) from None
     target_noise: dict[str, Any] | None = None
     dev_fraction: float = 0.2
 
@@ -180,8 +191,8 @@ class ProbeConfig(Sides):
         return list(range(self.seeds))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of every setting (the ledger's ``config``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Plain JSON-able dict of every setting (the ledger's ``config``; see :meth:`Sides.settings_dict`)."""
+        return self.settings_dict()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeConfig:
@@ -196,6 +207,7 @@ class ProbeConfig(Sides):
                 close = difflib.get_close_matches(str(k), valid, n=1)
                 hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ProtocolError(f"unknown probe setting(s) {', '.join(hints)}; valid keys: {', '.join(valid)}")
+    protocol: str | None = None
         missing = [k for k in ("source", "target", "model") if k not in data]
         if missing:
             raise ProtocolError(f"probe setting(s) {missing} missing; source, target and model are required")
@@ -602,7 +614,7 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     _data_warnings(runner, src, tgt)
 
     baseline = None
-    if config.shots:
+    if protocol.baseline:
         base_uars = [r.baseline["uar"] for r in runs]
         mean, std = _mean_std(base_uars)
         baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars,
@@ -624,13 +636,13 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     return Result(config=config, identity=stored_identity(result_identity(config, store, workspace, cache)),
                   uar_per_seed=uars, layer=layer, chance=chance_uar(classes),
                        metrics=[r.metrics for r in runs], provenance=provenance, n_train=[r.n_train for r in runs],
-                       baseline=baseline, shots=[r.shots for r in runs] if config.shots else None,
+                       baseline=baseline, shots=[r.shots for r in runs] if runs[0].shots is not None else None,
                        layer_dev_uar=per_layer, layer_dev_uar_per_seed=dev_scores,
                        normalisation=_normalisation_info(config.norm), warnings=runner.warnings,
                        seconds=time.perf_counter() - start, whisper_input=str(mode) if mode else None,
                        layer_choice=best_layer_choice(layer, per_layer) if best and per_layer else None,
                        predictions=[r.predictions for r in runs],
-                       baseline_predictions=[r.baseline_predictions for r in runs] if config.shots else None)
+                       baseline_predictions=[r.baseline_predictions for r in runs] if protocol.baseline else None)
 
 
 @dataclass
@@ -674,13 +686,9 @@ def fit_final(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     else:
         choice = _fixed_choice(config.layer, src.view)
     train: list[tuple[_Side, np.ndarray | None]] = [(src, None)]
-    if config.shots:
+    if not config.within:  # the protocol's training parts of seed 0 (few-shot: the source and the shots)
         tgt = _load_side(config, "target", store, workspace, cache)
-        try:
-            split = few_shot_split(tgt.labels, tgt.groups, config.shots, seed, config.shots_speaker_disjoint)
-        except SplitError as exc:
-            raise ProtocolError(f"few-shot on target {config.target!r}: {exc}") from None
-        train.append((tgt, split.train_idx))
+        train = protocol_for(config).splits(src, tgt, seed).folds[0].train
     X = runner.train_matrix(train, choice)
     stats = _stats(X) if config.norm == "source" else None
     estimator = runner.estimator(train, X if stats is None else _apply(X, *stats), choice, seed)

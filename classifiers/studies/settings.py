@@ -50,6 +50,12 @@ def _norms() -> tuple[str, ...]:
     return tuple(MODES)
 
 
+def _protocols() -> tuple[str, ...]:
+    from classifiers.studies.protocol_registry import protocol_names
+
+    return protocol_names()
+
+
 def suggest(word: Any, valid: tuple[str, ...] | list[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``valid`` to ``word``, else empty."""
     close = difflib.get_close_matches(str(word), [str(v) for v in valid], n=1, cutoff=0.6)
@@ -175,6 +181,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dev_fraction", "float", 0.2, "Share of training utterances (whole speakers) held out as a dev split "
             "(to pick --layer best, or the best epoch).", minimum=0, maximum=1, min_open=True, max_open=True,
             study_key="dev_fraction"),
+    Setting("protocol", "choice", None, "Study protocol [default: what source, target and shots make: "
+            "within-corpus, few-shot or cross-language].", _protocols, optional=True, study_key="protocols",
+            many=True),
     Setting("method", "choice", None, "Fine-tuning: head (the study's MLP head on pooled features), cnn-lstm (on "
             "stored log-mel frames) or lora (LoRA on the layers above --from-layer).", METHODS, optional=True,
             study_key="method"),
