@@ -145,6 +145,10 @@ class Sides:
         if self.within and self.shots:
             raise error(f"shots take target utterances into training, which needs a target other than the "
                         f"source ({self.source!r}); within a corpus use shots 0 (speaker folds)")
+        try:
+            put("protocol", resolve_protocol(self))
+        except ProtocolError as exc:
+            raise error(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -173,12 +177,9 @@ class ProbeConfig(Sides):
     shots: int = 0
     shots_speaker_disjoint: bool = False
     source_noise: dict[str, Any] | None = None
-        try:
-            put("protocol", resolve_protocol(self))
-        except ProtocolError as exc:
-            raise error(str(exc)) from None
     target_noise: dict[str, Any] | None = None
     dev_fraction: float = 0.2
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
         self._check_settings(ProtocolError)
@@ -207,7 +208,6 @@ class ProbeConfig(Sides):
                 close = difflib.get_close_matches(str(k), valid, n=1)
                 hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ProtocolError(f"unknown probe setting(s) {', '.join(hints)}; valid keys: {', '.join(valid)}")
-    protocol: str | None = None
         missing = [k for k in ("source", "target", "model") if k not in data]
         if missing:
             raise ProtocolError(f"probe setting(s) {missing} missing; source, target and model are required")
