@@ -70,7 +70,7 @@ from classifiers.studies.protocol_registry import (
 )
 from classifiers.studies.protocols import Sides, _local, baseline_wins_warning
 from classifiers.studies.result import Result, result_identity, stored_identity
-from classifiers.studies.views import cached_digest, cached_manifest, get_view, resolve_group
+from classifiers.studies.views import Cache, cached_digest, cached_manifest, get_view, resolve_group
 from featurestore import __version__
 from featurestore.errors import FsError, Interrupted, Terminated
 from featurestore.store import FeatureStore, StoreGroup
@@ -508,7 +508,6 @@ class _TopLoRA(_Method):
 # --------------------------------------------------------------------------- loading and checks
 
 
-Cache = dict[Any, Any]
 
 
 def _group(config: FinetuneConfig, role: str, store: FeatureStore, cache: Cache) -> StoreGroup:
