@@ -185,7 +185,7 @@ def model_text(result: dict[str, Any]) -> str:
 
 
 def describe(result: dict[str, Any]) -> str:
-    """A human-readable account of one probe result (``ProbeResult.to_dict()``)."""
+    """A human-readable account of one result record (``Result.to_record()``)."""
     c = result["config"]
     noise = []
     for side in ("source", "target"):

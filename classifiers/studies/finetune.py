@@ -1,12 +1,10 @@
 """Fine-tuning against the store: the study's head, the CNN-LSTM and top-layer LoRA, in the probe's protocols.
 
-:func:`run_finetune` runs a :class:`FinetuneConfig` and returns a dict with the keys of
-:meth:`classifiers.studies.protocols.ProbeResult.to_dict` (``uar_mean``, ``uar_std``, ``uar_per_seed``,
-``layer``, ``chance``, ``metrics``, ``config``, ``config_key``, ``provenance``, ``baseline``,
-``shots``, ``warnings``, ``seconds``, ...) plus ``method``, ``checkpoints`` (one folder per
-trained model), ``train_seconds``, ``training`` (best epoch and per-epoch history per seed),
-``dev_uar_per_epoch`` (per seed) and ``whisper_input`` (the input mode of the Whisper groups read,
-None for other models), so the ledger, ``fs results`` and ``fs report`` take it as they take a probe.
+:func:`run_finetune` runs a :class:`FinetuneConfig` and returns the probe's
+:class:`~classifiers.studies.result.Result` with ``method``, ``checkpoints`` (one folder per trained
+model), ``train_seconds``, ``training`` (best epoch and per-epoch history per seed) and
+``dev_uar_per_epoch`` (per seed) set, so the ledger, ``fs results`` and ``fs report`` take it as they
+take a probe; :func:`classifiers.studies.engine.run` runs it ledger first.
 A best dev epoch that is the last one is warned about (train longer: ``--epochs``).
 
 Methods:

@@ -1,6 +1,6 @@
 """Uncertainty of results from their per-utterance predictions: intervals, their text, paired comparisons.
 
-A result record (``ProbeResult.to_dict()``, a fine-tuning result) carries ``predictions``: one
+A result record (:meth:`classifiers.studies.result.Result.to_record`, probe or fine-tuning) carries ``predictions``: one
 entry per seed ::
 
     {"seed": 0, "ids": [...], "speakers": [...], "y_true": [...], "y_pred": [...],

@@ -427,7 +427,7 @@ class Ledger:
         for given in results:
             result = given.to_record() if hasattr(given, "to_record") else given  # a Result or its record
             if not result.get("config_key"):
-                raise LedgerError("a result without config_key cannot enter the ledger; pass ProbeResult.to_dict()")
+                raise LedgerError("a result without config_key cannot enter the ledger; pass a Result or Result.to_record()")
             add_intervals(result)
             parts = {part: check_predictions(result[part], part) for part in PARTS if result.get(part)}
             identity = identity_text(row_identity(result))

@@ -227,9 +227,6 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std())
 
 
-ProbeResult = Result  # one result type for probes and fine-tuning (classifiers.studies.result)
-
-
 # --------------------------------------------------------------------------- data sides
 
 
@@ -573,7 +570,7 @@ def _progress(factory: ProgressFactory | None, config: ProbeConfig, src: _Side) 
 
 
 def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
-              views: Cache | None = None, progress: ProgressFactory | None = None) -> ProbeResult:
+              views: Cache | None = None, progress: ProgressFactory | None = None) -> Result:
     """Run ``config`` on ``store`` (labels from ``workspace``'s manifests) and return its result.
 
     ``views``: an optional dict-like cache shared across calls (a sweep): manifests, resolved

@@ -531,7 +531,7 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     Before anything is expanded, ``echo`` (when given) gets the number of configurations and an
     estimated time; above :data:`LARGE_STUDY_CELLS` configurations ``confirm`` (when given) is asked
     with that line and a False answer raises :class:`SweepError` with nothing run.
-    Each returned dict is a ``ProbeResult.to_dict()`` (its predictions left in the ledger) plus ``from_ledger`` (bool) and
+    Each returned dict is a ``Result.to_record()`` (its predictions left in the ledger) plus ``from_ledger`` (bool) and
     ``experiments`` (names). Raises :class:`SweepError` before running anything when corpora or
     groups are missing, and after running the rest when some cells failed (their errors listed).
     """
