@@ -40,7 +40,11 @@ def _params(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) 
     return out
 
 
-def _noise(directory: str | None, snr: float | None, seed: int) -> dict[str, Any] | None:
+def _noise(directory: str | None, snr: float | None, seed: int, condition: str | None = None) -> dict[str, Any] | None:
+    """A side's store condition: clean (None), today's noise ``{noise, snr_db, noise_seed}``, or a condition
+    chain ``{condition, noise (the source of its noise step), noise_seed}``."""
+    if condition is not None:
+        return {"condition": condition, "noise_seed": seed, **({"noise": directory} if directory else {})}
     return None if directory is None else {"noise": directory, "snr_db": 10.0 if snr is None else snr,
                                            "noise_seed": seed}
 
@@ -59,8 +63,13 @@ def _noise(directory: str | None, snr: float | None, seed: int) -> dict[str, Any
 @click.option("--target-noise", type=click.Path(), default=None,
               help="Test on the target mixed with this noise (the folder given to `fs extract --noise`).")
 @click.option("--source-noise", type=click.Path(), default=None, help="Train on the source mixed with this noise.")
+@click.option("--target-condition", default=None, metavar="TEXT",
+              help="Test on the target under this acoustic condition, as `fs extract --condition` wrote it (steps "
+                   "joined by ' > ', e.g. 'reverb:rt60=0.3-0.9 > noise:snr=5' with --target-noise DIR).")
+@click.option("--source-condition", default=None, metavar="TEXT", help="Train on the source under this condition.")
 @click.option("--snr", type=float, default=None, help="SNR in dB of the noisy groups [default: 10].")
-@click.option("--noise-seed", type=int, default=0, show_default=True, help="Noise seed of the noisy groups.")
+@click.option("--noise-seed", type=int, default=0, show_default=True,
+              help="Noise (or condition) seed of the noisy groups.")
 @click.option("--rerun", is_flag=True, help="Compute again even if the results ledger holds this configuration.")
 @click.option("--save-model/--no-save-model", default=True, show_default=True,
               help="Save the fitted probe (seed 0) with the result, for `fs predict --result KEY`.")
@@ -71,7 +80,8 @@ def _noise(directory: str | None, snr: float | None, seed: int) -> dict[str, Any
 def probe(ctx: click.Context, source: str, target: str, model: str, whisper_input: str | None,
           model_seed: int | None, layer: str, stat: str, classifier: str, params: dict[str, Any], norm: str,
           seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, dev_fraction: float,
-          target_noise: str | None, source_noise: str | None, snr: float | None, noise_seed: int, rerun: bool,
+          target_noise: str | None, source_noise: str | None, target_condition: str | None,
+          source_condition: str | None, snr: float | None, noise_seed: int, rerun: bool,
           save_model: bool, progress: bool, as_json: bool) -> None:
     """Train a probe on SOURCE's stored features and report UAR on TARGET (mean ± std over seeds).
 
@@ -80,7 +90,10 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
     of the source) is saved beside the ledger, so `fs predict AUDIO --result KEY` applies it to
     new audio.
     """
-    if target_noise is None and source_noise is None:
+    if (target_condition or source_condition) and snr is not None:
+        raise click.UsageError("--snr goes with --target-noise/--source-noise alone; under a condition write the SNR "
+                               "in its noise step: --target-condition noise:snr=5")
+    if target_noise is None and source_noise is None and not (target_condition or source_condition):
         for name, flag in (("snr", "--snr"), ("noise_seed", "--noise-seed")):
             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
                 raise click.UsageError(f"{flag} needs --target-noise DIR or --source-noise DIR")
@@ -100,8 +113,9 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
                            model_seed=model_seed, layer=layer, stat=stat, classifier=classifier,
                            classifier_params=params, norm=norm, seeds=seeds, shots=n,
                            shots_speaker_disjoint=shots_speaker_disjoint,
-                           source_noise=_noise(source_noise, snr, noise_seed),
-                           target_noise=_noise(target_noise, snr, noise_seed), dev_fraction=dev_fraction)
+                           source_noise=_noise(source_noise, snr, noise_seed, source_condition),
+                           target_noise=_noise(target_noise, snr, noise_seed, target_condition),
+                           dev_fraction=dev_fraction)
                for n in shots]
     ledger = _ledger(ws)
     cache: dict[Any, Any] = {}
@@ -191,7 +205,12 @@ def describe(result: dict[str, Any]) -> str:
     for side in ("source", "target"):
         if c.get(f"{side}_noise"):
             n = c[f"{side}_noise"]
-            noise.append(f"{side} + {n['noise']} @ {n['snr_db']:g} dB (seed {n['noise_seed']})")
+            if "condition" in n:
+                from classifiers.studies.ledger import condition_label
+
+                noise.append(f"{side} under {condition_label(n)} (seed {n['noise_seed']})")
+            else:
+                noise.append(f"{side} + {n['noise']} @ {n['snr_db']:g} dB (seed {n['noise_seed']})")
     lines = [
         f"{c['source']} -> {c['target']}  [{result['protocol']}]  model {model_text(result)}  {c['classifier']}  "
         f"norm {c['norm']}  {c['stat']}  {c['seeds']} seed(s)" + ("  (from the ledger)" if result.get("from_ledger")

@@ -337,6 +337,19 @@ class ConditionChain:
         """Canonical text: the steps' canonical texts joined by `` > `` (``clean`` when empty)."""
         return STEP_SEPARATOR.join(s.text for s in self.steps) if self.steps else "clean"
 
+    @property
+    def label(self) -> str:
+        """Short text for tables and plots: the canonical text without a noise step's source, layout, channel
+        and environments (``reverb:drr=0,rt60=0.3 > noise:snr=5``)."""
+        hidden = {"source", "layout", "channel", "env"}
+        steps = [ConditionSpec(s.kind, tuple((n, v) for n, v in s.params if s.kind != "noise" or n not in hidden)).text
+                 for s in self.steps]
+        return STEP_SEPARATOR.join(steps) if steps else "clean"
+
+    def snr_db(self) -> float | None:
+        """The SNR of the noise step (None without one)."""
+        return next((float(s["snr"]) for s in self.steps if s.kind == "noise"), None)
+
     def noise_spec(self) -> NoiseSpec | None:
         """The :class:`NoiseSpec` of the noise step (None without one)."""
         for spec in self.steps:

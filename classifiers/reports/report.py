@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -403,6 +404,96 @@ def noise_section(rows: list[dict[str, Any]], notes: _Notes) -> list[str]:
     return out + _table(["source → target, model", "condition", "clean", "noisy", "drop"], body) + [""]
 
 
+def condition_model_section(rows: list[dict[str, Any]], notes: _Notes) -> list[str]:
+    """Per source → target pair with results under two or more conditions: UAR % per condition (rows) and
+    model (columns); a model probed with several settings gets a column per setting."""
+    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if shots_of(row) == 0:
+            by_pair[_pair(row)].append(row)
+    out: list[str] = []
+    for pair in sorted(by_pair, key=_pair_rank):
+        group = by_pair[pair]
+        conditions = sorted({_noise_name(r) for r in group}, key=lambda c: (c != "clean", condition_snr_rank(c), c))
+        if len(conditions) < 2:
+            continue
+        settings = {setting_of(r) for r in group}
+        column = {id(r): model_label(r) + (f" [{setting_line(setting_of(r))}]" if len(settings) > 1 else "")
+                  for r in group}
+        columns = sorted(set(column.values()))
+        cells = {(_noise_name(r), column[id(r)]): r for r in group}
+        if not out:
+            out = ["## Conditions × models", "", "UAR % per acoustic condition (rows) and model (columns), "
+                   "with the 95% speaker interval when the results have one.", ""]
+        body = [[condition, *[uar_text(cells.get((condition, c))) for c in columns]] for condition in conditions]
+        ref = notes.ref(f"{pair[0]} → {pair[1]} under {len(conditions)} conditions", group)
+        out += [f"### {pair[0]} → {pair[1]} {ref}", ""] + _table(["condition", *columns], body) + [""]
+    return out
+
+
+def condition_snr_rank(name: str) -> float:
+    """Sort key of a condition name by its SNR (higher first), conditions without one last."""
+    match = re.search(r"(?:@|snr=)(-?[0-9.]+)", name)
+    return -float(match.group(1).rstrip(".")) if match else float("inf")
+
+
+def target_snr(row: dict[str, Any]) -> float | None:
+    """The SNR of a result whose target is noise-mixed and nothing else (a noise dict, or a condition chain
+    that is one noise step) and whose source is clean; None otherwise."""
+    config = _config(row)
+    side = config.get("target_noise")
+    if config.get("source_noise") or not isinstance(side, dict):
+        return None
+    if "condition" not in side:
+        return float(side["snr_db"]) if side.get("snr_db") is not None else None
+    from featurestore.conditions import ConditionChain, ConditionError
+
+    try:
+        chain = ConditionChain.parse(str(side["condition"]), seed=int(side.get("noise_seed", 0)))
+    except ConditionError:
+        return None
+    return chain.snr_db() if [s.kind for s in chain.steps] == ["noise"] else None
+
+
+def plot_snr(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """UAR against the target's SNR, one panel per source → target pair and one line per model and setting,
+    clean drawn right of the highest SNR; error bars are the 95% speaker intervals (``uar_ci95``) when present.
+    None unless some line has two or more SNRs."""
+    lines: dict[tuple[str, str], dict[str, dict[float | None, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
+    chosen_rows = [r for r in rows if not shots_of(r) and (target_snr(r) is not None or not is_noisy(r))]
+    several = len({setting_of(r) for r in chosen_rows}) > 1  # a line per setting too: say which
+    for row in chosen_rows:
+        name = model_label(row) + (f" · {setting_line(setting_of(row))}" if several else "")
+        lines[_pair(row)][name][target_snr(row)] = row
+    panels = {pair: {name: points for name, points in by_line.items() if sum(k is not None for k in points) >= 2}
+              for pair, by_line in lines.items()}
+    panels = {pair: by_line for pair, by_line in panels.items() if by_line}
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False, layout="constrained")
+    for ax, pair in zip(axes[0], sorted(panels, key=_pair_rank)):
+        snrs = sorted({k for points in panels[pair].values() for k in points if k is not None})
+        clean_x = snrs[-1] + max(5.0, (snrs[-1] - snrs[0]) / 4)
+        for name, points in sorted(panels[pair].items()):
+            xs = sorted(points, key=lambda k: clean_x if k is None else k)
+            chosen = [points[k] for k in xs]
+            ys = [100 * r["uar_mean"] for r in chosen]
+            ci = [r.get("uar_ci95") for r in chosen]
+            yerr = None
+            if all(ci):
+                yerr = [[y - 100 * c[0] for y, c in zip(ys, ci)], [100 * c[1] - y for y, c in zip(ys, ci)]]
+            ax.errorbar([clean_x if k is None else k for k in xs], ys, yerr=yerr, marker="o", capsize=3,
+                        label=name if len(name) < 60 else name[:57] + "...")
+        ax.set_xticks([*snrs, clean_x], [f"{k:g}" for k in snrs] + ["clean"])
+        ax.set_xlabel("target SNR (dB)")
+        ax.set_title(f"{pair[0]} → {pair[1]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("UAR %")
+    return save_figure(fig, path)
+
+
 def all_rows_section(rows: list[dict[str, Any]]) -> list[str]:
     """Every result with its full configuration key."""
     body = []
@@ -740,6 +831,7 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
     body += layer_section(rows, notes)
     body += few_shot_section(rows, notes)
     body += noise_section(rows, notes)
+    body += condition_model_section(rows, notes)
     heatmaps = plot_heatmaps(rows, folder, heatmap_setting)
     plots: dict[str, Path | None] = {
         **{("Cross-language heatmap" + (f" {i}" if len(heatmaps) > 1 else "")): p
@@ -747,6 +839,7 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
         "UAR per layer": plot_layers(rows, folder / "layers.png"),
         "Few-shot curves": plot_few_shot(rows, folder / "fewshot.png"),
         "Clean vs noisy": plot_noise(rows, folder / "noise.png"),
+        "UAR against SNR": plot_snr(rows, folder / "snr.png"),
     }
     if store is not None and embedding != "none":
         try:

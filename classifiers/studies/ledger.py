@@ -290,14 +290,27 @@ def group_attrs_reader(store_url: str) -> Callable[[str], dict[str, Any]]:
 
 
 def condition_of(config: dict[str, Any]) -> str:
-    """A short name of a configuration's noise condition: ``clean``, ``target@10dB``, ``source@5dB+target@10dB``."""
+    """A short name of a configuration's noise condition: ``clean``, ``target@10dB``, ``source@5dB+target@10dB``;
+    a condition chain by its label: ``target:telephone:band=300-3400,codec=none,rate=8000``."""
     parts = []
     for side in ("source", "target"):
         noise = config.get(f"{side}_noise")
-        if noise:
+        if isinstance(noise, dict) and "condition" in noise:
+            parts.append(f"{side}:{condition_label(noise)}")
+        elif noise:
             snr = noise.get("snr_db") if isinstance(noise, dict) else None
             parts.append(f"{side}@{snr:g}dB" if isinstance(snr, (int, float)) else f"{side}-noise")
     return "+".join(parts) or "clean"
+
+
+def condition_label(side: dict[str, Any]) -> str:
+    """The short label of a side's condition chain (``{condition: TEXT, noise_seed}``), without noise paths."""
+    from featurestore.conditions import ConditionChain, ConditionError
+
+    try:
+        return ConditionChain.parse(str(side["condition"]), seed=int(side.get("noise_seed", 0))).label
+    except ConditionError:  # written by another version of fs: shown as recorded
+        return str(side["condition"])
 
 
 def _columns(result: dict[str, Any]) -> dict[str, Any]:

@@ -64,6 +64,7 @@ STATS: tuple[str, ...] = settings.STATS
 # layer choices the pooled-feature runner serves (``weighted``, learned layer weights, comes next)
 PROBE_LAYERS: tuple[str, ...] = ("last", "index", "best", "mean", "concat")
 NOISE_KEYS: tuple[str, ...] = ("noise", "snr_db", "noise_seed")
+CONDITION_KEYS: tuple[str, ...] = ("condition", "noise", "noise_seed")  # a side under any condition chain
 # Classifiers whose fit does not depend on the seed: identical training data is fitted once per run/cache.
 DETERMINISTIC = frozenset({"logreg", "ridge"})
 # Makes a progress reporter: called with total=..., desc=..., unit=... (e.g. the Progress class itself).
@@ -75,6 +76,8 @@ def _noise(value: Any, name: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise ProtocolError(f"{name} must be a mapping {{noise: DIR, snr_db: 10, noise_seed: 0}}, got {value!r}")
+    if "condition" in value:
+        return _condition_side(value, name)
     unknown = sorted(set(value) - set(NOISE_KEYS))
     if unknown or not value.get("noise") or value.get("snr_db") is None:
         raise ProtocolError(f"{name} {value!r}: give noise (the folder used by `fs extract --noise`) and snr_db, "
@@ -84,6 +87,31 @@ def _noise(value: Any, name: str) -> dict[str, Any] | None:
                 "noise_seed": int(value.get("noise_seed", 0))}
     except (TypeError, ValueError):
         raise ProtocolError(f"{name} {value!r}: snr_db must be a number and noise_seed an integer") from None
+
+
+def _condition_side(value: dict[str, Any], name: str) -> dict[str, Any]:
+    """``{condition: TEXT, noise: DIR (for a noise step without source=), noise_seed: K}`` made canonical:
+    ``{condition: the chain's canonical text (noise source absolute, inside its step), noise_seed: K}``, so
+    that ``telephone`` and its spelled-out defaults are one configuration; a lone noise step is today's
+    ``{noise, snr_db, noise_seed}`` (the same configuration as ``--target-noise DIR --snr S``)."""
+    from featurestore.conditions import ConditionChain, ConditionError
+
+    unknown = sorted(set(value) - set(CONDITION_KEYS))
+    if unknown or not isinstance(value.get("condition"), str):
+        raise ProtocolError(f"{name} {value!r}: give condition (as `fs extract --condition` takes it, steps joined by "
+                            f"' > '), optionally noise (DIR) and noise_seed; valid keys: {', '.join(CONDITION_KEYS)}")
+    seed = value.get("noise_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ProtocolError(f"{name} {value!r}: noise_seed must be an integer")
+    noise = _local(str(value["noise"]), path_only=True) if value.get("noise") else None
+    try:
+        chain = ConditionChain.parse(value["condition"], seed=int(seed), noise=noise)
+    except ConditionError as exc:
+        raise ProtocolError(f"{name}: {exc}") from None
+    spec = chain.noise_spec()
+    if len(chain.steps) == 1 and spec is not None and (spec.layout, spec.environments, spec.channel) == ("auto", (), "ch01"):
+        return {"noise": spec.source, "snr_db": spec.snr_db, "noise_seed": spec.seed}  # today's noise side: one key
+    return {"condition": chain.text, "noise_seed": chain.seed}
 
 
 def _local(text: str, path_only: bool = False) -> str:

@@ -56,7 +56,7 @@ LIST_KEYS = {"models": "model", **{s.study_key: s.name for s in SETTINGS if s.ma
 SCALAR_KEYS = tuple(s.study_key for s in SETTINGS if s.study_key and not s.many)
 METHODS = settings.METHODS  # `method:` makes an experiment fine-tune (classifiers.studies.finetune)
 SETTING_KEYS = tuple(LIST_KEYS) + SCALAR_KEYS
-EXPERIMENT_KEYS = ("name", "note", "pairs", "all_pairs") + SETTING_KEYS
+EXPERIMENT_KEYS = ("name", "note", "pairs", "all_pairs", "condition") + SETTING_KEYS
 CONDITIONS = settings.CONDITIONS  # which side is mixed with the study's noise
 LAYER_WORDS = ("last", "best", "mean")
 STATS = settings.STATS
@@ -88,6 +88,7 @@ class Experiment:
     pairs: tuple[tuple[str, str], ...]
     settings: dict[str, Any]
     note: str = ""
+    condition: dict[str, Any] | None = None  # {condition: TEXT, noise, noise_seed}: the side of conditions != clean
 
 
 @dataclass(frozen=True)
@@ -252,11 +253,12 @@ def parse_study(data: Any, name: str = "study", path: str = "") -> Study:
         if "models" not in settings:
             raise StudyError(f"{label}: models is missing; list the models to probe (as given to `fs extract`)")
         noisy = [c for c in settings.get("conditions", ()) if c != "clean"]
-        if noisy and noise is None:
-            raise StudyError(f"{label}: conditions {noisy} need the study's noise; add a top-level "
-                             "noise: {dir: NOISE_DIR, snr_db: 10, noise_seed: 0}")
+        condition = _condition(label, block.get("condition"), noise)
+        if noisy and noise is None and condition is None:
+            raise StudyError(f"{label}: conditions {noisy} need the study's noise; add a top-level noise: "
+                             "{dir: NOISE_DIR, snr_db: 10, noise_seed: 0} (or give the experiment a condition: TEXT)")
         experiments.append(Experiment(name=str(block.get("name", f"experiment-{i + 1}")), pairs=_pairs(label, block),
-                                      settings=settings, note=str(block.get("note", ""))))
+                                      settings=settings, note=str(block.get("note", "")), condition=condition))
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
         raise StudyError(f"{where}: experiment names must differ, got {names}")
@@ -265,6 +267,26 @@ def parse_study(data: Any, name: str = "study", path: str = "") -> Study:
         raise StudyError(f"{where}: name {study_name!r} must be letters, digits, '.', '_' or '-'")
     return Study(name=study_name, experiments=tuple(experiments), noise=noise,
                  description=str(data.get("description", "")), note=str(data.get("note", "")), path=path)
+
+
+def _condition(label: str, text: Any, noise: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An experiment's ``condition: TEXT`` (as ``fs extract --condition`` takes it, steps joined by ' > ') as the
+    side its conditions other than clean read: a noise step without source= takes the study's noise dir, the
+    chain the study's noise seed. Checked here (a bad condition names the valid kinds or parameters)."""
+    if text is None:
+        return None
+    from featurestore.conditions import ConditionChain, ConditionError
+
+    if not isinstance(text, str) or not text.strip():
+        raise StudyError(f"{label}: condition must be a condition text such as telephone or 'reverb:rt60=0.3-0.9', "
+                         f"got {text!r}")
+    side = {"condition": text, "noise_seed": noise["noise_seed"] if noise else 0,
+            **({"noise": noise["noise"]} if noise else {})}
+    try:
+        ConditionChain.parse(text, seed=side["noise_seed"], noise=side.get("noise"))
+    except ConditionError as exc:
+        raise StudyError(f"{label}: {exc}") from None
+    return side
 
 
 def count_cells(study: Study) -> int:
@@ -326,10 +348,11 @@ def expand_study(study: Study) -> list[Cell]:
             condition = chosen.pop("conditions", "clean")
             config = {"source": source, "target": target, **scalars,
                       **{LIST_KEYS[k]: v for k, v in chosen.items()}}
+            side = exp.condition or study.noise
             if condition in ("source", "both"):
-                config["source_noise"] = dict(study.noise)
+                config["source_noise"] = dict(side)
             if condition in ("target", "both"):
-                config["target_noise"] = dict(study.noise)
+                config["target_noise"] = dict(side)
             try:
                 probe = _config_from_dict(config)
             except FsError as exc:
@@ -359,10 +382,15 @@ def _group_query(config: Any, side: str) -> tuple[str, str, str | None, tuple[tu
     return getattr(config, side), config.model, condition, tuple(sorted(filters.items()))
 
 
-def extract_command(corpora: list[str], model: str, filters: dict[str, Any]) -> str:
-    """The ``fs extract`` command that makes the groups of ``model`` for ``corpora`` under ``filters``."""
+def extract_command(corpora: list[str], model: str, filters: dict[str, Any], side: dict[str, Any] | None = None) -> str:
+    """The ``fs extract`` command that makes the groups of ``model`` for ``corpora`` under ``filters`` (or under
+    the condition chain of ``side`` ``{condition: TEXT, noise_seed}``)."""
     from featurestore.hints import command_from_filters
 
+    if side and "condition" in side:
+        from classifiers.studies.views import condition_command
+
+        return condition_command(model, corpora, side, filters.get("whisper_input"), filters.get("seed"))
     return command_from_filters(model, corpora, filters)
 
 
@@ -384,9 +412,11 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
     missing_corpora = [c for c in corpora if not workspace.manifest_path(c).exists()]
     resolved: dict[tuple, StoreKey | None] = {}
     problems: dict[tuple, StoreError] = {}
+    sides: dict[tuple, dict[str, Any] | None] = {}  # query -> the condition side it reads (for the hint)
     for cell in cells:
         for side in ("source", "target"):
             query = _group_query(cell.config, side)
+            sides[query] = getattr(cell.config, f"{side}_noise")
             if query in resolved or query[0] in missing_corpora:
                 continue
             corpus, model, condition, filters = query
@@ -409,9 +439,10 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
         if absent:
             lines.append("store groups not extracted yet; make them with:")
             by_model: dict[tuple, list[str]] = {}
-            for corpus, model, _, filters in absent:
-                by_model.setdefault((model, filters), []).append(corpus)
-            lines += [f"  {extract_command(sorted(set(cs)), m, dict(f))}" for (m, f), cs in by_model.items()]
+            for corpus, model, condition, filters in absent:
+                by_model.setdefault((model, condition, filters), []).append(corpus)
+            lines += [f"  {extract_command(sorted(set(cs)), m, dict(f), sides[(cs[0], m, c, f)])}"
+                      for (m, c, f), cs in by_model.items()]
         lines += [f"  {msg}" for msg in ambiguous.values()]
         raise SweepError("the study cannot run, nothing was run:\n" + "\n".join(lines))
     plan = SweepPlan()

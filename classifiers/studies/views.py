@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from data_manifests.manifest import Manifest
+from featurestore.conditions import ConditionChain
+from featurestore.hints import extract_command
 from featurestore.layers import LayerChoice, LayerError
-from featurestore.store import FeatureStore, StoreGroup, StoreKey
+from featurestore.store import FeatureStore, GroupNotFoundError, StoreGroup, StoreKey
 from featurestore.view import FeatureView, view_group
 from featurestore.workspace import Workspace
 
@@ -97,13 +99,30 @@ def layer_matrix_stack(view: FeatureView, layers: list[int]) -> np.ndarray:
 
 def noise_filters(noise: dict[str, Any] | None, whisper_input: str | None = None,
                   model_seed: int | None = None) -> tuple[str | None, dict[str, Any]]:
-    """``(condition, filters)`` for :meth:`FeatureStore.resolve`: clean, or the noise-mixed group of
-    ``noise`` ``{noise, snr_db, noise_seed}``, narrowed by the model's recorded settings."""
+    """``(condition, filters)`` for :meth:`FeatureStore.resolve`: clean; the group of a condition chain
+    ``{condition: TEXT, noise_seed}`` by its condition key; or the noise-mixed group of ``noise``
+    ``{noise, snr_db, noise_seed}``; narrowed by the model's recorded settings."""
     filters: dict[str, Any] = {"whisper_input": whisper_input, "seed": model_seed}
     if not noise:
         return "clean", filters
+    if "condition" in noise:
+        return side_chain(noise).key, filters
     filters.update(noise=noise["noise"], snr_db=noise["snr_db"], noise_seed=noise.get("noise_seed", 0))
     return None, filters
+
+
+def side_chain(side: dict[str, Any]) -> ConditionChain:
+    """The condition chain of a side ``{condition: TEXT, noise_seed: K}`` (TEXT: steps joined by ' > ', noise
+    sources written in their noise steps, as :func:`classifiers.studies.protocols` makes it canonical)."""
+    return ConditionChain.parse(str(side["condition"]), seed=int(side.get("noise_seed", 0)))
+
+
+def condition_command(model: str, corpora: list[str], side: dict[str, Any], whisper_input: str | None = None,
+                      model_seed: int | None = None) -> str:
+    """The ``fs extract`` command that makes ``model``'s groups of ``corpora`` under the condition ``side``."""
+    chain = side_chain(side)
+    return extract_command(model, corpora, whisper_input=whisper_input, seed=model_seed,
+                           conditions=[s.text for s in chain.steps], condition_seed=chain.seed)
 
 
 def manifest_token(workspace: Workspace, name: str) -> tuple[Any, ...] | None:
@@ -150,7 +169,15 @@ def resolve_group(store: FeatureStore, corpus: str, model: str, noise: dict[str,
     key = ("group", store.url, corpus, model, condition, tuple(sorted(filters.items())))
     if cache is not None and key in cache:
         return cache[key]
-    found: StoreKey = store.resolve(corpus, model, condition, **filters)
+    try:
+        found: StoreKey = store.resolve(corpus, model, condition, **filters)
+    except GroupNotFoundError as exc:
+        if not noise or "condition" not in noise:
+            raise
+        chain = side_chain(noise)
+        command = condition_command(model, [corpus], noise, whisper_input, model_seed)
+        raise GroupNotFoundError(f"no group for corpus {corpus!r}, model {model!r} under condition {chain.text!r} "
+                                 f"(seed {chain.seed}, key {chain.key}). Make it with: {command}") from exc
     group = store.open(found)
     if cache is not None:
         cache[key] = group
