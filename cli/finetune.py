@@ -40,7 +40,7 @@ def _modules(ctx: click.Context, param: click.Parameter, text: str | None) -> tu
                        help=settings.setting("shots").help + " Several: 0,50 (one result each).")
 @settings.options("shots_speaker_disjoint", "epochs", "batch_size", "lr", "rank", "alpha")
 @settings.click_option("target_modules", type=str, callback=_modules)
-@settings.options("head_hidden", "max_frames", "dev_fraction")
+@settings.options("head_hidden", "max_frames", "dev_fraction", "protocol")
 @click.option("--target-noise", type=click.Path(), default=None,
               help="Test on the target mixed with this noise (the folder given to `fs extract --noise`).")
 @click.option("--source-noise", type=click.Path(), default=None, help="Train on the source mixed with this noise.")
@@ -55,7 +55,8 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
              whisper_input: str | None, model_seed: int | None, from_layer: int | None, layer: str, norm: str,
              seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, epochs: int, batch_size: int,
              lr: float, rank: int, alpha: float, target_modules: tuple[str, ...] | None, head_hidden: int,
-             max_frames: int | None, dev_fraction: float, target_noise: str | None, source_noise: str | None,
+             max_frames: int | None, dev_fraction: float, protocol: str | None, target_noise: str | None,
+             source_noise: str | None,
              snr: float | None, noise_seed: int, device: str | None, rerun: bool, as_json: bool) -> None:
     """Train on SOURCE from the store and report UAR on TARGET (mean ± std over seeds), like fs probe.
 
@@ -88,7 +89,8 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                               source_noise=_noise(source_noise, snr, noise_seed),
                               target_noise=_noise(target_noise, snr, noise_seed), dev_fraction=dev_fraction,
                               epochs=epochs, batch_size=batch_size, lr=lr, rank=rank, alpha=alpha,
-                              target_modules=target_modules, head_hidden=head_hidden, max_frames=max_frames)
+                              target_modules=target_modules, head_hidden=head_hidden, max_frames=max_frames,
+                              protocol=protocol)
                for n in shots]
     cache: dict[Any, Any] = {}
     device = resolve_device(device)

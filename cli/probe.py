@@ -59,7 +59,7 @@ def _noise(directory: str | None, snr: float | None, seed: int, condition: str |
 @settings.options("norm", "seeds")
 @settings.click_option("shots", type=str, default="0", callback=_shots,
                        help=settings.setting("shots").help + " Several: 0,50,100 (one result each).")
-@settings.options("shots_speaker_disjoint", "dev_fraction")
+@settings.options("shots_speaker_disjoint", "dev_fraction", "protocol")
 @click.option("--target-noise", type=click.Path(), default=None,
               help="Test on the target mixed with this noise (the folder given to `fs extract --noise`).")
 @click.option("--source-noise", type=click.Path(), default=None, help="Train on the source mixed with this noise.")
@@ -79,7 +79,7 @@ def _noise(directory: str | None, snr: float | None, seed: int, condition: str |
 @click.pass_context
 def probe(ctx: click.Context, source: str, target: str, model: str, whisper_input: str | None,
           model_seed: int | None, layer: str, stat: str, classifier: str, params: dict[str, Any], norm: str,
-          seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, dev_fraction: float,
+          seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, dev_fraction: float, protocol: str | None,
           target_noise: str | None, source_noise: str | None, target_condition: str | None,
           source_condition: str | None, snr: float | None, noise_seed: int, rerun: bool,
           save_model: bool, progress: bool, as_json: bool) -> None:
@@ -115,7 +115,7 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
                            shots_speaker_disjoint=shots_speaker_disjoint,
                            source_noise=_noise(source_noise, snr, noise_seed, source_condition),
                            target_noise=_noise(target_noise, snr, noise_seed, target_condition),
-                           dev_fraction=dev_fraction)
+                           dev_fraction=dev_fraction, protocol=protocol)
                for n in shots]
     ledger = _ledger(ws)
     cache: dict[Any, Any] = {}

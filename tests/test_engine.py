@@ -241,3 +241,19 @@ def test_the_frame_trained_runner_runs_the_new_protocol_on_the_same_splits(setup
     assert result.config.protocol == "cross-language-heldout" and result.baseline is None
     assert result.shots == probe.shots and result.predictions[0]["ids"] == probe.predictions[0]["ids"]
     assert [t["role"] for t in result.training] == ["model"] and result.n_train == probe.n_train
+
+
+def test_fs_probe_takes_the_protocol_by_name(setup) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import fs
+
+    ws, _, _ = setup
+    args = ["--workspace", str(ws.root), "probe", "--source", "emodb", "--target", "urdu", "--model", MODEL,
+            "--seeds", "1", "--no-progress", "--no-save-model", "--json"]
+    out = CliRunner().invoke(fs, [*args, "--shots", "1", "--protocol", "cross-language-heldout"])
+    assert out.exit_code == 0, out.output
+    record = json.loads(out.stdout)
+    assert record["protocol"] == "cross-language-heldout" and record["baseline"] is None and record["shots"]
+    refused = CliRunner().invoke(fs, [*args, "--protocol", "cross-language-heldout"])
+    assert refused.exit_code != 0 and "needs shots > 0" in refused.output
