@@ -436,7 +436,8 @@ def test_device_and_whisper_input_declared_once() -> None:
         return next(p for p in fs.get_command(ctx, command).params if p.name == name)
 
     modes = [option(c, "whisper_input") for c in ("extract", "probe", "finetune")]
-    assert {(o.default, tuple(o.type.choices), o.help) for o in modes} == {(None, ("full", "trim"), modes[0].help)}
+    assert {(o.default, o.type.get_metavar(o), o.help) for o in modes} == {(None, "[full|trim]", modes[0].help)}
+    assert all(o.type.convert("trim", o, None) == "trim" for o in modes)
     devices = [option(c, "device") for c in ("extract", "finetune")]
     assert {o.default for o in devices} == {None} and devices[0].callback is devices[1].callback
     bad = CliRunner().invoke(fs, ["finetune", "--source", "a", "--target", "b", "--device", "gpu0"])
