@@ -59,7 +59,4 @@ def whisper_input_option() -> Callable[[F], F]:
     mode when reading)."""
     from classifiers.studies import settings
 
-    return settings.click_option(
-        "whisper_input", help="Whisper: full (padded to 30 s, as trained) or trim (only the real frames) "
-                              f"[default: {DEFAULT_WHISPER_INPUT} when extracting; when reading, the mode stored "
-                              "if only one is].")
+    return settings.click_option("whisper_input")

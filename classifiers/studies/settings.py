@@ -159,8 +159,8 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("whisper_input", "choice", None, "Whisper: full (padded to 30 s, as trained) or trim (only the real "
-            "frames) [default: the mode stored, if only one is].", WHISPER_INPUTS, optional=True,
-            study_key="whisper_input"),
+            "frames) [default: full when extracting; when reading, the mode stored if only one is].", WHISPER_INPUTS,
+            optional=True, study_key="whisper_input"),
     Setting("model_seed", "int", None, "Randomly initialised models: the seed they were extracted with.",
             minimum=0, optional=True, study_key="model_seed"),
     Setting("layer", "layer", "last", f"Layer choice: {LAYER_HELP}.", study_key="layers", many=True),
