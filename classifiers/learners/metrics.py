@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import confusion_matrix, f1_score
 
 
-def _check(y_true: Sequence, y_pred: Sequence) -> tuple[np.ndarray, np.ndarray]:
+def _check(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
@@ -42,7 +43,7 @@ def _native(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def uar(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None) -> float:
+def uar(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence | None = None) -> float:
     """Mean recall over ``labels`` (default: the classes present in ``y_true``).
 
     Classes listed in ``labels`` but absent from ``y_true`` are left out (their recall is
@@ -54,7 +55,7 @@ def uar(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None) -> f
 
 
 def per_class_recall(
-    y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None
+    y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence | None = None
 ) -> dict[str, float]:
     """``{str(label): recall}`` in ``labels`` order; NaN for a label absent from ``y_true``."""
     y_true, y_pred = _check(y_true, y_pred)
@@ -65,7 +66,7 @@ def per_class_recall(
     return out
 
 
-def confusion(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None) -> np.ndarray:
+def confusion(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence | None = None) -> np.ndarray:
     """``(C, C)`` int counts, rows = true class, columns = predicted class, in ``labels`` order.
 
     Utterances whose true or predicted label is not in ``labels`` are not counted.
@@ -74,13 +75,13 @@ def confusion(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None
     return confusion_matrix(y_true, y_pred, labels=_labels(y_true, labels)).astype(np.int64)
 
 
-def weighted_accuracy(y_true: Sequence, y_pred: Sequence) -> float:
+def weighted_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """Plain accuracy: the fraction of utterances predicted right (WA in the SER literature)."""
     y_true, y_pred = _check(y_true, y_pred)
     return float(np.mean(y_true == y_pred))
 
 
-def macro_f1(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None) -> float:
+def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence | None = None) -> float:
     """Mean F1 over the classes of ``labels`` present in ``y_true`` (F1 = 0 when undefined)."""
     y_true, y_pred = _check(y_true, y_pred)
     present = _present(y_true, labels)
@@ -96,7 +97,7 @@ def chance_uar(labels: Sequence) -> float:
 
 
 def evaluate(
-    y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None
+    y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence | None = None
 ) -> dict[str, Any]:
     """Every metric above as one JSON-serialisable dict.
 

@@ -7,11 +7,11 @@ Every function takes per-utterance arrays of one length ``n``: ``y`` (labels) an
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.model_selection import StratifiedGroupKFold
 
 from featurestore.errors import FsError
@@ -21,7 +21,7 @@ class SplitError(FsError):
     """A split that cannot be made as asked (too few speakers, classes or utterances)."""
 
 
-def _arrays(groups: Sequence, y: Sequence) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(groups: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     groups = np.asarray(groups)
     y = np.asarray(y)
     if groups.ndim != 1 or groups.shape != y.shape:
@@ -71,8 +71,8 @@ def _greedy_dev(
 
 
 def speaker_dev_split(
-    groups: Sequence,
-    y: Sequence,
+    groups: ArrayLike,
+    y: ArrayLike,
     dev_fraction: float = 0.2,
     seed: int = 0,
     *,
@@ -134,7 +134,7 @@ def speaker_dev_split(
 
 
 def speaker_folds(
-    groups: Sequence, y: Sequence, n_folds: int = 5, seed: int = 0
+    groups: ArrayLike, y: ArrayLike, n_folds: int = 5, seed: int = 0
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Leave-speakers-out folds, stratified by class: ``[(train_idx, test_idx), ...]``.
 
@@ -189,8 +189,8 @@ class FewShot:
 
 
 def few_shot_split(
-    y: Sequence,
-    groups: Sequence | None = None,
+    y: ArrayLike,
+    groups: ArrayLike | None = None,
     shots_per_class: int = 50,
     seed: int = 0,
     speaker_disjoint: bool = False,
@@ -264,7 +264,7 @@ def few_shot_split(
     )
 
 
-def speaker_label_confound(groups: Sequence, y: Sequence) -> dict[str, Any]:
+def speaker_label_confound(groups: ArrayLike, y: ArrayLike) -> dict[str, Any]:
     """How entangled speaker and label are: a classifier may learn the speaker, not the emotion.
 
     Returns ``n_speakers``, ``single_label_speakers`` (count of speakers whose utterances all

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import binomtest
 
 Unit = Literal["speaker", "utterance"]
@@ -69,7 +70,7 @@ class McNemar:
     p_value: float
 
 
-def _as_seeds(y_true: Sequence, y_pred: Sequence) -> tuple[np.ndarray, np.ndarray]:
+def _as_seeds(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """``(n,)`` truth and ``(n_seeds, n)`` predictions, checked."""
     truth = np.asarray(y_true)
     pred = np.asarray(y_pred)
@@ -82,7 +83,7 @@ def _as_seeds(y_true: Sequence, y_pred: Sequence) -> tuple[np.ndarray, np.ndarra
     return truth, pred
 
 
-def _units(groups: Sequence | None, n: int, unit: Unit) -> np.ndarray:
+def _units(groups: ArrayLike | None, n: int, unit: Unit) -> np.ndarray:
     """``(n,)`` int codes of the resampling unit of each utterance."""
     if unit == "utterance":
         return np.arange(n)
@@ -133,7 +134,7 @@ def _check_level(confidence: float, n_resamples: int) -> None:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
 
 
-def uar_interval(y_true: Sequence, y_pred: Sequence, groups: Sequence | None = None, *, unit: Unit = "speaker",
+def uar_interval(y_true: ArrayLike, y_pred: ArrayLike, groups: ArrayLike | None = None, *, unit: Unit = "speaker",
                  n_resamples: int = 1000, confidence: float = 0.95,
                  random_state: int | np.random.Generator | None = 0) -> Interval:
     """Percentile bootstrap interval of UAR over test speakers (or utterances).
@@ -152,7 +153,7 @@ def uar_interval(y_true: Sequence, y_pred: Sequence, groups: Sequence | None = N
     return Interval(estimate, float(low), float(high), confidence, n_resamples, unit)
 
 
-def uar_interval_sets(parts: Sequence[tuple[Sequence, Sequence, Sequence]], *, unit: Unit = "speaker",
+def uar_interval_sets(parts: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike]], *, unit: Unit = "speaker",
                       n_resamples: int = 1000, confidence: float = 0.95,
                       random_state: int | np.random.Generator | None = 0) -> Interval:
     """Percentile bootstrap interval of the mean-over-seeds UAR when each seed has its own test set
@@ -189,7 +190,7 @@ def uar_interval_sets(parts: Sequence[tuple[Sequence, Sequence, Sequence]], *, u
     return Interval(float(values[0]), float(low), float(high), confidence, n_resamples, unit)
 
 
-def paired_bootstrap(y_true: Sequence, pred_a: Sequence, pred_b: Sequence, groups: Sequence | None = None, *,
+def paired_bootstrap(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, groups: ArrayLike | None = None, *,
                      unit: Unit = "speaker", n_resamples: int = 1000, confidence: float = 0.95,
                      random_state: int | np.random.Generator | None = 0) -> PairedComparison:
     """UAR(A) - UAR(B) on one test set, resampling speakers (or utterances) jointly for A and B.
@@ -214,7 +215,7 @@ def paired_bootstrap(y_true: Sequence, pred_a: Sequence, pred_b: Sequence, group
     return PairedComparison(difference, float(low), float(high), min(p_value, 1.0), confidence, n_resamples, unit)
 
 
-def mcnemar(y_true: Sequence, pred_a: Sequence, pred_b: Sequence) -> McNemar:
+def mcnemar(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike) -> McNemar:
     """Exact (binomial) McNemar test of A vs B on the utterances both predicted, each ``(n,)``."""
     truth, a = _as_seeds(y_true, pred_a)
     _, b = _as_seeds(y_true, pred_b)
