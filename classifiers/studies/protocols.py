@@ -62,7 +62,10 @@ from featurestore.workspace import Workspace
 
 STATS: tuple[str, ...] = settings.STATS
 # layer choices the pooled-feature runner serves (``weighted``, learned layer weights, comes next)
-PROBE_LAYERS: tuple[str, ...] = ("last", "index", "best", "mean", "concat")
+PROBE_LAYERS: tuple[str, ...] = ("last", "index", "best", "mean", "concat", "weighted")
+WEIGHTED = "weighted"  # the layer choice whose probe learns softmax layer weights on (n, L, D) features
+# settings a configuration records only when they differ from these (keys of older configurations unchanged)
+UNRECORDED_DEFAULTS: dict[str, Any] = {"tune": False, "shot_weight": "none"}
 NOISE_KEYS: tuple[str, ...] = ("noise", "snr_db", "noise_seed")
 CONDITION_KEYS: tuple[str, ...] = ("condition", "noise", "noise_seed")  # a side under any condition chain
 # Classifiers whose fit does not depend on the seed: identical training data is fitted once per run/cache.
@@ -130,10 +133,30 @@ def _int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
+def source_corpora(source: str | Sequence[str]) -> tuple[str, ...]:
+    """The corpora a configuration's ``source`` names: one name, or the several of a multi-source union."""
+    return (source,) if isinstance(source, str) else tuple(source)
+
+
+def _canonical_source(value: Any, target: Any, error: type[FsError]) -> str | tuple[str, ...]:
+    """``source`` as a config keeps it: one name as itself (the key of single-source results is unchanged),
+    several (a list, a tuple or ``"a,b"``) as their sorted tuple; the target may not be among several."""
+    names = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(n, str) and n.strip() for n in names):
+        raise error(f"source must be a corpus name or several (emodb,ravdess), got {value!r}")
+    unique = sorted(dict.fromkeys(n.strip() for n in names))
+    if len(unique) == 1:
+        return unique[0]
+    if target in unique:
+        raise error(f"the target {target!r} is among the sources {unique}; train on the other corpora only")
+    return tuple(unique)
+
+
 class Sides:
     """What source, target and shots make of a configuration (shared by probe and fine-tuning configs)."""
 
     source: str
+    multi_source = False  # a configuration class whose runner trains on a union of corpora sets this
     target: str
     model: str | None
     shots: int
@@ -161,7 +184,9 @@ class Sides:
         ``/abs/m``), every field that is a setting (except ``skip``) is checked and made canonical, the
         noise mappings are read and shots need a target other than the source. Refusals are ``error``."""
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        for name in ("source", "target", "model"):
+        if self.multi_source:
+            put("source", _canonical_source(self.source, self.target, error))
+        for name in (("target", "model") if isinstance(self.source, tuple) else ("source", "target", "model")):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise error(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
         put("model", _local(str(self.model)))
@@ -189,9 +214,11 @@ class ProbeConfig(Sides):
     (0 = none); ``source_noise`` / ``target_noise``: None (clean) or ``{noise, snr_db, noise_seed}``;
     ``dev_fraction``: share of source speakers held out to choose the ``best`` layer.
     ``whisper_input`` / ``model_seed`` pick among groups of one model extracted with other settings.
+    ``source``: one corpus, or a tuple of several (multi-source: trained on their union, each corpus
+    normalised on its own, speaker ids prefixed by corpus; ``"a,b"`` and lists are made that tuple).
     """
 
-    source: str
+    source: str | tuple[str, ...]  # type: ignore[assignment]
     target: str
     model: str
     whisper_input: str | None = None
@@ -208,6 +235,9 @@ class ProbeConfig(Sides):
     target_noise: dict[str, Any] | None = None
     dev_fraction: float = 0.2
     protocol: str | None = None
+    tune: bool = False
+    shot_weight: str | float = "none"
+    multi_source = True
 
     def __post_init__(self) -> None:
         self._check_settings(ProtocolError)
@@ -215,13 +245,20 @@ class ProbeConfig(Sides):
             LayerChoice.parse(self.layer).refuse_unless(PROBE_LAYERS, "the pooled-feature probe")
         except LayerError as exc:
             raise ProtocolError(str(exc)) from None
+        if self.protocol != "few-shot":  # shots that are not trained on have no weight: one key
+            object.__setattr__(self, "shot_weight", "none")
+        problem = learner_problem(self)
+        if problem:
+            raise ProtocolError(problem)
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of every setting (the ledger's ``config``; see :meth:`Sides.settings_dict`)."""
-        return self.settings_dict()
+        """Plain JSON-able dict of every setting (the ledger's ``config``; see :meth:`Sides.settings_dict`);
+        the learner settings of :data:`UNRECORDED_DEFAULTS` only when set (older keys unchanged)."""
+        return {k: v for k, v in self.settings_dict().items()
+                if not (k in UNRECORDED_DEFAULTS and v == UNRECORDED_DEFAULTS[k])}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeConfig:
@@ -250,6 +287,33 @@ class ProbeConfig(Sides):
         return hash(self.key())
 
 
+def learner_problem(config: ProbeConfig) -> str | None:
+    """Why ``config``'s learner settings (norm coral, layer weighted, tune, shot_weight) cannot go together,
+    in one line naming the fix; None when they can."""
+    weighted = config.layer == WEIGHTED
+    if config.norm == "coral" and config.within:
+        return (f"norm coral aligns the source to another corpus's covariance; within {config.target!r} there is no "
+                "shift to align: use --norm corpus")
+    if weighted and config.classifier != "logreg":
+        return (f"layer weighted learns its own linear probe (softmax layer weights and a linear layer), not "
+                f"{config.classifier}; use --classifier logreg with it")
+    if weighted and config.tune:
+        return "--tune has no grid for the weighted-layer probe; give its parameters (lr, epochs, weight_decay) instead"
+    if config.tune:
+        from classifiers.learners.tuning import GRIDS
+
+        if config.classifier not in GRIDS:
+            return f"--tune has no grid for classifier {config.classifier!r}; grids exist for: {', '.join(GRIDS)}"
+    if config.shot_weight != "none":
+        if weighted or config.classifier == "mlp":
+            what = "the weighted-layer probe" if weighted else "the mlp classifier"
+            return f"--shot-weight needs a classifier that takes sample weights, not {what}; use logreg, svm, ridge or lgbm"
+        if config.shot_weight == "auto" and config.shots < 2:
+            return (f"--shot-weight auto chooses the weight by cross-validation over the shots, which needs at least 2 "
+                    f"shots per class (got {config.shots}); give a number or more shots")
+    return None
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), float(arr.std())
@@ -267,10 +331,12 @@ class _Side:
     view: FeatureView
     norm: str
     _memo: dict[Any, np.ndarray] = field(default_factory=dict)
+    parts: np.ndarray | None = None  # (n,) corpus of each row of a multi-source union (its speakers carry it)
 
     def __post_init__(self) -> None:
         self.labels = self.view.labels
-        self.groups = np.char.add(f"{self.corpus}:", self.view.speakers.astype(str))
+        speakers = self.view.speakers.astype(str)
+        self.groups = speakers if self.parts is not None else np.char.add(f"{self.corpus}:", speakers)
         prov = self.view.provenance
         # what the rows are: fits and selections are cached under it with row indices
         self.ident = (prov.get("store_key"), prov.get("label_map_digest"), self.view.stat, self.norm,
@@ -278,7 +344,8 @@ class _Side:
 
     def subset(self, rows: np.ndarray) -> _Side:
         """This corpus restricted to ``rows`` (a new side: its own identity and memo)."""
-        return _Side(self.corpus, self.view.subset(rows), self.norm)
+        return _Side(self.corpus, self.view.subset(rows), self.norm,
+                     parts=None if self.parts is None else self.parts[rows])
 
     def matrix(self, choice: str | int) -> np.ndarray:
         """``(n, D')`` float32 features of ``choice`` (possibly a strided view of the stored array);
@@ -290,14 +357,44 @@ class _Side:
             X = layer_matrix(self.view, choice)
             if self.norm in ("corpus", "speaker"):
                 # normalise() standardises each of its two sets with that set's own statistics;
-                # only the first is wanted here, the one-row second set is a placeholder.
-                X = normalise(X, X[:1], self.norm, train_groups=self.groups, test_groups=self.groups[:1])[0]
+                # only the first is wanted here, the one-row second set is a placeholder. A union is
+                # standardised corpus by corpus.
+                parts = np.zeros(len(X), dtype=int) if self.parts is None else self.parts
+                X = np.array(X, dtype=np.float32)
+                for part in np.unique(parts):
+                    rows = np.flatnonzero(parts == part)
+                    X[rows] = normalise(X[rows], X[rows[:1]], self.norm, train_groups=self.groups[rows],
+                                        test_groups=self.groups[rows[:1]])[0]
             self._memo[choice] = np.ascontiguousarray(X, dtype=np.float32)
         return self._memo[choice]
 
 
+def _union(sides: list[_Side]) -> _Side:
+    """Several corpora's sides as one training side: rows concatenated, ids and speakers prefixed by corpus,
+    each corpus normalised on its own (``parts``); provenance of the first with every part's under ``parts``."""
+    views = [s.view for s in sides]
+    prefixed = [lambda a, s=s: np.char.add(f"{s.corpus}:", a.astype(str)) for s in sides]
+    cat = lambda name: np.concatenate([p(getattr(v, name)) for p, v in zip(prefixed, views)])  # noqa: E731
+    first = views[0]
+    prov = {**first.provenance, "store_key": "+".join(str(v.provenance.get("store_key")) for v in views),
+            "label_map_digest": "+".join(str(v.provenance.get("label_map_digest")) for v in views),
+            "parts": [{"corpus": s.corpus, **s.view.provenance} for s in sides]}
+    view = FeatureView(first.key, cat("ids"), np.concatenate([v.X for v in views]),
+                       np.concatenate([v.labels for v in views]), cat("speakers"),
+                       np.concatenate([v.genders for v in views]), np.concatenate([v.languages for v in views]),
+                       first.classes, first.layers, first.stat, prov, first.store_provenance)
+    parts = np.concatenate([np.full(len(v), i) for i, v in enumerate(views)])
+    return _Side("+".join(s.corpus for s in sides), view, sides[0].norm, parts=parts)
+
+
 def _load_side(config: ProbeConfig, role: str, store: FeatureStore, workspace: Workspace, cache: Cache) -> _Side:
-    corpus = config.source if role == "source" else config.target
+    if role == "source" and isinstance(config.source, tuple):
+        return _union([_load_corpus(config, corpus, role, store, workspace, cache) for corpus in config.source])
+    return _load_corpus(config, config.source if role == "source" else config.target, role, store, workspace, cache)
+
+
+def _load_corpus(config: ProbeConfig, corpus: str, role: str, store: FeatureStore, workspace: Workspace,
+                 cache: Cache) -> _Side:
     noise = config.source_noise if role == "source" else config.target_noise
     manifest = cached_manifest(workspace, corpus, cache)
     group = resolve_group(store, corpus, config.model, noise, config.whisper_input, config.model_seed, cache)
@@ -618,10 +715,12 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     tgt = _load_side(config, "target", store, workspace, cache)
     if config.within:
         src, tgt = align(src, tgt)
-    src_m = cached_manifest(workspace, config.source, cache)
     tgt_m = cached_manifest(workspace, config.target, cache)
-    check_compatible(config, src, tgt, src_m.classes, tgt_m.classes, src_m.label_map_name, tgt_m.label_map_name)
-    classes = list(src_m.classes)
+    for corpus in source_corpora(config.source):  # every part of a union against the target
+        part = src if src.parts is None else _load_corpus(config, corpus, "source", store, workspace, cache)
+        src_m = cached_manifest(workspace, corpus, cache)
+        check_compatible(config, part, tgt, src_m.classes, tgt_m.classes, src_m.label_map_name, tgt_m.label_map_name)
+    classes = list(cached_manifest(workspace, source_corpora(config.source)[0], cache).classes)
     runner = _Runner(config, cache, classes)
     missing = [c for c in classes if not np.any(tgt.labels == c)]
     if missing:
@@ -702,7 +801,7 @@ def fit_final(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     cache: Cache = views if views is not None else {}
     seed = 0
     src = _load_side(config, "source", store, workspace, cache)
-    classes = list(cached_manifest(workspace, config.source, cache).classes)
+    classes = list(cached_manifest(workspace, source_corpora(config.source)[0], cache).classes)
     runner = _Runner(config, cache, classes)
     dev_uar = None
     if config.layer == "best":

@@ -61,14 +61,18 @@ def result_identity(config: Any, store: FeatureStore, workspace: Workspace, cach
     cache = {} if cache is None else cache
     keys, hashes, data, manifests = set(), set(), {}, {}
     for role in ROLES:
-        corpus, noise = getattr(config, role), getattr(config, f"{role}_noise")
-        group = resolve_group(store, corpus, str(config.model), noise, config.whisper_input, config.model_seed, cache)
-        keys.add(group.key.path)
-        weights = group.attrs.get("model", {}).get("weights_hash")
-        if weights:
-            hashes.add(str(weights))
-        data[role] = _cached_data_digest(workspace, corpus, cache)
-        manifests[role] = cached_digest(workspace, corpus, cache)
+        corpora, noise = getattr(config, role), getattr(config, f"{role}_noise")
+        for corpus in (corpora,) if isinstance(corpora, str) else corpora:  # a multi-source union: each part
+            group = resolve_group(store, corpus, str(config.model), noise, config.whisper_input, config.model_seed,
+                                  cache)
+            keys.add(group.key.path)
+            weights = group.attrs.get("model", {}).get("weights_hash")
+            if weights:
+                hashes.add(str(weights))
+        data[role] = (_cached_data_digest(workspace, corpora, cache) if isinstance(corpora, str) else
+                      {c: _cached_data_digest(workspace, c, cache) for c in corpora})
+        manifests[role] = (cached_digest(workspace, corpora, cache) if isinstance(corpora, str) else
+                           "+".join(cached_digest(workspace, c, cache) for c in corpora))
     return {"store_keys": sorted(keys), "weights_hashes": sorted(hashes), "data_digests": data,
             "manifest_digests": manifests}
 
