@@ -23,6 +23,26 @@ LAYOUTS: Mapping[str, Scanner] = MappingProxyType({
 })
 
 
+# How each layout's corpus was designed, a fact known like its label set (never counted from labels): True
+# where every speaker was recorded in every class (acted corpora), False where not (URDU's talk-show speakers
+# mostly carry one emotion) or unknown (csv, emobox). Model selection reads it to decide whether speaker
+# normalisation is safe for a target whose labels it may not see.
+SPEAKERS_COVER_CLASSES: Mapping[str, bool] = MappingProxyType({
+    "iemocap": True,
+    "emodb": True,
+    "emovo": True,
+    "urdu": False,
+    "ravdess": True,
+    "csv": False,
+    "emobox": False,
+})
+
+
+def speakers_cover_classes(layout: str | None) -> bool:
+    """Whether corpora of ``layout`` were recorded with every speaker in every class (False: not, or unknown)."""
+    return bool(SPEAKERS_COVER_CLASSES.get(str(layout), False))
+
+
 def get_layout(name: str) -> Scanner:
     """Return the scanner for ``name`` or raise a LayoutError listing the known layouts."""
     try:
