@@ -31,7 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 METHODS: tuple[str, ...] = ("head", "cnn-lstm", "lora")
 CONDITIONS: tuple[str, ...] = ("clean", "target", "source", "both")  # which side is mixed with the study's noise
 STATS: tuple[str, ...] = ("mean", "mean+std")
+SHOT_WEIGHT_WORDS: tuple[str, ...] = ("none", "auto")  # besides a positive number
 WHISPER_INPUTS: tuple[str, ...] = ("full", "trim")
+SELECT_RULES: tuple[str, ...] = ("lto", "source")  # model-selection rules (classifiers.studies.selection)
 
 
 class SettingError(FsError):
@@ -69,7 +71,8 @@ def _is_int(value: Any) -> bool:
 @dataclass(frozen=True)
 class Setting:
     """One setting. ``kind``: ``choice`` | ``int`` | ``float`` | ``bool`` | ``layer`` | ``mapping`` |
-    ``modules``; ``choices``: a tuple or a function giving one (a registry); ``minimum`` / ``maximum``
+    ``modules`` | ``weight`` (``none``, ``auto`` or a positive number); ``choices``: a tuple or a function giving
+    one (a registry); ``minimum`` / ``maximum``
     (``*_open``: excluded) bound numbers; ``optional``: None is a value (unset); ``study_key``: its key in
     a study file; ``many``: that key takes one value or a list (the study is their product); ``help``:
     one line for ``--help`` and errors."""
@@ -110,7 +113,11 @@ class Setting:
         if self.kind == "bool":
             return "true or false"
         if self.kind == "mapping":
-            return "a mapping of parameter: value, e.g. {C: 0.1}"
+            return "a mapping of parameter: value, e.g. {C: 0.1}" + (" (or a list of them)" if self.many else "")
+        if self.kind == "weight":
+            return "none, auto (chosen by cross-validation on the shots) or a positive number"
+        if self.kind == "names":
+            return "names, e.g. emodb,ravdess"
         return "module names, e.g. [q_proj, v_proj]"
 
     def refusal(self, value: Any, label: str | None = None) -> SettingError:
@@ -138,6 +145,8 @@ class Setting:
             if not ok or not self._in_range(float(value)):
                 raise self.refusal(value, label)
             return int(value) if self.kind == "int" else float(value)
+        if self.kind == "weight":
+            return self._weight(value, label)
         if self.kind == "mapping":
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise self.refusal(value, label)
@@ -146,10 +155,24 @@ class Setting:
             except (TypeError, ValueError):
                 raise SettingError(f"{label or self.name} {value!r} is not valid: give plain values (numbers, "
                                    "strings, lists)") from None
+        if self.kind == "names" and isinstance(value, str):
+            value = value.split(",")
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise self.refusal(value, label)
         names = tuple(sorted({str(m).strip() for m in value if str(m).strip()}))
         return names or None
+
+    def _weight(self, value: Any, label: str | None) -> str | float:
+        """``none`` / ``auto`` (any case) or a finite number > 0 (a numeric text too) as a float."""
+        if isinstance(value, str) and value.strip().lower() in SHOT_WEIGHT_WORDS:
+            return value.strip().lower()
+        try:
+            number = float(value) if isinstance(value, (str, Real)) and not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None or not 0 < number < float("inf"):
+            raise self.refusal(value, label)
+        return number
 
     def _in_range(self, x: float) -> bool:
         low = self.minimum is None or (x > self.minimum if self.min_open else x >= self.minimum)
@@ -166,16 +189,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("layer", "layer", "last", f"Layer choice: {LAYER_HELP}.", study_key="layers", many=True),
     Setting("classifier", "choice", "logreg", "Probe: logistic regression, linear SVM, ridge, LightGBM, or the "
             "study's MLP head.", _classifiers, study_key="classifiers", many=True),
-    Setting("classifier_params", "mapping", {}, "Classifier parameters NAME: VALUE, e.g. {C: 0.1}.",
-            study_key="classifier_params"),
-    Setting("norm", "choice", "none", "Feature normalisation; corpus and speaker are transductive (the result "
-            "says so).", _norms, study_key="norms", many=True),
+    Setting("classifier_params", "mapping", {}, "Classifier parameters NAME: VALUE, e.g. {C: 0.1}; a study file "
+            "may list several (one configuration each).", study_key="classifier_params", many=True),
+    Setting("tune", "bool", False, "Search the classifier's hyper-parameters (the grid declared in "
+            "classifiers/learners/tuning.py) on leave-speakers-out folds of the source only; the choice and every "
+            "candidate's fold UAR are recorded.", study_key="tune"),
+    Setting("norm", "choice", "none", "Feature normalisation; corpus, speaker and coral (corpus, then the "
+            "source mapped to the target's covariance) are transductive (the result says so).", _norms, study_key="norms", many=True),
     Setting("stat", "choice", "mean", "Pooled statistic: mean over frames, or mean and std side by side.", STATS,
             study_key="stats", many=True),
     Setting("seeds", "int", 5, "Runs with seeds 0..N-1; UAR is reported with its interval.", minimum=1,
             study_key="seeds"),
     Setting("shots", "int", 0, "Target utterances per class added to training (0 = none).", minimum=0,
             study_key="shots", many=True),
+    Setting("shot_weight", "weight", "none", "Few-shot: how much each target shot counts against a source "
+            "utterance: none (plain union), auto (chosen by cross-validation on the shots, shots-only included) or a "
+            "number; ignored without few-shot shots.", study_key="shot_weights", many=True),
     Setting("shots_speaker_disjoint", "bool", False, "Test only on target speakers who gave no shot.",
             study_key="shots_speaker_disjoint"),
     Setting("dev_fraction", "float", 0.2, "Share of training utterances (whole speakers) held out as a dev split "
@@ -203,6 +232,13 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=8, optional=True, study_key="max_frames"),
     Setting("condition", "choice", "clean", "Which side is mixed with the study's noise.", CONDITIONS,
             study_key="conditions", many=True),
+    Setting("select", "choice", None, "Choose layer, normalisation and classifier from --select-grid without the "
+            "target's labels: lto (mean UAR over the pairs among the other corpora) or source (a speaker-"
+            "independent dev split of the source).", SELECT_RULES, optional=True),
+    Setting("select_on", "names", None, "lto: the corpora to select on [default: every other corpus extracted "
+            "with the model], e.g. emodb,ravdess,emovo.", optional=True),
+    Setting("select_grid", "mapping", {}, "Candidates of --select, e.g. {layers: [2, 3, 4], norms: [none, corpus], "
+            "classifiers: [logreg]} [default: every layer x none, corpus, speaker x --classifier]."),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 BY_STUDY_KEY: dict[str, Setting] = {s.study_key: s for s in SETTINGS if s.study_key}
