@@ -281,9 +281,9 @@ class FrameCache:
 
     def __call__(self, rows: np.ndarray) -> list[np.ndarray]:
         """``(T_i, D)`` float16 arrays of group rows ``rows``, in that order."""
-        rows = [int(r) for r in np.asarray(rows).ravel()]
-        found = {r: self._items[r] for r in set(rows) if r in self._items}
-        missing = sorted(set(rows) - set(found))
+        wanted = [int(r) for r in np.asarray(rows).ravel()]
+        found = {r: self._items[r] for r in set(wanted) if r in self._items}
+        missing = sorted(set(wanted) - set(found))
         fetched = dict(zip(missing, self.read(np.asarray(missing, dtype=np.int64)))) if missing else {}
         self.reads += len(missing)
         for r in found:
@@ -291,7 +291,7 @@ class FrameCache:
         for r, value in fetched.items():
             self._keep(r, value)
         found.update(fetched)
-        return [found[r] for r in rows]
+        return [found[r] for r in wanted]
 
     def _keep(self, row: int, value: np.ndarray) -> None:
         if row in self._items or value.nbytes > self.max_bytes:
@@ -475,6 +475,9 @@ class _TopLoRA(_Method):
         from classifiers.learners.lora import TopLayerLoRA
 
         c = self.config
+        if c.from_layer is None or c.rank is None or c.alpha is None or c.head_hidden is None:
+            raise FinetuneError("--method lora needs from_layer, rank, alpha and head_hidden; build the configuration "
+                                "with FinetuneConfig(method='lora', ...), which fills them in")
         return TopLayerLoRA(self.encoder, from_layer=int(c.from_layer), rank=int(c.rank), alpha=float(c.alpha),
                             target_modules=c.target_modules, head_hidden=int(c.head_hidden), layer=c.layer,
                             epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=seed, dev_fraction=dev_fraction,

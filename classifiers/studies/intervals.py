@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from classifiers.learners.metrics import uar
 from classifiers.learners.stats import (
@@ -90,7 +91,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def seed_predictions(seed: int, ids: Sequence, speakers: Sequence, y_true: Sequence, y_pred: Sequence,
+def seed_predictions(seed: int, ids: ArrayLike, speakers: ArrayLike, y_true: ArrayLike, y_pred: ArrayLike,
                      classes: Sequence, proba: np.ndarray | None = None) -> dict[str, Any]:
     """One seed's entry of ``predictions`` from arrays (``(n,)`` each, ``proba`` ``(n, C)`` or None)."""
     return {"seed": int(seed), "ids": np.asarray(ids).tolist(), "speakers": np.asarray(speakers).tolist(),

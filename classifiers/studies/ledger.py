@@ -315,13 +315,13 @@ def condition_label(side: dict[str, Any]) -> str:
 
 def _columns(result: dict[str, Any]) -> dict[str, Any]:
     config = result.get("config") or {}
-    seeds = config.get("seeds")
+    seeds, shots = config.get("seeds"), config.get("shots")
     return {
         "source": config.get("source"), "target": config.get("target"), "model": config.get("model"),
         "layer": None if config.get("layer") is None else str(config.get("layer")),
         "layer_used": None if result.get("layer") is None else layer_used_text(result),
         "classifier": config.get("classifier"), "norm": config.get("norm"),
-        "shots": None if config.get("shots") is None else int(config.get("shots")),
+        "shots": None if shots is None else int(shots),
         "condition": condition_of(config),
         "seeds": len(seeds) if isinstance(seeds, (list, tuple)) else seeds,
         "uar_mean": result.get("uar_mean"), "uar_std": result.get("uar_std"),

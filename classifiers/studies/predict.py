@@ -28,7 +28,7 @@ import numpy as np
 
 from classifiers.learners.normalise import _apply, standardise_set
 from classifiers.studies.protocols import FinalFit, ProbeConfig
-from classifiers.studies.views import layer_matrix
+from classifiers.studies.views import choice_of_layers
 from featurestore import __version__
 from featurestore.errors import FsError
 from featurestore.workspace import Workspace
@@ -229,15 +229,14 @@ def probe_features(saved: SavedProbe, mean: np.ndarray, std: np.ndarray,
                    speakers: Sequence[str] | None = None) -> np.ndarray:
     """The probe's input ``(n, D')`` from pooled ``(n, L, D)`` mean and std, built as for training:
     the stored layers with the statistic, the layer choice, then the normalisation."""
-    from featurestore.view import FeatureView
-
     parts = [mean[:, saved.layers]] + ([std[:, saved.layers]] if saved.stat == "mean+std" else [])
     X = np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
     n = X.shape[0]
-    blank = np.array([""] * n)
-    view = FeatureView(None, blank, X, blank, blank, blank, blank, saved.classes, list(saved.layers), saved.stat)
-    X = np.ascontiguousarray(layer_matrix(view, saved.choice), dtype=np.float32)
+    X = np.ascontiguousarray(choice_of_layers(X, list(saved.layers), saved.choice), dtype=np.float32)
     if saved.norm == "source":
+        if saved.source_stats is None:
+            raise PredictError("this probe was trained with --norm source but its file holds no training statistics; "
+                               "run the configuration again with `fs probe` to save it anew")
         return _apply(X, *saved.source_stats)
     if saved.norm == "corpus":
         if n < 2:

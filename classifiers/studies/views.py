@@ -52,19 +52,25 @@ def layer_matrix(view: FeatureView, choice: str | int) -> np.ndarray:
     ``view.layers``; ``D' = D``) or ``"concat:a,b"`` (``D' = k·D``). ``D`` is 2× the encoder width
     for ``mean+std`` views. The result is float32 and may share memory with ``view.X``.
     """
-    X = view.X if view.X.ndim == 3 else view.X[:, None, :]
+    return choice_of_layers(view.X, view.layers, choice)
+
+
+def choice_of_layers(X: np.ndarray, layers: list[int], choice: str | int) -> np.ndarray:
+    """The ``(n, D')`` features of ``choice`` from pooled ``X`` (``(n, D)`` for one layer, ``(n, k, D)``
+    for the ``k`` stored ``layers``), as :func:`layer_matrix` of a view holding them."""
+    X = X if X.ndim == 3 else X[:, None, :]
     if isinstance(choice, (int, np.integer)):
-        if int(choice) not in view.layers:
-            raise ViewError(f"layer {choice} is not in this view (layers {view.layers})")
-        return X[:, view.layers.index(int(choice))]
+        if int(choice) not in layers:
+            raise ViewError(f"layer {choice} is not in this view (layers {layers})")
+        return X[:, layers.index(int(choice))]
     if choice == "mean":
         return X.mean(axis=1, dtype=np.float32)
     if isinstance(choice, str) and choice.startswith("concat:"):
         wanted = [int(x) for x in choice.split(":")[1].split(",")]
-        missing = [k for k in wanted if k not in view.layers]
+        missing = [k for k in wanted if k not in layers]
         if missing:
-            raise ViewError(f"layers {missing} are not in this view (layers {view.layers})")
-        return X[:, [view.layers.index(k) for k in wanted]].reshape(X.shape[0], -1)
+            raise ViewError(f"layers {missing} are not in this view (layers {layers})")
+        return X[:, [layers.index(k) for k in wanted]].reshape(X.shape[0], -1)
     raise ViewError(f"cannot build features for layer choice {choice!r} (give an index, mean or concat:a,b)")
 
 
