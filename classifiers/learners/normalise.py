@@ -8,6 +8,8 @@ Modes (``MODES``):
   unlabelled features (transductive: the test set is seen as a whole before prediction).
 - ``speaker``: every speaker's rows standardised with that speaker's statistics, on both sides
   (transductive on the test side: each test speaker is seen as a whole).
+- ``coral``: as ``corpus``, then the training set mapped onto the test set's covariance by CORAL
+  (:func:`classifiers.learners.coral.coral_align`; label-free, transductive like ``corpus``).
 
 A feature with (near) zero variance in a set or speaker is only centred.
 """
@@ -20,7 +22,10 @@ import numpy as np
 
 from featurestore.errors import FsError
 
-MODES: tuple[str, ...] = ("none", "source", "corpus", "speaker")
+MODES: tuple[str, ...] = ("none", "source", "corpus", "speaker", "coral")
+TRANSDUCTIVE: tuple[str, ...] = ("corpus", "speaker", "coral")  # modes that read the test set's own statistics
+# the standardisation each mode applies to one set with that set's own statistics (coral: before aligning)
+OWN_STATISTICS: dict[str, str] = {"corpus": "corpus", "speaker": "speaker", "coral": "corpus"}
 
 _EPS = 1e-8
 
@@ -105,7 +110,7 @@ def normalise(
         )
     if X_train.shape[0] == 0 or X_test.shape[0] == 0:
         raise NormaliseError("cannot normalise an empty set; check the rows selected")
-    info: dict[str, Any] = {"mode": mode, "transductive": mode in ("corpus", "speaker")}
+    info: dict[str, Any] = {"mode": mode, "transductive": mode in TRANSDUCTIVE}
     if mode == "none":
         return X_train, X_test, info
     if mode == "source":
@@ -113,6 +118,11 @@ def normalise(
         return _apply(X_train, *stats), _apply(X_test, *stats), info
     if mode == "corpus":
         return standardise_set(X_train), standardise_set(X_test), info
+    if mode == "coral":
+        from classifiers.learners.coral import coral_align
+
+        X_test = standardise_set(X_test)
+        return coral_align(standardise_set(X_train), X_test)[0], X_test, info
     g_train = _groups(train_groups, X_train, "train_groups")
     g_test = _groups(test_groups, X_test, "test_groups")
     for side, g in (("train", g_train), ("test", g_test)):

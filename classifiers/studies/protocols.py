@@ -16,6 +16,7 @@ Every choice that changes a number is in the configuration, and :meth:`ProbeConf
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.learners.metrics import chance_uar, evaluate, uar
-from classifiers.learners.normalise import _apply, _stats, normalise
+from classifiers.learners.normalise import OWN_STATISTICS, TRANSDUCTIVE, _apply, _stats, normalise
 from classifiers.learners.probes import ClassifierError, classifier_config, make_classifier
 from classifiers.learners.splits import SplitError, speaker_dev_split, speaker_label_confound
 from classifiers.studies import settings
@@ -348,14 +349,16 @@ class _Side:
                      parts=None if self.parts is None else self.parts[rows])
 
     def matrix(self, choice: str | int) -> np.ndarray:
-        """``(n, D')`` float32 features of ``choice`` (possibly a strided view of the stored array);
-        ``corpus`` / ``speaker`` modes standardise the whole corpus with its own (unlabelled)
-        statistics here, once per choice."""
-        if self.norm not in ("corpus", "speaker") and isinstance(choice, (int, np.integer)):
+        """``(n, D')`` float32 features of ``choice`` (possibly a strided view of the stored array), for
+        ``weighted`` every layer ``(n, L, D)``; ``corpus`` / ``speaker`` / ``coral`` modes standardise the
+        whole corpus with its own (unlabelled) statistics here (per layer and dimension), once per choice."""
+        if self.norm not in OWN_STATISTICS and isinstance(choice, (int, np.integer)):
             return layer_matrix(self.view, choice)  # a slice: no copy of every layer of a best-layer search
         if choice not in self._memo:
-            X = layer_matrix(self.view, choice)
-            if self.norm in ("corpus", "speaker"):
+            X = self.view.X if choice == WEIGHTED else layer_matrix(self.view, choice)
+            shape = X.shape
+            X = X.reshape(len(X), -1)
+            if self.norm in OWN_STATISTICS:
                 # normalise() standardises each of its two sets with that set's own statistics;
                 # only the first is wanted here, the one-row second set is a placeholder. A union is
                 # standardised corpus by corpus.
@@ -363,9 +366,9 @@ class _Side:
                 X = np.array(X, dtype=np.float32)
                 for part in np.unique(parts):
                     rows = np.flatnonzero(parts == part)
-                    X[rows] = normalise(X[rows], X[rows[:1]], self.norm, train_groups=self.groups[rows],
-                                        test_groups=self.groups[rows[:1]])[0]
-            self._memo[choice] = np.ascontiguousarray(X, dtype=np.float32)
+                    X[rows] = normalise(X[rows], X[rows[:1]], OWN_STATISTICS[self.norm],
+                                        train_groups=self.groups[rows], test_groups=self.groups[rows[:1]])[0]
+            self._memo[choice] = np.ascontiguousarray(X, dtype=np.float32).reshape(shape)
         return self._memo[choice]
 
 
@@ -430,10 +433,14 @@ class _Runner:
         self.cache = cache
         self.classes = classes
         self.warnings: list[str] = []
-        self.clf_ident = (config.classifier, json.dumps(config.classifier_params, sort_keys=True))
-        self.deterministic = config.classifier in DETERMINISTIC
+        self.clf_ident = (config.classifier, json.dumps(config.classifier_params, sort_keys=True),
+                          *((config.tune, config.shot_weight) if config.tune or config.shot_weight != "none" else ()))
+        # seeded searches (tuning folds, shot-weight folds, the weighted probe's training) make fits seed-dependent
+        self.deterministic = (config.classifier in DETERMINISTIC and not config.tune and config.shot_weight != "auto"
+                              and config.layer != WEIGHTED)
         self._evaluated: dict[Any, dict[str, Any]] = {}
-        self._predicted: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        self._predicted: dict[Any, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
+        self._coral: dict[Any, Any] = {}
         self.progress: Progress | None = None
         self.where: dict[str, str] = {}  # shown beside the progress count: seed, fold
 
@@ -449,27 +456,74 @@ class _Runner:
         if text not in self.warnings:
             self.warnings.append(text)
 
-    def _fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> Any:
+    def _fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, params: dict[str, Any],
+             choice: str | int, shot_mask: np.ndarray | None = None) -> Any:
+        """The probe fitted on ``X (n, D')`` (``(n, L, D)`` for ``weighted``), ``y``, speaker ``groups``; with
+        ``shot_mask (n,)`` the target shots weighted by ``config.shot_weight`` (:class:`ShotWeightedClassifier`)."""
         config = self.config
-        est = make_classifier(config.classifier, seed, **config.classifier_params)
+        est = make_probe(config, seed, params, choice, shot_mask is not None)
+        fit_kw: dict[str, Any] = {"groups": groups} if shot_mask is None else {"groups": groups, "shot_mask": shot_mask}
         try:
-            return est.fit(X, y, groups=groups)
+            return est.fit(X, y, **fit_kw)
         except (SplitError, ClassifierError, ValueError) as exc:  # ValueError: sklearn's fold checks on tiny sets
             if "dev_fraction" not in est.get_params() or np.unique(y).size < 2:
                 raise ProtocolError(f"cannot train {config.classifier} on {X.shape[0]} utterances: {exc}") from None
             self._warn(f"{config.classifier}: no dev split possible on {X.shape[0]} training utterances ({exc}); "
                        "trained without one, keeping the last epoch")
-            params = {**config.classifier_params, "dev_fraction": 0.0}
-            return make_classifier(config.classifier, seed, **params).fit(X, y, groups=groups)
+            return make_probe(config, seed, {**params, "dev_fraction": 0.0}, choice).fit(X, y, groups=groups)
+
+    def _tuned(self, part: tuple[_Side, np.ndarray | None], X: np.ndarray, choice: str | int,
+               seed: int) -> dict[str, Any]:
+        """``{"best_params", "cv_results"}`` of :func:`~classifiers.learners.tuning.tune` on the training part
+        ``part`` (the source, or a fold's training speakers; its features ``X``), cached by its rows and seed."""
+        from classifiers.learners.tuning import tune
+
+        side, rows = part
+        key = ("select", "tune", side.ident, _digest(rows), choice, self.clf_ident, seed)
+        if key not in self.cache:
+            labels = side.labels if rows is None else side.labels[rows]
+            groups = side.groups if rows is None else side.groups[rows]
+            try:
+                best, results = tune(self.config.classifier, X, labels, groups, random_state=seed,
+                                     fixed=self.config.classifier_params)
+            except (SplitError, ClassifierError, ValueError) as exc:
+                raise ProtocolError(f"--tune on {side.corpus!r} ({X.shape[0]} utterances): {exc}") from None
+            self.cache[key] = {"best_params": best, "cv_results": results, "tuned_on": side.corpus}
+        return self.cache[key]
 
     def tick(self, n: int = 1) -> None:
         """Count ``n`` fits done on the progress reporter (if any), showing where the run is."""
         if self.progress is not None:
             self.progress.update(n, **self.where)
 
-    def _fit_key(self, train: list[tuple[_Side, np.ndarray | None]], choice: str | int, seed: int) -> tuple[Any, ...]:
+    def _fit_key(self, train: list[tuple[_Side, np.ndarray | None]], choice: str | int, seed: int,
+                 target: _Side | None = None) -> tuple[Any, ...]:
+        aligned_to = target.ident if self.config.norm == "coral" and target is not None else None
         return ("fit", tuple((s.ident, _digest(i)) for s, i in train), choice, self.clf_ident,
-                None if self.deterministic else seed)
+                None if self.deterministic else seed, *((aligned_to,) if aligned_to else ()))
+
+    def coral_align(self, train: list[tuple[_Side, np.ndarray | None]], X_train: np.ndarray, target: _Side,
+                    choice: str | int) -> np.ndarray:
+        """``X_train`` with the rows of every training part from another corpus than ``target`` (the source;
+        not the shots) mapped onto the covariance of all of ``target``'s features (CORAL, label-free; per
+        layer for ``weighted``). Each part's map is kept for this run."""
+        from classifiers.learners.coral import CoralAligner
+
+        out, start = X_train.copy(), 0
+        for side, rows in train:
+            n = len(side.labels) if rows is None else rows.size
+            if side is not target:
+                key = (side.ident, _digest(rows), target.ident, choice)
+                X, T = X_train[start:start + n], target.matrix(choice)
+                if key not in self._coral:
+                    layers = range(X.shape[1]) if X.ndim == 3 else [None]
+                    self._coral[key] = [CoralAligner().fit(X if k is None else X[:, k], T if k is None else T[:, k])
+                                        for k in layers]
+                maps = self._coral[key]
+                out[start:start + n] = maps[0].transform(X) if X.ndim == 2 else \
+                    np.stack([m.transform(X[:, k]) for k, m in enumerate(maps)], axis=1)
+            start += n
+        return out
 
     @staticmethod
     def train_matrix(train: list[tuple[_Side, np.ndarray | None]], choice: str | int) -> np.ndarray:
@@ -479,19 +533,37 @@ class _Runner:
         return Xs[0] if len(Xs) == 1 else np.concatenate(Xs)
 
     def estimator(self, train: list[tuple[_Side, np.ndarray | None]], X_train: np.ndarray, choice: str | int,
-                  seed: int, memo: bool = True) -> Any:
+                  seed: int, memo: bool = True, target: _Side | None = None) -> Any:
         """The estimator fitted on ``X_train`` (the rows ``train``, normalised as the config says); with
         ``memo`` kept in the shared cache, keyed by the exact training rows, layer choice, classifier
-        settings and, unless deterministic, the seed."""
-        key = self._fit_key(train, choice, seed)
-        est = self.cache.get(key) if memo else None
-        if est is None:
+        settings, unless deterministic the seed, and for ``coral`` the ``target`` aligned to."""
+        return self.fitted(train, X_train, choice, seed, memo, target)[0]
+
+    def fitted(self, train: list[tuple[_Side, np.ndarray | None]], X_train: np.ndarray, choice: str | int,
+               seed: int, memo: bool = True, target: _Side | None = None) -> tuple[Any, dict[str, Any]]:
+        """(:meth:`estimator`, what its fit learned besides: ``tuning`` (``--tune``: on the first training part,
+        unless it is the ``target`` itself, the shots-only baseline), ``shot_weight`` (few-shot with
+        ``--shot-weight``), ``layer_weights`` (``weighted``))."""
+        key = self._fit_key(train, choice, seed, target)
+        entry = self.cache.get(key) if memo else None
+        if entry is None:
             y = np.concatenate([s.labels if i is None else s.labels[i] for s, i in train])
             groups = np.concatenate([s.groups if i is None else s.groups[i] for s, i in train])
-            est = self._fit(X_train, y, groups, seed)
+            sizes = [len(s.labels) if i is None else i.size for s, i in train]
+            info: dict[str, Any] = {}
+            params = dict(self.config.classifier_params)
+            if self.config.tune and train[0][0] is not target:
+                info["tuning"] = self._tuned(train[0], X_train[:sizes[0]], choice, seed)
+                params.update(info["tuning"]["best_params"])
+            shot_mask = None
+            if self.config.shot_weight != "none" and len(train) > 1:  # few-shot: the parts after the source
+                shot_mask = np.arange(len(y)) >= sizes[0]
+            est = self._fit(X_train, y, groups, seed, params, choice, shot_mask)
+            info.update(fit_record(est))
+            entry = (est, info)
             if memo:
-                self.cache[key] = est
-        return est
+                self.cache[key] = entry
+        return entry
 
     def fit_predict(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
                     choice: str | int, seed: int, memo: bool = True) -> np.ndarray:
@@ -508,26 +580,34 @@ class _Runner:
             return self._predicted[predicted][0]
         X_train = self.train_matrix(train, choice)
         X_test = side.matrix(choice) if idx is None else side.matrix(choice)[idx]
-        if self.config.norm == "source":
-            X_train, X_test, _ = normalise(X_train, X_test, "source")
-        est = self.estimator(train, X_train, choice, seed, memo)
+        if self.config.norm == "source":  # per layer and dimension for weighted (n, L, D) features
+            a, b, _ = normalise(X_train.reshape(len(X_train), -1), X_test.reshape(len(X_test), -1), "source")
+            X_train, X_test = a.reshape(X_train.shape), b.reshape(X_test.shape)
+        elif self.config.norm == "coral":
+            X_train = self.coral_align(train, X_train, side, choice)
+        est, info = self.fitted(train, X_train, choice, seed, memo, side)
         pred = np.asarray(est.predict(X_test))
         if memo:  # the test predictions a result keeps: probabilities in ``classes`` order
             proba = np.zeros((pred.size, len(self.classes)))
             proba[:, [self.classes.index(c) for c in est.classes_]] = est.predict_proba(X_test)
-            self._predicted[predicted] = (pred, proba)
+            self._predicted[predicted] = (pred, proba, info)
         self.tick()
         return pred
 
     def _predicted_key(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
                        choice: str | int, seed: int) -> tuple[Any, ...]:
-        return (self._fit_key(train, choice, seed), test[0].ident, _digest(test[1]))
+        return (self._fit_key(train, choice, seed, test[0]), test[0].ident, _digest(test[1]))
 
     def proba(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
               choice: str | int, seed: int) -> np.ndarray:
         """``(m, C)`` class probabilities (``classes`` order; 0 for a class the estimator never saw) of the
         :meth:`fit_predict` made with these arguments."""
         return self._predicted[self._predicted_key(train, test, choice, seed)][1]
+
+    def fit_info(self, train: list[tuple[_Side, np.ndarray | None]], test: tuple[_Side, np.ndarray | None],
+                 choice: str | int, seed: int) -> dict[str, Any]:
+        """What the fit of that :meth:`fit_predict` learned besides the probe (see :meth:`fitted`)."""
+        return self._predicted[self._predicted_key(train, test, choice, seed)][2]
 
     def select_layer(self, side: _Side, rows: np.ndarray | None, seed: int) -> tuple[int, dict[int, float]]:
         """The layer of best dev UAR on a speaker-independent dev split of ``side``'s ``rows`` (labels of
@@ -561,7 +641,48 @@ class _Runner:
         return best, scores
 
 
+def make_probe(config: ProbeConfig, seed: int, params: dict[str, Any] | None = None, choice: Any = None,
+               shots_weighted: bool = False) -> Any:
+    """The unfitted probe of ``config`` (``params``: its parameters, default the configured ones): the
+    weighted-layer probe for ``weighted`` (``choice``, default the config's layer), else the configured
+    classifier, wrapped in :class:`~classifiers.learners.shot_weighting.ShotWeightedClassifier` when
+    ``shots_weighted`` (candidates: ``auto``'s, or the one weight given)."""
+    params = dict(config.classifier_params if params is None else params)
+    if (config.layer if choice is None else choice) == WEIGHTED:
+        from classifiers.learners.layer_weights import WeightedLayerProbe
+
+        try:
+            return WeightedLayerProbe(random_state=seed).set_params(**params)
+        except ValueError as exc:
+            raise ProtocolError(f"layer weighted: bad parameter for the weighted-layer probe ({exc}); it takes "
+                                "lr, epochs, batch_size, dev_fraction, weight_decay") from None
+    est = make_classifier(config.classifier, seed, **params)
+    if not shots_weighted:
+        return est
+    from classifiers.learners.shot_weighting import ShotWeightedClassifier
+
+    weights = None if config.shot_weight == "auto" else [float(config.shot_weight)]
+    return ShotWeightedClassifier(est, weights=weights, random_state=seed)
+
+
+def fit_record(est: Any) -> dict[str, Any]:
+    """What a fitted probe learned besides its weights, JSON-able: ``layer_weights`` (the weighted-layer
+    probe's softmax weights, ``(L,)``), ``shot_weight`` (the weight used, every candidate's cross-validated
+    shot UAR; ``inf`` written as ``"inf"``)."""
+    out: dict[str, Any] = {}
+    if hasattr(est, "layer_weights_"):
+        out["layer_weights"] = [float(w) for w in est.layer_weights_]
+    if hasattr(est, "weight_"):
+        text = lambda w: "inf" if np.isinf(w) else float(w)  # noqa: E731
+        out["shot_weight"] = {"weight": text(est.weight_),
+                              "cv_uar": {str(text(w)): float(u) for w, u in est.choice_.scores.items()},
+                              "n_folds": est.choice_.n_folds}
+    return out
+
+
 def _fixed_choice(layer: str | int, view: FeatureView) -> str | int:
+    if layer == WEIGHTED:
+        return WEIGHTED
     if layer == "mean" or (isinstance(layer, str) and layer.startswith("concat:")):
         return "mean" if layer == "mean" else "concat:" + ",".join(str(k) for k in view.layers)
     return view.layers[0]
@@ -592,6 +713,17 @@ class _SeedRun:
     baseline: dict[str, Any] | None = None
     predictions: dict[str, Any] | None = None
     baseline_predictions: dict[str, Any] | None = None
+    fits: list[dict[str, Any]] = field(default_factory=list)  # per fold, what the fit learned (Runner.fitted)
+    baseline_fit: dict[str, Any] | None = None
+
+
+def _every_seed(values: list[dict[str, Any] | None], what: str) -> list[dict[str, Any]]:
+    """``values`` (one per seed) when every seed gave one: the part ``what`` that the protocol promises."""
+    given = [v for v in values if v is not None]
+    if len(given) != len(values):
+        raise ProtocolError(f"{len(values) - len(given)} of {len(values)} seeds gave no {what}; the protocol must give "
+                            "it for every seed")
+    return given
 
 
 def _predictions(runner: _Runner, side: _Side, rows: np.ndarray | None, seed: int, pred: np.ndarray,
@@ -609,7 +741,7 @@ def _run_seed(runner: _Runner, splits: SeedSplits, fixed: str | int | None) -> _
     seed = splits.seed
     for warning in splits.warnings:
         runner._warn(warning)
-    preds, probas, layers, scores = [], [], [], []
+    preds, probas, layers, scores, fits = [], [], [], [], []
     choice: str | int | None = fixed
     for f, fold in enumerate(splits.folds):
         if splits.pooled:
@@ -620,6 +752,7 @@ def _run_seed(runner: _Runner, splits: SeedSplits, fixed: str | int | None) -> _
             scores.append(fold_scores)
         preds.append(runner.fit_predict(fold.train, fold.test, choice, seed))  # type: ignore[arg-type]
         probas.append(runner.proba(fold.train, fold.test, choice, seed))  # type: ignore[arg-type]
+        fits.append(runner.fit_info(fold.train, fold.test, choice, seed))  # type: ignore[arg-type]
     tgt, rows = splits.folds[0].test
     if splits.pooled:  # the folds' test parts partition the target: every utterance predicted once
         rows = None
@@ -631,7 +764,7 @@ def _run_seed(runner: _Runner, splits: SeedSplits, fixed: str | int | None) -> _
         pred, proba = preds[0], probas[0]
     truth = tgt.labels if rows is None else tgt.labels[rows]
     run = _SeedRun(runner.evaluate(truth, pred), int(np.mean([fold.n_train for fold in splits.folds])),
-                   predictions=_predictions(runner, tgt, rows, seed, pred, proba), shots=splits.shots)
+                   predictions=_predictions(runner, tgt, rows, seed, pred, proba), shots=splits.shots, fits=fits)
     if fixed is None:
         run.layer = layers if splits.pooled else layers[0]
         run.dev_uar = {str(k): float(np.mean([s[k] for s in scores])) for k in scores[0]}
@@ -640,6 +773,7 @@ def _run_seed(runner: _Runner, splits: SeedSplits, fixed: str | int | None) -> _
         base = runner.fit_predict(splits.baseline_train, test, choice, seed)  # type: ignore[arg-type]
         base_proba = runner.proba(splits.baseline_train, test, choice, seed)  # type: ignore[arg-type]
         run.baseline = runner.evaluate(truth, base)
+        run.baseline_fit = runner.fit_info(splits.baseline_train, test, choice, seed)  # type: ignore[arg-type]
         run.baseline_predictions = _predictions(runner, tgt, rows, seed, base, base_proba)
     return run
 
@@ -669,9 +803,12 @@ def baseline_wins_warning(shots: int, baseline_uar: float, source_plus_shots_uar
 
 
 def _normalisation_info(norm: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"mode": norm, "transductive": norm in ("corpus", "speaker")}
+    info: dict[str, Any] = {"mode": norm, "transductive": norm in TRANSDUCTIVE}
     if norm == "corpus":
         info["note"] = "the target is standardised with statistics of its own unlabelled features"
+    elif norm == "coral":
+        info["note"] = ("each corpus is standardised with its own statistics, then the source is mapped onto the "
+                        "covariance of the target's unlabelled features (CORAL)")
     elif norm == "speaker":
         info["note"] = "every speaker, test speakers included, is standardised with its own statistics"
     return info
@@ -710,7 +847,7 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     """
     start = time.perf_counter()
     cache: Cache = views if views is not None else {}
-    make_classifier(config.classifier, 0, **config.classifier_params)  # bad parameters fail before any read
+    make_probe(config, 0)  # bad parameters fail before any read
     src = _load_side(config, "source", store, workspace, cache)
     tgt = _load_side(config, "target", store, workspace, cache)
     if config.within:
@@ -739,13 +876,16 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
 
     baseline = None
     if protocol.baseline:
-        base_uars = [r.baseline["uar"] for r in runs]
+        base_metrics = _every_seed([r.baseline for r in runs], "baseline")
+        base_uars = [m["uar"] for m in base_metrics]
         mean, std = _mean_std(base_uars)
         baseline = {"uar_mean": mean, "uar_std": std, "uar_per_seed": base_uars,
-                    "metrics": [r.baseline for r in runs], "beats_source_plus_shots": mean > float(np.mean(uars))}
+                    "metrics": base_metrics, "beats_source_plus_shots": mean > float(np.mean(uars))}
+        if config.layer == WEIGHTED:
+            baseline["layer_weights"] = [r.baseline_fit["layer_weights"] for r in runs if r.baseline_fit]
         if baseline["beats_source_plus_shots"]:
             runner._warn(baseline_wins_warning(config.shots, mean, float(np.mean(uars))))
-    dev_scores = [r.dev_uar for r in runs] if best else None
+    dev_scores = _every_seed([r.dev_uar for r in runs], "dev UAR per layer") if best else None
     per_layer = {k: float(np.mean([d[k] for d in dev_scores])) for k in dev_scores[0]} if dev_scores else None
     if best:
         layer: Any = [r.layer for r in runs]
@@ -754,19 +894,48 @@ def run_probe(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     provenance = {"source": _side_provenance(src), "target": _side_provenance(tgt),
                   "model": {"name": config.model, "model_id": src.view.provenance.get("model_id"),
                             "settings": src.view.provenance.get("model_settings", {})},
-                  "classifier": classifier_config(make_classifier(config.classifier, 0, **config.classifier_params)),
+                  "classifier": classifier_config(make_probe(config, 0)),
                   "classes": classes, "fs_version": __version__}
     mode = src.view.provenance.get("whisper_input")
     return Result(config=config, identity=stored_identity(result_identity(config, store, workspace, cache)),
                   uar_per_seed=uars, layer=layer, chance=chance_uar(classes),
                        metrics=[r.metrics for r in runs], provenance=provenance, n_train=[r.n_train for r in runs],
-                       baseline=baseline, shots=[r.shots for r in runs] if runs[0].shots is not None else None,
+                       baseline=baseline,
+                       shots=_every_seed([r.shots for r in runs], "shots") if runs[0].shots is not None else None,
                        layer_dev_uar=per_layer, layer_dev_uar_per_seed=dev_scores,
                        normalisation=_normalisation_info(config.norm), warnings=runner.warnings,
                        seconds=time.perf_counter() - start, whisper_input=str(mode) if mode else None,
                        layer_choice=best_layer_choice(layer, per_layer) if best and per_layer else None,
-                       predictions=[r.predictions for r in runs],
-                       baseline_predictions=[r.baseline_predictions for r in runs] if protocol.baseline else None)
+                       predictions=_every_seed([r.predictions for r in runs], "predictions"),
+                       baseline_predictions=(_every_seed([r.baseline_predictions for r in runs], "baseline predictions")
+                                             if protocol.baseline else None),
+                       **_learned(runs))
+
+
+def _learned(runs: list[_SeedRun]) -> dict[str, Any]:
+    """The :data:`~classifiers.studies.result.LEARNED_KEYS` of a result, per seed, from what its fits learned:
+    layer weights (mean over a seed's folds), tuning (one entry per fold), shot weights; absent ones left out."""
+    out: dict[str, Any] = {}
+    if all("layer_weights" in f for r in runs for f in r.fits):
+        out["layer_weights"] = [np.mean([f["layer_weights"] for f in r.fits], axis=0).tolist() for r in runs]
+    if all("tuning" in f for r in runs for f in r.fits):
+        out["tuning"] = [[f["tuning"] for f in r.fits] for r in runs]
+    if all("shot_weight" in f for r in runs for f in r.fits):
+        out["shot_weights"] = [r.fits[0]["shot_weight"] for r in runs]
+    return out
+
+
+def source_dev_scores(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
+                      views: Cache | None = None) -> tuple[dict[int, float], list[str]]:
+    """The dev UAR of every stored layer on seed 0's speaker-independent dev split of ``config``'s source
+    (what ``--layer best`` chooses by; the target is not read), and the confound warning of that split."""
+    cache: Cache = views if views is not None else {}
+    src = _load_side(dataclasses.replace(config, layer="best"), "source", store, workspace, cache)
+    runner = _Runner(config, cache, list(cached_manifest(workspace, source_corpora(config.source)[0], cache).classes))
+    scores = runner.select_layer(src, None, 0)[1]
+    confound = _confound(src, "dev split")
+    warnings = [f"{confound}: its dev UAR may reward speaker cues"] if confound else []
+    return {int(k): float(v) for k, v in scores.items()}, warnings
 
 
 @dataclass
@@ -804,6 +973,7 @@ def fit_final(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     classes = list(cached_manifest(workspace, source_corpora(config.source)[0], cache).classes)
     runner = _Runner(config, cache, classes)
     dev_uar = None
+    choice: str | int
     if config.layer == "best":
         choice, scores = runner.select_layer(src, None, seed)
         dev_uar = {str(k): float(v) for k, v in scores.items()}
@@ -813,6 +983,9 @@ def fit_final(config: ProbeConfig, store: FeatureStore, workspace: Workspace,
     if not config.within:  # the protocol's training parts of seed 0 (few-shot: the source and the shots)
         tgt = _load_side(config, "target", store, workspace, cache)
         train = protocol_for(config).splits(src, tgt, seed).folds[0].train
+    if config.norm == "coral" or choice == WEIGHTED:
+        raise ProtocolError(f"{'--norm coral' if config.norm == 'coral' else '--layer weighted'}: a probe for new "
+                            "audio (fs predict) is not made for it yet; run the probe with --no-save-model")
     X = runner.train_matrix(train, choice)
     stats = _stats(X) if config.norm == "source" else None
     estimator = runner.estimator(train, X if stats is None else _apply(X, *stats), choice, seed)

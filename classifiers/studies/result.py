@@ -30,6 +30,11 @@ from featurestore.workspace import Workspace
 ROLES: tuple[str, ...] = ("source", "target")
 # Keys of a fine-tuning record that a probe's record lacks (None on a probe Result).
 FINETUNE_KEYS: tuple[str, ...] = ("method", "checkpoints", "train_seconds", "training", "dev_uar_per_epoch")
+# What a probe's fits learned per seed besides the probe (a record has them only when set): ``layer_weights``
+# (--layer weighted: the softmax weight of each stored layer, mean over folds within a corpus), ``tuning``
+# (--tune: per fold the best parameters and every candidate's fold UARs), ``shot_weights`` (--shot-weight:
+# the weight used and every candidate's cross-validated UAR on the shots).
+LEARNED_KEYS: tuple[str, ...] = ("layer_weights", "tuning", "shot_weights")
 
 
 def data_digest(manifest: Manifest) -> str:
@@ -122,6 +127,7 @@ class Result:
     the picks. ``whisper_input``: the Whisper input mode of the groups read (None for other models).
     ``baseline``: few-shot target-only scores. ``identity``: see :func:`result_identity`.
     ``predictions`` / ``baseline_predictions``: one entry per seed (:mod:`classifiers.studies.intervals`).
+    ``layer_weights`` / ``tuning`` / ``shot_weights``: per seed, what the probe's fits learned (:data:`LEARNED_KEYS`).
     Fine-tuning runs add ``method``, ``checkpoints``, ``train_seconds``, ``training`` and
     ``dev_uar_per_epoch`` (None for a probe). ``extra``: keys of a stored record this type does not name
     (kept, so a record read back is written back whole). ``from_ledger``: answered from the ledger.
@@ -146,6 +152,9 @@ class Result:
     layer_choice: dict[str, Any] | None = None
     predictions: list[dict[str, Any]] | None = None
     baseline_predictions: list[dict[str, Any]] | None = None
+    layer_weights: list[list[float]] | None = None
+    tuning: list[list[dict[str, Any]]] | None = None
+    shot_weights: list[dict[str, Any]] | None = None
     uar_ci95: list[float] | None = None
     uar_ci95_utterance: list[float] | None = None
     uncertainty: dict[str, str] | None = None
@@ -205,6 +214,7 @@ class Result:
             "warnings": list(self.warnings), "seconds": self.seconds,
             "predictions": self.predictions, "baseline_predictions": self.baseline_predictions,
         }
+        record.update({k: getattr(self, k) for k in LEARNED_KEYS if getattr(self, k) is not None})
         if self.uar_ci95 is not None:
             record.update(uar_ci95=self.uar_ci95, uar_ci95_utterance=self.uar_ci95_utterance,
                           uncertainty=self.uncertainty)

@@ -195,7 +195,8 @@ SETTINGS: tuple[Setting, ...] = (
             "classifiers/learners/tuning.py) on leave-speakers-out folds of the source only; the choice and every "
             "candidate's fold UAR are recorded.", study_key="tune"),
     Setting("norm", "choice", "none", "Feature normalisation; corpus, speaker and coral (corpus, then the "
-            "source mapped to the target's covariance) are transductive (the result says so).", _norms, study_key="norms", many=True),
+            "source mapped to the target's covariance) are transductive (the result says so).", _norms,
+            study_key="norms", many=True),
     Setting("stat", "choice", "mean", "Pooled statistic: mean over frames, or mean and std side by side.", STATS,
             study_key="stats", many=True),
     Setting("seeds", "int", 5, "Runs with seeds 0..N-1; UAR is reported with its interval.", minimum=1,
