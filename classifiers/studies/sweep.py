@@ -349,10 +349,14 @@ def expand_study(study: Study) -> list[Cell]:
             config = {"source": source, "target": target, **scalars,
                       **{LIST_KEYS[k]: v for k, v in chosen.items()}}
             side = exp.condition or study.noise
-            if condition in ("source", "both"):
-                config["source_noise"] = dict(side)
-            if condition in ("target", "both"):
-                config["target_noise"] = dict(side)
+            if condition != "clean":
+                if side is None:  # refused when the study file is read
+                    raise StudyError(f"experiment {exp.name!r}: condition {condition!r} needs the study's noise "
+                                     "or the experiment's condition")
+                if condition in ("source", "both"):
+                    config["source_noise"] = dict(side)
+                if condition in ("target", "both"):
+                    config["target_noise"] = dict(side)
             try:
                 probe = _config_from_dict(config)
             except FsError as exc:
@@ -410,20 +414,19 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
 
     corpora = sorted({c for cell in cells for c in (cell.config.source, cell.config.target)})
     missing_corpora = [c for c in corpora if not workspace.manifest_path(c).exists()]
-    resolved: dict[tuple, StoreKey | None] = {}
+    resolved: dict[tuple, StoreKey] = {}
     problems: dict[tuple, StoreError] = {}
     sides: dict[tuple, dict[str, Any] | None] = {}  # query -> the condition side it reads (for the hint)
     for cell in cells:
         for side in ("source", "target"):
             query = _group_query(cell.config, side)
             sides[query] = getattr(cell.config, f"{side}_noise")
-            if query in resolved or query[0] in missing_corpora:
+            if query in resolved or query in problems or query[0] in missing_corpora:
                 continue
             corpus, model, condition, filters = query
             try:
                 resolved[query] = store.resolve(corpus, model, condition, **dict(filters))
             except StoreError as exc:
-                resolved[query] = None
                 problems[query] = exc
     if missing_corpora or problems:
         lines = []
