@@ -49,6 +49,45 @@ def prepare(workspace: Path, model: str) -> None:
     subprocess.run([*fs, "extract", "--model", model, "--whisper-input", "trim", *corpora], check=True, cwd=ROOT)
 
 
+def through_select(ws: object, store: object, model: str, corpora: list[str], norms: list[str],
+                   classifiers: list[str], seeds: int) -> dict:
+    """The library's ``--select lto`` path (:func:`classifiers.studies.engine.run_selected`) on every ordered
+    pair, the best fixed grid setting in hindsight, and multi-source (each corpus as target from the others)
+    with the setting LTO chose for that target, beside the single-source numbers. UARs in %."""
+    from classifiers.studies.engine import candidate_config, run, select
+    from classifiers.studies.protocols import ProbeConfig
+
+    grid = {"norms": norms, "classifiers": classifiers}
+    pairs = [(s, t) for s in corpora for t in corpora if s != t]
+    cache: dict = {}
+
+    def uar(setting: tuple, source: object, target: str) -> float:
+        config = candidate_config(ProbeConfig(source=source, target=target, model=model, seeds=seeds), setting)
+        return 100 * run(config, store, ws, cache=cache, ledger=False).uar_mean
+
+    started = time.perf_counter()
+    chosen, lto, settings = {}, {}, []
+    for s, t in pairs:  # what `fs probe --select lto` does: engine.select, then the chosen setting on the pair
+        selection = select(ProbeConfig(source=s, target=t, model=model, seeds=seeds), "lto", store, ws,
+                           grid=grid, cache=cache, ledger=False)
+        lto[f"{s}->{t}"] = uar(selection.chosen, s, t)
+        chosen[t] = selection.chosen
+        settings = [*selection.mean_scores, *selection.excluded]
+    select_seconds = time.perf_counter() - started
+    hindsight = {st: float(np.mean([uar(st, s, t) for s, t in pairs])) for st in settings}
+    best = max(hindsight, key=hindsight.get)
+    fixed = {f"{s}->{t}": uar(best, s, t) for s, t in pairs}
+    multi = {}
+    for t in corpora:
+        setting = chosen[t]
+        others = tuple(c for c in corpora if c != t)
+        multi[f"{'+'.join(others)}->{t}"] = {
+            "multi": uar(setting, others, t), **{f"{s}->{t}": uar(setting, s, t) for s in others}}
+    return {"lto": lto, "lto_mean": float(np.mean(list(lto.values()))), "chosen": chosen,
+            "best_fixed": list(best), "best_fixed_pairs": fixed, "best_fixed_mean": float(np.mean(list(fixed.values()))),
+            "multi_source": multi, "select_seconds": select_seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workspace", type=Path, default=None)
@@ -57,6 +96,8 @@ def main() -> None:
     parser.add_argument("--norms", default="none,source,corpus,speaker")
     parser.add_argument("--classifiers", default="logreg")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "selection.json")
+    parser.add_argument("--via-select", action="store_true",
+                        help="Run through `--select lto` and multi-source (engine.run_selected) instead of the grid.")
     args = parser.parse_args()
 
     from classifiers.studies.protocols import ProbeConfig, run_probe
@@ -71,6 +112,20 @@ def main() -> None:
     ws = Workspace.open(workspace)
     store = FeatureStore(ws.store_url)
     corpora = args.corpora.split(",")
+    if args.via_select:
+        norms = [n for n in args.norms.split(",") if n != "source"]
+        out = through_select(ws, store, args.model, corpora, norms, args.classifiers.split(","), seeds=1)
+        print(f"--select lto: mean {out['lto_mean']:.1f} | " + " | ".join(f"{k} {v:.1f}" for k, v in out["lto"].items()))
+        print(f"best fixed in hindsight {out['best_fixed']}: mean {out['best_fixed_mean']:.1f} | "
+              + " | ".join(f"{k} {v:.1f}" for k, v in out["best_fixed_pairs"].items()))
+        print("lto choices: " + "; ".join(f"{t}: {c}" for t, c in out["chosen"].items()))
+        for pair, row in out["multi_source"].items():
+            print(f"multi-source {pair}: {row['multi']:.1f} vs single " + ", ".join(
+                f"{k} {v:.1f}" for k, v in row.items() if k != "multi"))
+        print(f"--select lto for {len(out['lto'])} pairs: {out['select_seconds']:.1f} s (cold cache, no ledger)")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_name(args.out.stem + "-via-select.json").write_text(json.dumps(out, indent=1, default=str))
+        return
     num_layers = store.open(store.resolve(corpora[0], args.model)).num_layers
     norms, classifiers = args.norms.split(","), args.classifiers.split(",")
     settings = [(layer, norm, clf) for clf in classifiers for norm in norms for layer in range(num_layers)]

@@ -50,16 +50,20 @@ def _noise(directory: str | None, snr: float | None, seed: int, condition: str |
 
 
 @click.command()
-@click.option("--source", required=True, help="Corpus to train on (a name from `fs corpus ls`).")
+@click.option("--source", required=True,
+              help="Corpus to train on (a name from `fs corpus ls`); several (emodb,ravdess): their union.")
 @click.option("--target", required=True, help="Corpus to test on; the source itself for speaker-independent folds.")
 @click.option("--model", required=True, help="The model as given to `fs extract --model` (alias, id or folder).")
 @settings.options("whisper_input", "model_seed", "layer", "stat", "classifier")
 @click.option("--param", "params", multiple=True, callback=_params,
               help="Classifier parameter NAME=VALUE (repeatable), e.g. --param C=0.1.")
-@settings.options("norm", "seeds")
+@settings.options("norm", "tune", "seeds")
 @settings.click_option("shots", type=str, default="0", callback=_shots,
                        help=settings.setting("shots").help + " Several: 0,50,100 (one result each).")
-@settings.options("shots_speaker_disjoint", "dev_fraction", "protocol")
+@settings.options("shot_weight")
+@settings.options("shots_speaker_disjoint", "dev_fraction", "protocol", "select", "select_on")
+@click.option("--select-grid", callback=lambda ctx, param, text: _grid(text), default=None, metavar="YAML",
+              help=settings.setting("select_grid").help)
 @click.option("--target-noise", type=click.Path(), default=None,
               help="Test on the target mixed with this noise (the folder given to `fs extract --noise`).")
 @click.option("--source-noise", type=click.Path(), default=None, help="Train on the source mixed with this noise.")
@@ -79,7 +83,9 @@ def _noise(directory: str | None, snr: float | None, seed: int, condition: str |
 @click.pass_context
 def probe(ctx: click.Context, source: str, target: str, model: str, whisper_input: str | None,
           model_seed: int | None, layer: str, stat: str, classifier: str, params: dict[str, Any], norm: str,
+          tune: bool, shot_weight: str | float,
           seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, dev_fraction: float, protocol: str | None,
+          select: str | None, select_on: tuple[str, ...] | None, select_grid: dict[str, Any] | None,
           target_noise: str | None, source_noise: str | None, target_condition: str | None,
           source_condition: str | None, snr: float | None, noise_seed: int, rerun: bool,
           save_model: bool, progress: bool, as_json: bool) -> None:
@@ -101,7 +107,7 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
         raise click.UsageError("--shots needs a target other than the source (within a corpus, folds are used)")
     ws: Workspace = ctx.obj
 
-    from classifiers.studies.engine import run
+    from classifiers.studies.engine import run, run_selected
     from classifiers.studies.predict import ensure_saved
     from classifiers.studies.protocols import ProbeConfig
     from classifiers.studies.result import result_identity, stored_identity
@@ -109,9 +115,12 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
     from featurestore.store import FeatureStore
 
     store = FeatureStore(ws.store_url)
+    if select is None and (select_on or select_grid):
+        raise click.UsageError("--select-on and --select-grid go with --select lto|source")
     configs = [ProbeConfig(source=source, target=target, model=model, whisper_input=whisper_input,
                            model_seed=model_seed, layer=layer, stat=stat, classifier=classifier,
-                           classifier_params=params, norm=norm, seeds=seeds, shots=n,
+                           classifier_params=params, norm=norm, seeds=seeds, shots=n, tune=tune,
+                           shot_weight=shot_weight,
                            shots_speaker_disjoint=shots_speaker_disjoint,
                            source_noise=_noise(source_noise, snr, noise_seed, source_condition),
                            target_noise=_noise(target_noise, snr, noise_seed, target_condition),
@@ -121,10 +130,17 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
     cache: dict[Any, Any] = {}
     results = []
     for config in configs:
-        found = run(config, store, ws, rerun=rerun, cache=cache, ledger=ledger,
-                    progress=Progress if progress else None)
+        if select:
+            found = run_selected(config, select, store, ws, on=select_on, grid=select_grid, rerun=rerun, cache=cache,
+                                 ledger=ledger, progress=Progress if progress else None)
+            config = found.config
+        else:
+            found = run(config, store, ws, rerun=rerun, cache=cache, ledger=ledger,
+                        progress=Progress if progress else None)
         result = {**found.to_record(), "from_ledger": found.from_ledger}
-        if save_model:
+        if save_model and unsaved_reason(config):
+            result["saved_model_note"] = unsaved_reason(config)
+        elif save_model:
             identity = stored_identity(result_identity(config, store, ws, cache))
             result["saved_model"] = str(ensure_saved(config, identity, store, ws, cache, refit=not found.from_ledger))
         results.append(result)
@@ -137,6 +153,41 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
         click.echo(describe(result))
     if ledger is None:
         click.echo("\n(results ledger unavailable in this build: results were not recorded)", err=True)
+
+
+def _grid(text: str | None) -> dict[str, Any] | None:
+    """``--select-grid "{norms: [none, corpus], layers: [2, 3]}"`` -> the mapping (checked by the selection)."""
+    import yaml
+
+    if text is None:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise click.BadParameter(f"{text!r}: give a mapping, e.g. \"{{layers: [2, 3], norms: [none, corpus]}}\"")
+    return value
+
+
+def _selection_lines(selection: dict[str, Any]) -> list[str]:
+    """What ``--select`` chose, from how many candidates, on which pairs, and what it excluded."""
+    pairs = ", ".join(f"{'+'.join(a) if isinstance(a, list) else a}->{b}" for a, b in selection["pairs"])
+    best = sorted(selection["candidates"], key=lambda c: -c["mean_uar"])[:3]
+    lines = [f"  selected by {selection['rule']}: {selection['chosen']} of {len(selection['candidates'])} candidates "
+             f"(scored on {pairs}; target labels not read)",
+             "  top candidates: " + "; ".join(f"{c['setting']} {_pct(c['mean_uar'])}" for c in best)]
+    lines += [f"  excluded {e['setting']}: {e['reason']}" for e in selection["excluded"][:1]]
+    if len(selection["excluded"]) > 1:
+        lines.append(f"  ({len(selection['excluded'])} candidates excluded for that reason or others)")
+    lines += [f"  warning (selection): {w}" for w in selection.get("warnings", [])]
+    return lines
+
+
+def unsaved_reason(config: Any) -> str | None:
+    """Why no probe for new audio is saved for ``config`` (``fs predict`` does not apply it yet), else None."""
+    what = "--norm coral" if config.norm == "coral" else "--layer weighted" if config.layer == "weighted" else None
+    return f"no fitted probe saved: fs predict does not apply {what} yet" if what else None
 
 
 def _ledger(ws: Workspace) -> Any:
@@ -211,8 +262,9 @@ def describe(result: dict[str, Any]) -> str:
                 noise.append(f"{side} under {condition_label(n)} (seed {n['noise_seed']})")
             else:
                 noise.append(f"{side} + {n['noise']} @ {n['snr_db']:g} dB (seed {n['noise_seed']})")
+    source = "+".join(c["source"]) if isinstance(c["source"], (list, tuple)) else c["source"]
     lines = [
-        f"{c['source']} -> {c['target']}  [{result['protocol']}]  model {model_text(result)}  {c['classifier']}  "
+        f"{source} -> {c['target']}  [{result['protocol']}]  model {model_text(result)}  {c['classifier']}  "
         f"norm {c['norm']}  {c['stat']}  {c['seeds']} seed(s)" + ("  (from the ledger)" if result.get("from_ledger")
                                                                  else f"  {result['seconds']:.1f} s"),
         f"  UAR {_uar(result)} %   (chance {_pct(result['chance'])} %)   "
@@ -223,6 +275,7 @@ def describe(result: dict[str, Any]) -> str:
         lines += _best_layer_lines(result)
     else:
         lines.append(f"  layer: {_layer_text(result)}")
+    lines += learned_lines(result)
     if noise:
         lines.append("  noise: " + "; ".join(noise))
     if result.get("transductive"):
@@ -236,8 +289,39 @@ def describe(result: dict[str, Any]) -> str:
         verdict = "  <- beats source+shots" if b.get("beats_source_plus_shots") else ""
         lines.append(f"  target-only baseline (shots alone): UAR {_uar(b)} %"
                      + verdict)
+    if result.get("selection"):
+        lines += _selection_lines(result["selection"])
     for warning in result.get("warnings", []):
         lines.append(f"  warning: {warning}")
+    if result.get("saved_model_note"):
+        lines.append(f"  {result['saved_model_note']}")
     if result.get("saved_model"):
         lines.append(f"  fitted probe saved: fs predict AUDIO... --result {result['config_key'][:12]}")
     return "\n".join(lines)
+
+
+def _weight_text(weight: Any) -> str:
+    return "shots only" if weight == "inf" else f"{float(weight):g}"
+
+
+def learned_lines(result: dict[str, Any]) -> list[str]:
+    """Lines for what a result's fits learned per seed: layer weights (``--layer weighted``), the tuned
+    parameters (``--tune``) and the few-shot shot weight (``--shot-weight``)."""
+    lines = []
+    weights = result.get("layer_weights")
+    if weights:
+        mean = [sum(seed[k] for seed in weights) / len(weights) for k in range(len(weights[0]))]
+        top = max(range(len(mean)), key=lambda k: mean[k])
+        lines.append("  layer weights (mean over seeds): " + " · ".join(
+            f"{k} {w:.2f}" + ("*" if k == top else "") for k, w in enumerate(mean)) + f"  (* largest: layer {top})")
+    tuning = result.get("tuning")
+    if tuning:
+        picks = [", ".join(f"{k}={v}" for k, v in fold["best_params"].items()) for seed in tuning for fold in seed]
+        counts = {p: picks.count(p) for p in dict.fromkeys(picks)}
+        lines.append("  tuned on source speaker folds: " + "; ".join(f"{p} ({n}/{len(picks)})" for p, n in counts.items()))
+    shot = result.get("shot_weights")
+    if shot:
+        lines.append("  shot weight per seed: " + " ".join(_weight_text(s["weight"]) for s in shot)
+                     + ("  (chosen by cross-validation on the shots)" if result["config"].get("shot_weight") == "auto"
+                        else ""))
+    return lines

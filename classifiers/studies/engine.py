@@ -11,11 +11,14 @@ probe, or the fine-tuning method the configuration names), stores it and returns
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from classifiers.studies.ledger import Ledger
 from classifiers.studies.result import Result, is_current, result_identity
-from classifiers.studies.views import Cache
+from classifiers.studies.views import Cache, resolve_group
+from featurestore.errors import FsError
 from featurestore.store import FeatureStore
 from featurestore.workspace import Workspace
 
@@ -76,4 +79,99 @@ def run(config: Any, store: FeatureStore, workspace: Workspace, *, rerun: bool =
                      retrain=rerun if retrain is None else retrain, progress=progress)
     if book is not None:
         book.put(result.to_record(), study=study)
+    return result
+
+
+# --------------------------------------------------------------------------- model selection without target labels
+def lto_corpora(config: Any, store: FeatureStore, workspace: Workspace, cache: Cache) -> list[str]:
+    """The workspace's corpora with clean groups of ``config``'s model (and input mode, seed), in name order."""
+    found = []
+    for name in sorted(workspace.corpus_names()):
+        try:
+            resolve_group(store, name, str(config.model), None, config.whisper_input, config.model_seed, cache)
+        except FsError:
+            continue
+        found.append(name)
+    return found
+
+
+def target_facts(workspace: Workspace, target: str) -> Any:
+    """Label-free facts about ``target``: its speaker ids, the task's class count (the label map's, not the
+    labels) and its layout's design declaration (:data:`~data_manifests.layouts.registry.SPEAKERS_COVER_CLASSES`)."""
+    from classifiers.studies.selection import TargetFacts
+    from data_manifests.layouts.registry import speakers_cover_classes
+
+    manifest = workspace.load_manifest(target)
+    return TargetFacts.from_speakers(manifest.column("speaker"), len(manifest.classes),
+                                     speakers_cover_classes(manifest.layout))
+
+
+def candidate_config(config: Any, setting: tuple[Any, str, str], **sides: Any) -> Any:
+    """``config`` with a candidate ``(layer, norm, classifier)`` (the classifier's parameters kept only for the
+    configured classifier) and, in ``sides``, other fields (source, target, seeds...)."""
+    layer, norm, classifier = setting
+    params = config.classifier_params if classifier == config.classifier else {}
+    return replace(config, layer=layer, norm=norm, classifier=classifier, classifier_params=params, **sides)
+
+
+def select(config: Any, rule: str, store: FeatureStore, workspace: Workspace, *, on: Sequence[str] | None = None,
+           grid: dict[str, Any] | None = None, cache: Cache | None = None, ledger: Ledger | None | bool = True,
+           study: str | None = None) -> Any:
+    """Choose ``config``'s layer, normalisation and classifier from ``grid`` by ``rule`` without reading the
+    target's labels: a :class:`~classifiers.studies.selection.Selection`.
+
+    ``lto``: each candidate's mean UAR (1 seed, clean, no shots, ledger first) over the ordered pairs among
+    the other corpora extracted with the model (``on`` names them; a multi-source config scores each as target
+    from all the remaining ones); ``source``: the candidate's dev UAR on a speaker-independent split of the
+    source. Both exclude speaker normalisation unless the target's label-free facts allow it."""
+    from classifiers.studies.protocols import source_corpora, source_dev_scores
+    from classifiers.studies.selection import Grid, SelectionError, select_lto, select_source
+
+    cache = {} if cache is None else cache
+    declared = Grid.parse(grid)
+    first = source_corpora(config.source)[0]
+    group = resolve_group(store, first, str(config.model), None, config.whisper_input, config.model_seed, cache)
+    candidates = declared.candidates(group.num_layers, config.classifier)
+    facts = target_facts(workspace, config.target)
+    if rule == "lto":
+        corpora = lto_corpora(config, store, workspace, cache)
+
+        def score(setting: Any, source: Any, target: str) -> float:
+            probe = candidate_config(config, setting, source=source, target=target, seeds=1, shots=0,
+                                     source_noise=None, target_noise=None, protocol=None)
+            return run(probe, store, workspace, cache=cache, ledger=ledger, study=study).uar_mean
+
+        mode = "loco" if isinstance(config.source, tuple) else "pairs"
+        chosen = select_lto(candidates, corpora, config.target, score, on=on, facts=facts, mode=mode)
+    elif rule == "source":
+        dev: dict[tuple[str, str], dict[int, float]] = {}
+        warnings: list[str] = []
+
+        def dev_score(setting: Any) -> float:
+            layer, norm, classifier = setting
+            if (norm, classifier) not in dev:
+                probe = candidate_config(config, (layer, norm, classifier), seeds=1)
+                dev[(norm, classifier)], said = source_dev_scores(probe, store, workspace, cache)
+                warnings.extend(w for w in said if w not in warnings)
+            return dev[(norm, classifier)][int(layer)]
+
+        chosen = select_source(candidates, config.source, dev_score, facts)
+        chosen.warnings = warnings
+    else:
+        raise SelectionError(f"unknown selection rule {rule!r}; use lto or source")
+    chosen.target = config.target
+    chosen.grid = declared.to_dict(group.num_layers, config.classifier)
+    return chosen
+
+
+def run_selected(config: Any, rule: str, store: FeatureStore, workspace: Workspace, *,
+                 on: Sequence[str] | None = None, grid: dict[str, Any] | None = None, **kwargs: Any) -> Result:
+    """:func:`select` the setting, then :func:`run` it on ``config``'s pair (its seeds, shots, noise): the
+    result (the chosen configuration's, ledger first) carries ``extra["selection"]`` (the grid, every
+    candidate's scores, the exclusions and the choice)."""
+    kwargs.setdefault("cache", {})
+    chosen = select(config, rule, store, workspace, on=on, grid=grid, cache=kwargs["cache"],
+                    ledger=kwargs.get("ledger", True), study=kwargs.get("study"))
+    result = run(candidate_config(config, chosen.chosen), store, workspace, **kwargs)
+    result.extra = {**result.extra, "selection": chosen.to_dict()}
     return result

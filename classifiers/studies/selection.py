@@ -99,6 +99,8 @@ class Selection:
     pair_scores: dict[Hashable, dict[tuple[Any, str], float]]
     pairs: list[tuple[Any, str]]
     excluded: dict[Hashable, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    grid: dict[str, Any] | None = None  # the declared candidate grid (Grid.to_dict), when chosen from one
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record for a result (settings as ``repr`` strings unless plain JSON values)."""
@@ -115,6 +117,7 @@ class Selection:
                             "pair_uar": [float(self.pair_scores[s][p]) for p in self.pairs]}
                            for s, m in self.mean_scores.items()],
             "excluded": [{"setting": name(s), "reason": r} for s, r in self.excluded.items()],
+            "warnings": list(self.warnings), "grid": self.grid,
         }
 
 
@@ -163,6 +166,74 @@ def select_lto(candidates: Sequence[Candidate], corpora: Sequence[str], target: 
     means = {s: float(np.mean(list(pair_scores[s].values()))) for s in allowed}
     chosen = max(allowed, key=lambda s: means[s])  # first of equals: max keeps the earliest
     return Selection("lto", target, chosen, means, pair_scores, pairs, excluded)
+
+
+def select_source(candidates: Sequence[Candidate], source: Any, dev_score: Callable[[Hashable], float],
+                  facts: TargetFacts | None = None) -> Selection:
+    """Choose among ``candidates`` by ``dev_score(setting)``, the UAR on a speaker-independent dev split of the
+    ``source`` (today's ``--layer best``, over the whole grid), after :func:`speaker_guard`. The target is
+    never read; the scored "pair" is ``(source, "dev")``."""
+    pair = (source, "dev")
+    excluded = {c.setting: why for c in candidates if (why := speaker_guard(c, facts)) is not None}
+    allowed = [c.setting for c in candidates if c.setting not in excluded]
+    if not allowed:
+        raise SelectionError(f"every candidate is excluded: {excluded}")
+    pair_scores = {s: {pair: float(dev_score(s))} for s in allowed}
+    means = {s: pair_scores[s][pair] for s in allowed}
+    chosen = max(allowed, key=lambda s: means[s])
+    return Selection("source", "", chosen, means, pair_scores, [pair], excluded)
+
+
+# --------------------------------------------------------------------------- the declared candidate grid
+DEFAULT_NORMS: tuple[str, ...] = ("none", "corpus", "speaker")
+SPEAKER_NORMS = frozenset({"speaker"})  # settings that need target speakers who show several classes
+GRID_KEYS: tuple[str, ...] = ("layers", "norms", "classifiers")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The candidates of ``--select``: ``layers`` (None: every stored layer) x ``norms`` x ``classifiers``
+    (None: the configured one). The one place the default grid is declared."""
+
+    layers: tuple[int, ...] | None = None
+    norms: tuple[str, ...] = DEFAULT_NORMS
+    classifiers: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, data: dict[str, Any] | None) -> Grid:
+        """A grid from ``{layers: [..], norms: [..], classifiers: [..]}`` (each optional; the setting
+        ``select_grid``); values checked by the settings table."""
+        from classifiers.studies import settings
+
+        data = dict(data or {})
+        unknown = sorted(set(data) - set(GRID_KEYS))
+        if unknown:
+            raise SelectionError(f"select grid keys {unknown} are not valid; use {', '.join(GRID_KEYS)}")
+
+        def values(key: str, setting: str) -> tuple[Any, ...] | None:
+            if key not in data:
+                return None
+            items = data[key] if isinstance(data[key], (list, tuple)) else [data[key]]
+            try:
+                return tuple(dict.fromkeys(settings.check(setting, v, f"select grid {key}") for v in items)) or None
+            except FsError as exc:
+                raise SelectionError(str(exc)) from None
+
+        layers = values("layers", "layer")
+        if layers is not None and not all(isinstance(k, int) for k in layers):
+            raise SelectionError(f"select grid layers {list(layers)} must be layer numbers")
+        return cls(layers, values("norms", "norm") or DEFAULT_NORMS, values("classifiers", "classifier"))
+
+    def candidates(self, num_layers: int, classifier: str) -> list[Candidate]:
+        """Every ``(layer, norm, classifier)`` setting, speaker norms flagged for the guard."""
+        layers = self.layers if self.layers is not None else tuple(range(num_layers))
+        return [Candidate((layer, norm, clf), needs_speaker_variety=norm in SPEAKER_NORMS)
+                for clf in (self.classifiers or (classifier,)) for norm in self.norms for layer in layers]
+
+    def to_dict(self, num_layers: int, classifier: str) -> dict[str, Any]:
+        """The grid as resolved for a model and configuration (what a result records)."""
+        return {"layers": list(self.layers if self.layers is not None else range(num_layers)),
+                "norms": list(self.norms), "classifiers": list(self.classifiers or (classifier,))}
 
 
 def rank_agreement(rule_scores: dict[Hashable, float], hindsight_scores: dict[Hashable, float]) -> dict[str, Any]:
