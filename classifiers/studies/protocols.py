@@ -391,9 +391,10 @@ def _union(sides: list[_Side]) -> _Side:
 
 
 def _load_side(config: ProbeConfig, role: str, store: FeatureStore, workspace: Workspace, cache: Cache) -> _Side:
-    if role == "source" and isinstance(config.source, tuple):
-        return _union([_load_corpus(config, corpus, role, store, workspace, cache) for corpus in config.source])
-    return _load_corpus(config, config.source if role == "source" else config.target, role, store, workspace, cache)
+    corpora = config.source if role == "source" else config.target
+    if isinstance(corpora, tuple):
+        return _union([_load_corpus(config, corpus, role, store, workspace, cache) for corpus in corpora])
+    return _load_corpus(config, corpora, role, store, workspace, cache)
 
 
 def _load_corpus(config: ProbeConfig, corpus: str, role: str, store: FeatureStore, workspace: Workspace,
