@@ -7,7 +7,8 @@ A study file (``fs sweep STUDY.yaml``; shipped ones by name: ``paper``, ``demo``
     defaults: {classifier: mlp, layers: last, seeds: 5}        # any experiment setting
     experiments:
       - name: cross-language
-        all_pairs: [iemocap, emodb, emovo, urdu]               # every ordered pair (or pairs: [a->b, ...])
+        all_pairs: [iemocap, emodb, emovo, urdu]               # every ordered pair (or pairs: [a->b, ...], or
+                                                               # loco: [a, b, c]: each as target from all the others)
         models: [wav2vec2, xlsr, whisper, mms]
       - name: few-shot
         pairs: [iemocap->emodb, iemocap->urdu]
@@ -56,7 +57,7 @@ LIST_KEYS = {"models": "model", **{s.study_key: s.name for s in SETTINGS if s.ma
 SCALAR_KEYS = tuple(s.study_key for s in SETTINGS if s.study_key and not s.many)
 METHODS = settings.METHODS  # `method:` makes an experiment fine-tune (classifiers.studies.finetune)
 SETTING_KEYS = tuple(LIST_KEYS) + SCALAR_KEYS
-EXPERIMENT_KEYS = ("name", "note", "pairs", "all_pairs", "condition") + SETTING_KEYS
+EXPERIMENT_KEYS = ("name", "note", "pairs", "all_pairs", "loco", "condition") + SETTING_KEYS
 CONDITIONS = settings.CONDITIONS  # which side is mixed with the study's noise
 LAYER_WORDS = ("last", "best", "mean")
 STATS = settings.STATS
@@ -194,10 +195,17 @@ def _settings(where: str, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pairs(where: str, data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    if ("pairs" in data) == ("all_pairs" in data):
-        raise StudyError(f"{where}: give exactly one of pairs (e.g. [iemocap->emodb, [urdu, emovo]]) or all_pairs "
-                         "(corpora: every ordered pair of two different ones)")
+def _pairs(where: str, data: dict[str, Any]) -> tuple[tuple[Any, str], ...]:
+    """The experiment's (source, target) pairs; with ``loco`` the source is the tuple of all the other corpora."""
+    if sum(key in data for key in ("pairs", "all_pairs", "loco")) != 1:
+        raise StudyError(f"{where}: give exactly one of pairs (e.g. [iemocap->emodb, [urdu, emovo]]), all_pairs "
+                         "(corpora: every ordered pair of two different ones) or loco (corpora: each as target, all "
+                         "the others together as the source)")
+    if "loco" in data:
+        corpora = _as_list(data["loco"])
+        if len(corpora) < 3 or not all(isinstance(c, str) and c for c in corpora) or len(set(corpora)) != len(corpora):
+            raise StudyError(f"{where}: loco needs a list of at least three different corpus names, got {data['loco']!r}")
+        return tuple((tuple(c for c in corpora if c != t), t) for t in corpora)
     if "all_pairs" in data:
         corpora = _as_list(data["all_pairs"])
         if len(corpora) < 2 or not all(isinstance(c, str) and c for c in corpora) or len(set(corpora)) != len(corpora):
@@ -369,6 +377,11 @@ def expand_study(study: Study) -> list[Cell]:
     return [Cell(config=c, experiments=tuple(dict.fromkeys(e))) for c, e in cells.values()]
 
 
+def _corpora(source: Any) -> tuple[str, ...]:
+    """The corpora of a configuration's source (several for a multi-source one)."""
+    return (source,) if isinstance(source, str) else tuple(source)
+
+
 def _config_from_dict(data: dict[str, Any]) -> Any:
     """A probe or fine-tuning configuration from its settings (:func:`classifiers.studies.result.config_from_dict`)."""
     from classifiers.studies.result import config_from_dict
@@ -377,13 +390,14 @@ def _config_from_dict(data: dict[str, Any]) -> Any:
 
 
 # --------------------------------------------------------------------------- planning
-def _group_query(config: Any, side: str) -> tuple[str, str, str | None, tuple[tuple[str, Any], ...]]:
-    """(corpus, model, condition, filters) of the store group that ``config`` reads for ``side``
-    (resolved as the protocol resolves it: :func:`classifiers.studies.views.noise_filters`)."""
+def _group_queries(config: Any, side: str) -> list[tuple[str, str, str | None, tuple[tuple[str, Any], ...]]]:
+    """(corpus, model, condition, filters) of each store group that ``config`` reads for ``side`` (several for a
+    multi-source one; resolved as the protocol resolves it: :func:`classifiers.studies.views.noise_filters`)."""
     from classifiers.studies.views import noise_filters
 
     condition, filters = noise_filters(getattr(config, f"{side}_noise"), config.whisper_input, config.model_seed)
-    return getattr(config, side), config.model, condition, tuple(sorted(filters.items()))
+    return [(corpus, config.model, condition, tuple(sorted(filters.items())))
+            for corpus in _corpora(getattr(config, side))]
 
 
 def extract_command(corpora: list[str], model: str, filters: dict[str, Any], side: dict[str, Any] | None = None) -> str:
@@ -412,22 +426,22 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
     all that is missing (the ``fs corpus add`` / ``fs extract`` commands that make it)."""
     from classifiers.studies.result import result_identity
 
-    corpora = sorted({c for cell in cells for c in (cell.config.source, cell.config.target)})
+    corpora = sorted({c for cell in cells for c in (*_corpora(cell.config.source), cell.config.target)})
     missing_corpora = [c for c in corpora if not workspace.manifest_path(c).exists()]
     resolved: dict[tuple, StoreKey] = {}
     problems: dict[tuple, StoreError] = {}
     sides: dict[tuple, dict[str, Any] | None] = {}  # query -> the condition side it reads (for the hint)
     for cell in cells:
         for side in ("source", "target"):
-            query = _group_query(cell.config, side)
-            sides[query] = getattr(cell.config, f"{side}_noise")
-            if query in resolved or query in problems or query[0] in missing_corpora:
-                continue
-            corpus, model, condition, filters = query
-            try:
-                resolved[query] = store.resolve(corpus, model, condition, **dict(filters))
-            except StoreError as exc:
-                problems[query] = exc
+            for query in _group_queries(cell.config, side):
+                sides[query] = getattr(cell.config, f"{side}_noise")
+                if query in resolved or query in problems or query[0] in missing_corpora:
+                    continue
+                corpus, model, condition, filters = query
+                try:
+                    resolved[query] = store.resolve(corpus, model, condition, **dict(filters))
+                except StoreError as exc:
+                    problems[query] = exc
     if missing_corpora or problems:
         lines = []
         if missing_corpora:
@@ -452,7 +466,7 @@ def plan_sweep(cells: list[Cell], store: FeatureStore, workspace: Workspace) -> 
     cache: dict[Any, Any] = {}
     identities: dict[tuple, dict[str, Any]] = {}
     for cell in cells:
-        queries = tuple(_group_query(cell.config, s) for s in ("source", "target"))
+        queries = tuple(q for s in ("source", "target") for q in _group_queries(cell.config, s))
         plan.groups[cell.key] = sorted({resolved[q] for q in queries}, key=lambda k: k.path)
         if queries not in identities:  # the identity depends on the groups and corpora only
             identities[queries] = result_identity(cell.config, store, workspace, cache)
