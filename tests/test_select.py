@@ -111,3 +111,26 @@ def test_fs_probe_select_prints_the_choice(four) -> None:
     assert out.exit_code == 0, out.output
     assert "selected by lto" in out.output and "excluded" in out.output
     assert np.isfinite(float(out.output.split("UAR ")[1].split()[0]))
+
+
+def _row(source: str, target: str, layer: int, norm: str, uar: float) -> dict:
+    config = {"source": source, "target": target, "model": MODEL, "layer": layer, "norm": norm, "classifier": "logreg",
+              "seeds": 1, "stat": "mean", "shots": 0}
+    return {"config": config, "uar_mean": uar, "config_key": f"{source}{target}{layer}{norm}"}
+
+
+def test_report_friedman_and_critical_difference_plot(tmp_path: Path) -> None:
+    from classifiers.reports.report import friedman_nemenyi, selection_section
+
+    corpora = ("emodb", "urdu", "emovo")
+    rows = [_row(s, t, layer, norm, 0.3 + 0.1 * layer + (0.05 if norm == "corpus" else 0) + 0.01 * len(s + t))
+            for s in corpora for t in corpora if s != t for layer in (0, 1, 2) for norm in ("none", "corpus")]
+    lines, path = selection_section(rows, tmp_path)
+    assert path == tmp_path / "cd.png" and path.read_bytes()[:4] == b"\x89PNG"
+    assert any("Friedman test over 6 settings x 6 pairs" in line for line in lines)
+    text = "\n".join(lines)
+    assert "layer 2" in text and "0.0" in text  # LTO picks the planted best (layer 2, corpus norm): no points lost
+    U = np.array([[1.0, 2.0, 3.0]] * 6)
+    test = friedman_nemenyi(U)
+    assert test["mean_ranks"] == [3.0, 2.0, 1.0] and test["p"] < 0.01
+    assert test["cd"] == pytest.approx(3.314 / np.sqrt(2) * np.sqrt(3 * 4 / 36), rel=1e-3)  # q_0.05(3, inf) = 3.314

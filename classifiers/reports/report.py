@@ -800,6 +800,116 @@ def embedding_views(rows: list[dict[str, Any]], store: Any, workspace: Workspace
     return views, model
 
 
+# --------------------------------------------------------------------------- which setting: ranks across pairs
+def configuration_matrix(rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]], np.ndarray]:
+    """Clean zero-shot cross-language UARs as ``(settings, pairs, U)``, ``U`` ``(n_pairs, n_settings)`` in %:
+    only the settings (:func:`setting_of`) scored on every pair that has any of them (a complete block)."""
+    cells: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
+    for r in rows:
+        source, target = _pair(r)
+        if source != target and not shots_of(r) and not is_noisy(r):
+            cells[setting_of(r)][(source, target)] = 100 * float(r["uar_mean"])
+    pairs = sorted({p for by_pair in cells.values() for p in by_pair}, key=_pair_rank)
+    settings = [s for s, by_pair in cells.items() if all(p in by_pair for p in pairs)]
+    return settings, pairs, np.array([[cells[s][p] for s in settings] for p in pairs]).reshape(len(pairs), -1)
+
+
+def friedman_nemenyi(U: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
+    """Friedman test over ``U`` ``(n_pairs, k settings)`` (higher is better) and the Nemenyi critical difference
+    of mean ranks (rank 1 = best): ``q_alpha(k, inf) / sqrt(2) * sqrt(k (k + 1) / (6 n))``."""
+    from scipy.stats import friedmanchisquare, rankdata, studentized_range
+
+    n, k = U.shape
+    if n < 2 or k < 3:
+        raise ReportError(f"a Friedman test needs at least 3 settings on at least 2 pairs, got {k} on {n}")
+    stat, p = friedmanchisquare(*U.T)
+    ranks = np.vstack([rankdata(-row) for row in U]).mean(axis=0)
+    q = float(studentized_range.ppf(1 - alpha, k, np.inf)) / np.sqrt(2)
+    return {"statistic": float(stat), "p": float(p), "mean_ranks": ranks.tolist(), "n_pairs": n,
+            "cd": q * float(np.sqrt(k * (k + 1) / (6 * n))), "alpha": alpha}
+
+
+def plot_critical_difference(names: list[str], test: dict[str, Any], path: Path) -> Path:
+    """Mean ranks on one axis (best at the left) with the Nemenyi critical difference as a bar; settings whose
+    ranks differ by less than it are joined by a line (not significantly different)."""
+    plt = _pyplot()
+    ranks = np.asarray(test["mean_ranks"])
+    order = np.argsort(ranks)
+    k = len(ranks)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.3 * k), layout="constrained")
+    ax.set_xlim(0.5, k + 0.5)
+    ax.set_ylim(-k - 1, 2)
+    ax.hlines(0, 1, k, color="black")
+    for i, j in enumerate(order):
+        ax.plot([ranks[j], ranks[j]], [0, -i - 1], color="grey", lw=0.8)
+        ax.text(ranks[j], -i - 1, f" {names[j]} ({ranks[j]:.2f})", va="center", fontsize=7)
+    start = 0  # cliques: runs of settings (in rank order) within the CD of each other
+    for i in range(k):
+        while ranks[order[i]] - ranks[order[start]] > test["cd"]:
+            start += 1
+        if i > start:
+            ax.hlines(0.4 + 0.15 * (start % 4), ranks[order[start]], ranks[order[i]], color="tab:red", lw=3)
+    ax.hlines(1.4, 1, 1 + test["cd"], color="black", lw=2)
+    ax.text(1, 1.6, f"CD = {test['cd']:.2f} (Nemenyi, alpha {test['alpha']:g}, {test['n_pairs']} pairs)", fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlabel("mean rank over pairs (1 = best)")
+    ax.set_title(f"Friedman chi2 = {test['statistic']:.1f}, p = {test['p']:.3g}", fontsize=9)
+    return save_figure(fig, path)
+
+
+def _lto_agreement(settings: list[str], pairs: list[tuple[str, str]], U: np.ndarray,
+                   workspace: Workspace | None) -> list[list[str]]:
+    """Per target: how the LTO rule's choice (guarded, over the pairs among the other corpora in ``U``) tracks
+    the best setting on that target's pairs in hindsight (:func:`~classifiers.studies.selection.rank_agreement`)."""
+    from classifiers.studies.selection import Candidate, SelectionError, rank_agreement, select_lto
+
+    score = {(s, p): U[i, j] for i, p in enumerate(pairs) for j, s in enumerate(settings)}
+    corpora = sorted({c for p in pairs for c in p})
+    lines = []
+    for target in corpora:
+        facts = None
+        if workspace is not None and workspace.manifest_path(target).exists():
+            from classifiers.studies.engine import target_facts
+
+            facts = target_facts(workspace, target)
+        cands = [Candidate(s, needs_speaker_variety=json.loads(s).get("norm") == "speaker") for s in settings]
+        on = [c for c in corpora if c != target]
+        try:
+            sel = select_lto(cands, corpora, target, lambda s, a, b: score[(s, (a, b))] if (s, (a, b)) in score
+                             else float("nan"), on=on, facts=facts)
+        except SelectionError:
+            continue
+        hind = {s: float(np.mean([score[(s, p)] for p in pairs if p[1] == target])) for s in settings}
+        if any(np.isnan(v) for v in sel.mean_scores.values()) or not any(p[1] == target for p in pairs):
+            continue
+        agree = rank_agreement(sel.mean_scores, hind)
+        lines.append([target, setting_line(agree["chosen"]), f"{hind[agree['chosen']]:.1f}",
+                      setting_line(agree["best_in_hindsight"]), f"{hind[agree['best_in_hindsight']]:.1f}",
+                      f"{agree['points_lost']:.1f}", f"{agree['spearman']:.2f}"])
+    return lines
+
+
+def selection_section(rows: list[dict[str, Any]], folder: Path,
+                      workspace: Workspace | None = None) -> tuple[list[str], Path | None]:
+    """Which setting to trust across the study's pairs: each rule's choice against the best in hindsight per
+    target, a Friedman test over settings x pairs and the critical-difference plot (``cd.png``)."""
+    settings, pairs, U = configuration_matrix(rows)
+    if len(settings) < 3 or len(pairs) < 2:
+        return [], None
+    out = ["## Which setting: ranks across pairs", ""]
+    agreement = _lto_agreement(settings, pairs, U, workspace)
+    if agreement:
+        out += ["Leave-target-out (LTO, guarded) choice per target, scored on that target's pairs against the best "
+                "setting in hindsight (Spearman: rank correlation of the LTO scores with the hindsight scores):", ""]
+        out += _table(["target", "LTO choice", "UAR", "best in hindsight", "UAR", "points lost", "Spearman"],
+                      agreement) + [""]
+    test = friedman_nemenyi(U)
+    path = plot_critical_difference([setting_line(s) for s in settings], test, folder / "cd.png")
+    out += [f"Friedman test over {len(settings)} settings x {len(pairs)} pairs: chi2 = {test['statistic']:.1f}, "
+            f"p = {test['p']:.3g}; Nemenyi critical difference of mean ranks {test['cd']:.2f} (see cd.png).", ""]
+    return out, path
+
+
 # --------------------------------------------------------------------------- the report
 def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "report", *, store: Any = None,
                  paper: bool = False, out: str | Path | None = None, title: str | None = None,
@@ -832,6 +942,8 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
     body += few_shot_section(rows, notes)
     body += noise_section(rows, notes)
     body += condition_model_section(rows, notes)
+    ranked, cd_plot = selection_section(rows, folder, workspace)
+    body += ranked
     heatmaps = plot_heatmaps(rows, folder, heatmap_setting)
     plots: dict[str, Path | None] = {
         **{("Cross-language heatmap" + (f" {i}" if len(heatmaps) > 1 else "")): p
@@ -840,6 +952,7 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
         "Few-shot curves": plot_few_shot(rows, folder / "fewshot.png"),
         "Clean vs noisy": plot_noise(rows, folder / "noise.png"),
         "UAR against SNR": plot_snr(rows, folder / "snr.png"),
+        "Critical difference": cd_plot,
     }
     if store is not None and embedding != "none":
         try:
