@@ -49,7 +49,7 @@ def test_report_files_and_numbers_from_the_ledger(swept: Workspace) -> None:
     assert folder == swept.root / "reports" / "small"
     names = {p.name for p in folder.iterdir()}
     heatmaps = {f"heatmap-{i}.png" for i in range(1, 5)}  # one per setting: layers last, 0, 1, best
-    assert names == {"report.md", "layers.png", "fewshot.png", "noise.png", "embedding.png"} | heatmaps
+    assert names == {"report.md", "layers.png", "fewshot.png", "noise.png", "embedding.png", "cd.png"} | heatmaps
     assert all((folder / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names if n.endswith(".png"))
     text = (folder / "report.md").read_text()
     for section in ("## Cross-language UAR (Table II layout)", "## UAR per layer", "## Few-shot adaptation",

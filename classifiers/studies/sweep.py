@@ -198,9 +198,9 @@ def _settings(where: str, data: dict[str, Any]) -> dict[str, Any]:
 def _pairs(where: str, data: dict[str, Any]) -> tuple[tuple[Any, str], ...]:
     """The experiment's (source, target) pairs; with ``loco`` the source is the tuple of all the other corpora."""
     if sum(key in data for key in ("pairs", "all_pairs", "loco")) != 1:
-        raise StudyError(f"{where}: give exactly one of pairs (e.g. [iemocap->emodb, [urdu, emovo]]), all_pairs "
-                         "(corpora: every ordered pair of two different ones) or loco (corpora: each as target, all "
-                         "the others together as the source)")
+        raise StudyError(f"{where}: give exactly one of pairs (e.g. [iemocap->emodb, [urdu, emovo]]), loco (corpora: "
+                         "each as target, all the others together as the source) or all_pairs (corpora: every "
+                         "ordered pair of two different ones)")
     if "loco" in data:
         corpora = _as_list(data["loco"])
         if len(corpora) < 3 or not all(isinstance(c, str) and c for c in corpora) or len(set(corpora)) != len(corpora):
