@@ -363,14 +363,14 @@ class Data:
         """Frames of utterances ``indices`` (positions in this set), one store read per part."""
         indices = np.asarray(indices, dtype=np.int64)
         part = np.searchsorted(self._starts, indices, side="right") - 1
-        out: list[np.ndarray | None] = [None] * indices.size
+        out: dict[int, np.ndarray] = {}
         for p in np.unique(part):
             side, idx = self.parts[p]
             where = np.flatnonzero(part == p)
             arrays = side.frames(side.rows[idx[indices[where] - self._starts[p]]])
             for w, a in zip(where, arrays):
-                out[w] = a
-        return out  # type: ignore[return-value]
+                out[int(w)] = a
+        return [out[i] for i in range(indices.size)]
 
 
 # --------------------------------------------------------------------------- methods
@@ -526,7 +526,12 @@ def frames_command(group: StoreGroup, layer: int) -> str:
 
 
 def _frame_layer(config: FinetuneConfig) -> int:
-    return 0 if config.method == "cnn-lstm" else int(config.from_layer)  # type: ignore[arg-type]
+    if config.method == "cnn-lstm":
+        return 0
+    if config.from_layer is None:
+        raise FinetuneError(f"--method {config.method} reads no stored frames; frames are for --method lora "
+                            "(--from-layer K) and cnn-lstm")
+    return int(config.from_layer)
 
 
 def _load_side(config: FinetuneConfig, role: str, store: FeatureStore, workspace: Workspace,

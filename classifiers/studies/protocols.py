@@ -743,7 +743,7 @@ def _run_seed(runner: _Runner, splits: SeedSplits, fixed: str | int | None) -> _
     for warning in splits.warnings:
         runner._warn(warning)
     preds, probas, layers, scores, fits = [], [], [], [], []
-    choice: str | int | None = fixed
+    choice: str | int
     for f, fold in enumerate(splits.folds):
         if splits.pooled:
             runner.where["fold"] = f"{f + 1}/{len(splits.folds)}"
@@ -751,9 +751,11 @@ def _run_seed(runner: _Runner, splits: SeedSplits, fixed: str | int | None) -> _
             choice, fold_scores = runner.select_layer(*fold.train[0], seed)
             layers.append(int(choice))
             scores.append(fold_scores)
-        preds.append(runner.fit_predict(fold.train, fold.test, choice, seed))  # type: ignore[arg-type]
-        probas.append(runner.proba(fold.train, fold.test, choice, seed))  # type: ignore[arg-type]
-        fits.append(runner.fit_info(fold.train, fold.test, choice, seed))  # type: ignore[arg-type]
+        else:
+            choice = fixed
+        preds.append(runner.fit_predict(fold.train, fold.test, choice, seed))
+        probas.append(runner.proba(fold.train, fold.test, choice, seed))
+        fits.append(runner.fit_info(fold.train, fold.test, choice, seed))
     tgt, rows = splits.folds[0].test
     if splits.pooled:  # the folds' test parts partition the target: every utterance predicted once
         rows = None
@@ -771,10 +773,10 @@ def _run_seed(runner: _Runner, splits: SeedSplits, fixed: str | int | None) -> _
         run.dev_uar = {str(k): float(np.mean([s[k] for s in scores])) for k in scores[0]}
     if splits.baseline_train is not None:
         test = splits.folds[0].test
-        base = runner.fit_predict(splits.baseline_train, test, choice, seed)  # type: ignore[arg-type]
-        base_proba = runner.proba(splits.baseline_train, test, choice, seed)  # type: ignore[arg-type]
+        base = runner.fit_predict(splits.baseline_train, test, choice, seed)
+        base_proba = runner.proba(splits.baseline_train, test, choice, seed)
         run.baseline = runner.evaluate(truth, base)
-        run.baseline_fit = runner.fit_info(splits.baseline_train, test, choice, seed)  # type: ignore[arg-type]
+        run.baseline_fit = runner.fit_info(splits.baseline_train, test, choice, seed)
         run.baseline_predictions = _predictions(runner, tgt, rows, seed, base, base_proba)
     return run
 
