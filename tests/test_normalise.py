@@ -13,7 +13,20 @@ def sets(seed: int = 0):
 
 
 def test_modes_listed() -> None:
-    assert MODES == ("none", "source", "corpus", "speaker")
+    assert MODES == ("none", "source", "corpus", "speaker", "coral")
+
+
+def test_coral_standardises_each_set_then_gives_the_train_set_the_test_covariance() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(400, 4)) * [1, 2, 3, 4] + 5
+    mixing = np.array([[1, 0.8, 0, 0], [0, 1, 0.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    test = rng.normal(size=(300, 4)) @ mixing - 2
+    a, b, info = normalise(train, test, "coral")
+    np.testing.assert_allclose(b, standardise_set(test))  # the test set: standardised only
+    before = np.abs(np.cov(standardise_set(train), rowvar=False) - np.cov(b, rowvar=False)).max()
+    after = np.abs(np.cov(a, rowvar=False) - np.cov(b, rowvar=False)).max()
+    assert before > 0.4 and after < 0.1  # (Ledoit-Wolf shrinkage keeps it from being exact)
+    assert info == {"mode": "coral", "transductive": True}
 
 
 def test_none_returns_the_features_unchanged() -> None:

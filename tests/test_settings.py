@@ -65,8 +65,7 @@ def test_fine_tune_config_reads_the_same_table() -> None:
         parse_study(_study(method="lroa"))
     with pytest.raises(FinetuneError, match="layer weighted: --method head does not support it yet"):
         FinetuneConfig(method="head", source="a", target="b", model="m", layer="weighted")
-    with pytest.raises(ProtocolError, match="layer weighted: the pooled-feature probe does not support it yet"):
-        ProbeConfig(source="a", target="b", model="m", layer="weighted")
+    assert ProbeConfig(source="a", target="b", model="m", layer="weighted").layer == "weighted"  # the probe learns them
 
 
 def test_click_options_carry_the_tables_choices_default_and_help() -> None:
