@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -156,6 +156,7 @@ def _canonical_source(value: Any, target: Any, error: type[FsError]) -> str | tu
 class Sides:
     """What source, target and shots make of a configuration (shared by probe and fine-tuning configs)."""
 
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # the subclasses are dataclasses: fields(self) is typed
     source: str
     multi_source = False  # a configuration class whose runner trains on a union of corpora sets this
     target: str
@@ -174,7 +175,7 @@ class Sides:
     def settings_dict(self) -> dict[str, Any]:
         """Every field (a dataclass's), the protocol only when it is not the one source, target and shots make
         (so configurations that name no protocol keep their keys)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         if out.get("protocol") == derived_protocol(self):
             del out["protocol"]
         return out
@@ -191,7 +192,7 @@ class Sides:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise error(f"{name} must be a non-empty name, got {getattr(self, name)!r}")
         put("model", _local(str(self.model)))
-        mine = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}  # type: ignore[arg-type]
+        mine = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         for name, value in settings.check_all(mine, error).items():
             put(name, value)
         for name in ("source_noise", "target_noise"):
