@@ -157,7 +157,7 @@ class Sides:
     """What source, target and shots make of a configuration (shared by probe and fine-tuning configs)."""
 
     __dataclass_fields__: ClassVar[dict[str, Any]]  # the subclasses are dataclasses: fields(self) is typed
-    source: str
+    source: str | tuple[str, ...]  # one corpus; a multi-source configuration (ProbeConfig) may hold several
     multi_source = False  # a configuration class whose runner trains on a union of corpora sets this
     target: str
     model: str | None
@@ -220,7 +220,7 @@ class ProbeConfig(Sides):
     normalised on its own, speaker ids prefixed by corpus; ``"a,b"`` and lists are made that tuple).
     """
 
-    source: str | tuple[str, ...]  # type: ignore[assignment]
+    source: str | tuple[str, ...]
     target: str
     model: str
     whisper_input: str | None = None
