@@ -910,6 +910,26 @@ def selection_section(rows: list[dict[str, Any]], folder: Path,
     return out, path
 
 
+def learned_section(rows: list[dict[str, Any]]) -> list[str]:
+    """What results learned or chose on their own: the softmax layer weights of ``--layer weighted`` (mean over
+    seeds, the heaviest layer named) and, for ``--select`` results, which rule chose which setting."""
+    out = []
+    for r in rows:
+        weights = r.get("layer_weights")
+        if weights:
+            w = np.asarray(weights, dtype=float).reshape(-1, np.shape(weights)[-1]).mean(axis=0)  # (L,)
+            out.append(f"- {' → '.join(_pair(r))}, {model_label(r)}: learned layer weights "
+                       f"{' '.join(f'{x:.2f}' for x in w)} (layers 0..{w.size - 1}; heaviest: layer {int(np.argmax(w))})")
+        sel = r.get("selection")
+        if isinstance(sel, dict) and sel.get("rule"):
+            best = max(sel.get("candidates") or [{}], key=lambda c: c.get("mean_uar", float("-inf")))
+            score = f" (its score {100 * best['mean_uar']:.1f} over {len(sel.get('pairs') or [])} pair(s))" \
+                if "mean_uar" in best else ""
+            out.append(f"- {' → '.join(_pair(r))}, {model_label(r)}: `--select {sel['rule']}` chose {sel.get('chosen')}"
+                       f"{score} from {len(sel.get('candidates') or [])} candidate(s)")
+    return ["## Learned and selected", ""] + out + [""] if out else []
+
+
 # --------------------------------------------------------------------------- the report
 def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "report", *, store: Any = None,
                  paper: bool = False, out: str | Path | None = None, title: str | None = None,
@@ -944,6 +964,7 @@ def write_report(rows: list[dict[str, Any]], workspace: Workspace, name: str = "
     body += condition_model_section(rows, notes)
     ranked, cd_plot = selection_section(rows, folder, workspace)
     body += ranked
+    body += learned_section(rows)
     heatmaps = plot_heatmaps(rows, folder, heatmap_setting)
     plots: dict[str, Path | None] = {
         **{("Cross-language heatmap" + (f" {i}" if len(heatmaps) > 1 else "")): p
