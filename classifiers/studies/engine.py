@@ -114,6 +114,23 @@ def candidate_config(config: Any, setting: tuple[Any, str, str], **sides: Any) -
     return replace(config, layer=layer, norm=norm, classifier=classifier, classifier_params=params, **sides)
 
 
+def target_score(config: Any, setting: tuple[Any, str, str], rule: str, store: FeatureStore, workspace: Workspace,
+                 cache: Cache) -> float:
+    """The label-free score ``rule`` (entropy, snd, iwcv; higher is better) of ``config``'s probe with the candidate
+    ``setting``, trained on the source (seed 0, clean, no shots) and read on the target's features only."""
+    from classifiers.learners import target_scores
+    from classifiers.studies.protocols import target_outputs
+
+    probe = candidate_config(config, setting, seeds=1, shots=0, source_noise=None, target_noise=None, protocol=None)
+    out = target_outputs(probe, store, workspace, cache, dev=rule == "iwcv")
+    if rule == "entropy":
+        return target_scores.prediction_entropy(out["proba"])
+    if rule == "snd":
+        return target_scores.soft_neighbourhood_density(out["proba"])
+    return target_scores.importance_weighted_uar(out["dev_labels"], out["dev_pred"], out["dev_X"], out["source_X"],
+                                                 out["target_X"])
+
+
 def select(config: Any, rule: str, store: FeatureStore, workspace: Workspace, *, on: Sequence[str] | None = None,
            grid: dict[str, Any] | None = None, cache: Cache | None = None, ledger: Ledger | None | bool = True,
            study: str | None = None) -> Any:
@@ -123,9 +140,11 @@ def select(config: Any, rule: str, store: FeatureStore, workspace: Workspace, *,
     ``lto``: each candidate's mean UAR (1 seed, clean, no shots, ledger first) over the ordered pairs among
     the other corpora extracted with the model (``on`` names them; a multi-source config scores each as target
     from all the remaining ones); ``source``: the candidate's dev UAR on a speaker-independent split of the
-    source. Both exclude speaker normalisation unless the target's label-free facts allow it."""
+    source; ``entropy``, ``snd``, ``iwcv``: a label-free score of the candidate trained on the source, read on the
+    target's features (:func:`target_score`). All exclude speaker normalisation unless the target's label-free
+    facts allow it."""
     from classifiers.studies.protocols import source_corpora, source_dev_scores
-    from classifiers.studies.selection import Grid, SelectionError, select_lto, select_source
+    from classifiers.studies.selection import TARGET_RULES, Grid, SelectionError, select_lto, select_source, select_target_aware
 
     cache = {} if cache is None else cache
     declared = Grid.parse(grid)
@@ -157,8 +176,11 @@ def select(config: Any, rule: str, store: FeatureStore, workspace: Workspace, *,
 
         chosen = select_source(candidates, config.source, dev_score, facts)
         chosen.warnings = warnings
+    elif rule in TARGET_RULES:
+        chosen = select_target_aware(rule, candidates, config.source, config.target,
+                                     lambda setting: target_score(config, setting, rule, store, workspace, cache), facts)
     else:
-        raise SelectionError(f"unknown selection rule {rule!r}; use lto or source")
+        raise SelectionError(f"unknown selection rule {rule!r}; use lto, source, {', '.join(TARGET_RULES)}")
     chosen.target = config.target
     chosen.grid = declared.to_dict(group.num_layers, config.classifier)
     return chosen
@@ -174,4 +196,24 @@ def run_selected(config: Any, rule: str, store: FeatureStore, workspace: Workspa
                     ledger=kwargs.get("ledger", True), study=kwargs.get("study"))
     result = run(candidate_config(config, chosen.chosen), store, workspace, **kwargs)
     result.extra = {**result.extra, "selection": chosen.to_dict()}
+    book = kwargs.get("ledger", True)
+    if book:
+        keep_selection(result, Ledger.open(workspace) if book is True else book, kwargs.get("study"))
     return result
+
+
+def keep_selection(result: Result, book: Ledger, study: str | None = None) -> None:
+    """Write ``result`` (with ``extra["selection"]``) to its ledger row, so the row says which rule chose it; the
+    row's per-utterance predictions are kept (read back when ``result`` came from the ledger without them)."""
+    from classifiers.studies.intervals import PARTS
+    from classifiers.studies.ledger import LedgerError, row_identity
+
+    record = result.to_record()
+    row = book.row_key(record["config_key"], row_identity(record))
+    for part in PARTS:
+        if not record.get(part):
+            try:
+                record[part] = book.predictions(row, part)
+            except LedgerError:  # stored without them (or a baseline part the run has not)
+                record.pop(part, None)
+    book.put(record, study=study)

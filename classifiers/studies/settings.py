@@ -33,7 +33,7 @@ CONDITIONS: tuple[str, ...] = ("clean", "target", "source", "both")  # which sid
 STATS: tuple[str, ...] = ("mean", "mean+std")
 SHOT_WEIGHT_WORDS: tuple[str, ...] = ("none", "auto")  # besides a positive number
 WHISPER_INPUTS: tuple[str, ...] = ("full", "trim")
-SELECT_RULES: tuple[str, ...] = ("lto", "source")  # model-selection rules (classifiers.studies.selection)
+SELECT_RULES: tuple[str, ...] = ("lto", "source", "entropy", "snd", "iwcv")  # classifiers.studies.selection rules
 
 
 class SettingError(FsError):
@@ -235,11 +235,14 @@ SETTINGS: tuple[Setting, ...] = (
             study_key="conditions", many=True),
     Setting("select", "choice", None, "Choose layer, normalisation and classifier from --select-grid without the "
             "target's labels: lto (mean UAR over the pairs among the other corpora) or source (a speaker-"
-            "independent dev split of the source).", SELECT_RULES, optional=True),
+            "independent dev split of the source); label-free scores on the target's features: entropy (prediction "
+            "entropy), snd (soft neighbourhood density), iwcv (importance-weighted source dev UAR).",
+            SELECT_RULES, optional=True, study_key="select"),
     Setting("select_on", "names", None, "lto: the corpora to select on [default: every other corpus extracted "
-            "with the model], e.g. emodb,ravdess,emovo.", optional=True),
+            "with the model], e.g. emodb,ravdess,emovo.", optional=True, study_key="select_on"),
     Setting("select_grid", "mapping", {}, "Candidates of --select, e.g. {layers: [2, 3, 4], norms: [none, corpus], "
-            "classifiers: [logreg]} [default: every layer x none, corpus, speaker x --classifier]."),
+            "classifiers: [logreg]} [default: every layer x none, corpus, speaker x --classifier].",
+            study_key="select_grid"),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 BY_STUDY_KEY: dict[str, Setting] = {s.study_key: s for s in SETTINGS if s.study_key}

@@ -29,7 +29,9 @@ number of configurations and an estimated time are known before any is made (:fu
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 import re
 import uuid
@@ -104,16 +106,28 @@ class Study:
     path: str = ""
 
 
+SELECT_KEYS = ("select", "select_on", "select_grid")  # a cell chosen by a selection rule (engine.run_selected)
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One configuration to run and the experiments of the study that asked for it."""
+    """One configuration to run and the experiments of the study that asked for it; with ``select`` (``{rule, on,
+    grid}``) the configuration's layer, normalisation and classifier are chosen by that rule when it runs."""
 
     config: Any  # ProbeConfig
     experiments: tuple[str, ...]
+    select: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
-        return self.config.key()
+        if not self.select:
+            return self.config.key()
+        text = json.dumps([self.config.key(), self.select], sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def payload(self) -> dict[str, Any]:
+        """What a worker gets (:func:`run_cells`): the configuration's dict, with ``_select`` for a selected cell."""
+        return {**self.config.to_dict(), **({"_select": self.select} if self.select else {})}
 
 
 _suggest = settings.suggest  # " (did you mean 'x'?)"
@@ -365,16 +379,34 @@ def expand_study(study: Study) -> list[Cell]:
                     config["source_noise"] = dict(side)
                 if condition in ("target", "both"):
                     config["target_noise"] = dict(side)
+            given = {k: config.pop(k) for k in SELECT_KEYS if k in config}
             try:
+                select = _select_spec(given)
                 probe = _config_from_dict(config)
+                if select and getattr(probe, "method", None):
+                    raise StudyError(f"select chooses a probe's layer, normalisation and classifier; method "
+                                     f"{probe.method!r} has none to choose (leave select out of fine-tuning experiments)")
             except FsError as exc:
                 raise StudyError(f"{study.path or study.name}: experiment {exp.name!r}: {exc}") from None
-            key = probe.key()
-            if key in cells:
-                cells[key][1].append(exp.name)
+            cell = Cell(config=probe, experiments=(), select=select)
+            if cell.key in cells:
+                cells[cell.key][1].append(exp.name)
             else:
-                cells[key] = (probe, [exp.name])
-    return [Cell(config=c, experiments=tuple(dict.fromkeys(e))) for c, e in cells.values()]
+                cells[cell.key] = (cell, [exp.name])
+    return [Cell(config=c.config, experiments=tuple(dict.fromkeys(e)), select=c.select) for c, e in cells.values()]
+
+
+def _select_spec(given: dict[str, Any]) -> dict[str, Any] | None:
+    """``{rule, on, grid}`` of an experiment's ``select`` / ``select_on`` / ``select_grid`` (None without ``select``)."""
+    if given.get("select") is None:
+        if any(given.get(k) for k in ("select_on", "select_grid")):
+            raise StudyError("select_on and select_grid need select (lto or source)")
+        return None
+    from classifiers.studies.selection import Grid
+
+    Grid.parse(given.get("select_grid") or None)  # a bad grid is refused before anything runs
+    on = settings.check("select_on", given.get("select_on"))  # canonical: names sorted, once each
+    return {"rule": given["select"], "on": list(on) if on else None, "grid": given.get("select_grid") or None}
 
 
 def _corpora(source: Any) -> tuple[str, ...]:
@@ -503,7 +535,7 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
     configuration: the result (without its per-utterance predictions once they are in the ledger), or
     ``{"config_key", "error"}`` for an fs error.
     """
-    from classifiers.studies.engine import run
+    from classifiers.studies.engine import run, run_selected
     from classifiers.studies.ledger import Ledger
 
     store = FeatureStore(store_url)
@@ -512,15 +544,23 @@ def run_cells(configs: list[dict[str, Any]], store_url: str, workspace_root: str
     views = _worker_views(token or uuid.uuid4().hex)
     out = []
     for data in configs:
+        data = dict(data)
+        select = data.pop("_select", None)
         config = _config_from_dict(data)
+        cell_key = Cell(config, (), select).key
         try:  # the sweep looked the ledger up already: compute (keeping fine-tuning checkpoints) and store
-            result = run(config, store, workspace, rerun=True, retrain=False, cache=views, ledger=ledger,
-                         study=study).to_record()
+            if select:  # the candidates and the chosen run ledger first; the selection kept on the chosen row
+                result = run_selected(config, select["rule"], store, workspace, on=select.get("on"),
+                                      grid=select.get("grid"), cache=views, ledger=ledger, study=study).to_record()
+            else:
+                result = run(config, store, workspace, rerun=True, retrain=False, cache=views, ledger=ledger,
+                             study=study).to_record()
         except FsError as exc:
-            out.append({"config_key": config.key(), "error": str(exc), "config": config.to_dict()})
+            out.append({"config_key": config.key(), "cell_key": cell_key, "error": str(exc),
+                        "config": config.to_dict()})
             continue
         # the predictions stay in the ledger; the result carries its intervals
-        out.append(without_predictions(result) if ledger is not None else result)
+        out.append({**(without_predictions(result) if ledger is not None else result), "cell_key": cell_key})
     views.trim(KEEP_BETWEEN_TASKS_MB * 2**20)
     return out
 
@@ -602,7 +642,7 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     known_rows = []
     for cell in cells:
         identity = plan.identities[cell.key]
-        found = None if rerun else lookup(cell.config, identity, ledger)
+        found = None if rerun or cell.select else lookup(cell.config, identity, ledger)  # selected: chosen when run
         if found is not None:
             results[cell.key] = {**found.to_record(), "from_ledger": True}
             known_rows.append(ledger.row_key(cell.key, identity))
@@ -611,11 +651,12 @@ def run_sweep(study: Study | str | Path, store: FeatureStore, workspace: Workspa
     pending = [cell for cell in cells if cell.key not in results]
     failures: dict[str, str] = {}
     for batch in _execute(pending, store, workspace, n_jobs, progress, backend, address, study.name):
-        done = [r for r in batch if "error" not in r]
-        failures.update({r["config_key"]: r["error"] for r in batch if "error" in r})
+        cell_keys = [r.pop("cell_key", r["config_key"]) for r in batch]  # a selected cell's result is another key's
+        done = [(k, r) for k, r in zip(cell_keys, batch) if "error" not in r]
+        failures.update({k: r["error"] for k, r in zip(cell_keys, batch) if "error" in r})
         if done and backend == "ray":  # local workers wrote each result as it finished
-            ledger.put_many(done, study=study.name)
-        results.update({r["config_key"]: {**without_predictions(r), "from_ledger": False} for r in done})
+            ledger.put_many([r for _, r in done], study=study.name)
+        results.update({k: {**without_predictions(r), "from_ledger": False} for k, r in done})
     if failures:
         shown = "\n".join(f"  {_describe(next(c.config for c in cells if c.key == k))}: {msg}"
                           for k, msg in list(failures.items())[:20])
@@ -648,7 +689,7 @@ def _execute(cells: list[Cell], store: FeatureStore, workspace: Workspace, n_job
     tasks = _tasks(cells, n_jobs)
     n_jobs = min(n_jobs, len(tasks))
     token = uuid.uuid4().hex
-    args = [([c.config.to_dict() for c in task], store.url, str(workspace.root), token, study) for task in tasks]
+    args = [([c.payload() for c in task], store.url, str(workspace.root), token, study) for task in tasks]
     with tqdm(total=len(cells), unit="cell", desc="sweep", disable=not progress, dynamic_ncols=True) as bar:
         if n_jobs <= 1:
             batches: Any = (run_cells(*a) for a in args)
@@ -679,7 +720,7 @@ def _execute_on_ray(cells: list[Cell], store: FeatureStore, workspace: Workspace
         n_jobs = n_jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
         tasks = _tasks(cells, n_jobs)
         token = uuid.uuid4().hex
-        args = [([c.config.to_dict() for c in task], store.url, str(workspace.root), token) for task in tasks]
+        args = [([c.payload() for c in task], store.url, str(workspace.root), token) for task in tasks]
         with tqdm(total=len(cells), unit="cell", desc="sweep (ray)", disable=not progress, dynamic_ncols=True) as bar:
             with parallel_backend("ray"):
                 batches = Parallel(n_jobs=min(n_jobs, len(tasks)), batch_size=1)(delayed(run_cells)(*a) for a in args)
