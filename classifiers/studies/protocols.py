@@ -942,6 +942,31 @@ def source_dev_scores(config: ProbeConfig, store: FeatureStore, workspace: Works
     return {int(k): float(v) for k, v in scores.items()}, warnings
 
 
+def target_outputs(config: ProbeConfig, store: FeatureStore, workspace: Workspace, views: Cache | None = None,
+                   dev: bool = False) -> dict[str, np.ndarray]:
+    """What a label-free target score reads of ``config``'s probe (seed 0, its fixed layer), never the target's
+    labels: ``proba`` ``(n_t, C)`` class probabilities on every target utterance of the probe fitted on all of the
+    source; with ``dev`` also ``dev_labels``, ``dev_pred`` ``(m,)`` of the probe fitted on seed 0's
+    speaker-independent split of the source, and the layer's features ``dev_X (m, D)``, ``source_X (n_s, D)``,
+    ``target_X (n_t, D)`` (own-statistics norms applied per corpus)."""
+    cache: Cache = views if views is not None else {}
+    src = _load_side(config, "source", store, workspace, cache)
+    tgt = _load_side(config, "target", store, workspace, cache)
+    runner = _Runner(config, cache, list(cached_manifest(workspace, source_corpora(config.source)[0], cache).classes))
+    choice = _fixed_choice(config.layer, src.view)
+    runner.fit_predict([(src, None)], (tgt, None), choice, 0)
+    out = {"proba": runner.proba([(src, None)], (tgt, None), choice, 0)}
+    if dev:
+        try:
+            train, held = speaker_dev_split(src.groups, src.labels, config.dev_fraction, 0)
+        except SplitError as exc:
+            raise ProtocolError(f"importance-weighted validation needs a speaker-independent dev split of "
+                                f"{src.corpus!r}: {exc}") from None
+        out.update(dev_labels=src.labels[held], dev_pred=runner.fit_predict([(src, train)], (src, held), choice, 0),
+                   dev_X=src.matrix(choice)[held], source_X=src.matrix(choice), target_X=tgt.matrix(choice))
+    return out
+
+
 @dataclass
 class FinalFit:
     """A configuration's probe fitted once for use on new audio (see :func:`fit_final`).

@@ -26,6 +26,11 @@ the rule uses only label-free facts (:class:`TargetFacts`): a candidate flagged
 
 Otherwise the candidate is excluded and the reason recorded. Utterance counts alone cannot show
 variety (29 speakers x 14 utterances look the same either way), hence the declaration.
+
+**Target-aware rules** (:func:`select_target_aware`): ``entropy``, ``snd`` and ``iwcv`` score each
+candidate trained on the source by what it does on the target's *features* (its predictions, or its
+feature distribution), never its labels (:mod:`classifiers.learners.target_scores`). Every score is
+higher-is-better; :data:`SCORE_NAMES` says what each rule's score is.
 """
 
 from __future__ import annotations
@@ -102,6 +107,11 @@ class Selection:
     warnings: list[str] = field(default_factory=list)
     grid: dict[str, Any] | None = None  # the declared candidate grid (Grid.to_dict), when chosen from one
 
+    @property
+    def score_name(self) -> str:
+        """What ``mean_scores`` are (:data:`SCORE_NAMES`): a UAR for ``lto`` and ``source``."""
+        return SCORE_NAMES.get(self.rule, "score")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record for a result (settings as ``repr`` strings unless plain JSON values)."""
         def name(setting: Hashable) -> Any:
@@ -117,7 +127,7 @@ class Selection:
                             "pair_uar": [float(self.pair_scores[s][p]) for p in self.pairs]}
                            for s, m in self.mean_scores.items()],
             "excluded": [{"setting": name(s), "reason": r} for s, r in self.excluded.items()],
-            "warnings": list(self.warnings), "grid": self.grid,
+            "warnings": list(self.warnings), "grid": self.grid, "score": self.score_name,
         }
 
 
@@ -182,6 +192,37 @@ def select_source(candidates: Sequence[Candidate], source: Any, dev_score: Calla
     means = {s: pair_scores[s][pair] for s in allowed}
     chosen = max(allowed, key=lambda s: means[s])
     return Selection("source", "", chosen, means, pair_scores, [pair], excluded)
+
+
+# --------------------------------------------------------------------------- label-free target-aware rules
+TARGET_RULES: tuple[str, ...] = ("entropy", "snd", "iwcv")
+SCORE_NAMES: dict[str, str] = {
+    "lto": "UAR", "source": "UAR",
+    "entropy": "minus mean prediction entropy on the target (per class)",
+    "snd": "soft neighbourhood density of the target predictions",
+    "iwcv": "importance-weighted source dev UAR",
+}
+
+
+def select_target_aware(rule: str, candidates: Sequence[Candidate], source: Any, target: str,
+                        score: Callable[[Hashable], float], facts: TargetFacts | None = None) -> Selection:
+    """Choose among ``candidates`` by ``score(setting)`` (higher is better), a label-free score of the probe
+    trained on ``source`` with that setting, read on ``target``'s features (``rule`` one of :data:`TARGET_RULES`),
+    after :func:`speaker_guard`. The scored "pair" is ``(source, target)``; ties go to the first candidate."""
+    if rule not in TARGET_RULES:
+        raise SelectionError(f"unknown target-aware rule {rule!r}; choose {', '.join(TARGET_RULES)}")
+    pair = (source, target)
+    excluded = {c.setting: why for c in candidates if (why := speaker_guard(c, facts)) is not None}
+    allowed = [c.setting for c in candidates if c.setting not in excluded]
+    if not allowed:
+        raise SelectionError(f"every candidate is excluded for target {target!r}: {excluded}")
+    pair_scores = {s: {pair: float(score(s))} for s in allowed}
+    means = {s: pair_scores[s][pair] for s in allowed}
+    bad = [s for s in allowed if not np.isfinite(means[s])]
+    if bad:
+        raise SelectionError(f"{rule}: no finite score for candidate(s) {bad}")
+    chosen = max(allowed, key=lambda s: means[s])
+    return Selection(rule, target, chosen, means, pair_scores, [pair], excluded)
 
 
 # --------------------------------------------------------------------------- the declared candidate grid
