@@ -541,16 +541,16 @@ def _load_side(config: FinetuneConfig, role: str, store: FeatureStore, workspace
     manifest = cached_manifest(workspace, corpus, cache)
     group = _group(config, role, store, cache)
     layer = _frame_layer(config)
-    family = group.attrs.get("model", {}).get("family")
+    model = group.provenance.model
+    family = model.family
     if config.method == "cnn-lstm" and family != "logmel":
         raise FinetuneError(f"the CNN-LSTM trains on log-mel frames, but {group.key} holds {family} states; use "
                             f"--model logmel (made by `fs extract --model logmel --corpus {corpus} --frames 0`)")
     if config.method == "lora":
-        settings = group.attrs.get("model", {}).get("settings", {})
-        if family == "whisper" and settings.get("whisper_input") != "trim":
+        if family == "whisper" and model.whisper_input != "trim":
             from featurestore.hints import command_for_group
 
-            raise FinetuneError(f"{group.key} was extracted with Whisper input {settings.get('whisper_input')!r}: "
+            raise FinetuneError(f"{group.key} was extracted with Whisper input {model.whisper_input!r}: "
                                 "its frames are cut from a 30-s padded run, so replaying the top layers on them is "
                                 "not the model's own computation. Use trim groups (--whisper-input trim), made by: "
                                 f"{command_for_group(group.provenance, corpus, frames=[layer], whisper_input='trim')}")
@@ -580,8 +580,8 @@ def _load_side(config: FinetuneConfig, role: str, store: FeatureStore, workspace
 def _group_identity(group: StoreGroup, view: FeatureView) -> str:
     """sha256 (hex) of a store group's key, creation time and content (the pooled means of the frame
     layer, (n, D), which the frames decide): a group re-extracted with ``--overwrite`` gets another."""
-    h = hashlib.sha256(json.dumps([group.key.path, group.attrs.get("created"),
-                                   group.attrs.get("model", {}).get("weights_hash")]).encode())
+    prov = group.provenance
+    h = hashlib.sha256(json.dumps([group.key.path, prov.created or None, prov.model.weights_hash or None]).encode())
     h.update(np.ascontiguousarray(view.X).tobytes())
     return h.hexdigest()
 
@@ -597,19 +597,18 @@ def _encoder(config: FinetuneConfig, store: FeatureStore, device: str, cache: Ca
     from featurestore.encoders import EncoderError, load_encoder
 
     group = _group(config, "source", store, cache)
-    model = group.attrs.get("model", {})
-    settings = model.get("settings", {})
-    key = ("encoder", model.get("model_id"), model.get("weights_hash"), device)
+    model = group.provenance.model
+    key = ("encoder", model.model_id, model.weights_hash, device)
     if key in cache:
         return cache[key]
     try:
-        encoder = load_encoder(str(config.model), device=device, seed=int(settings.get("seed") or 0),
-                               whisper_input=settings.get("whisper_input") or "full")
+        encoder = load_encoder(str(config.model), device=device, seed=int(model.seed or 0),
+                               whisper_input=model.whisper_input or "full")
     except EncoderError as exc:
         raise FinetuneError(f"LoRA needs the encoder itself: {exc}") from None
-    if encoder.info.weights_hash != model.get("weights_hash"):
+    if encoder.info.weights_hash != model.weights_hash:
         raise FinetuneError(f"the encoder loaded as {config.model!r} has weights {encoder.info.weights_hash[:12]}, "
-                            f"but {group.key} was extracted with {str(model.get('weights_hash'))[:12]}; load the "
+                            f"but {group.key} was extracted with {model.weights_hash[:12]}; load the "
                             f"same weights (model directory or --model-seed) or re-extract the group")
     cache[key] = encoder
     return encoder

@@ -49,6 +49,7 @@ from classifiers.studies.intervals import PARTS, add_intervals, check_prediction
 from classifiers.studies.layer_choice import layer_used_text
 from data_manifests.atomic import atomic_write_text
 from featurestore.errors import FsError
+from featurestore.provenance import Provenance
 from featurestore.workspace import Workspace
 
 LEDGER_NAME = "ledger.sqlite"
@@ -262,11 +263,10 @@ def model_names(result: dict[str, Any], group_attrs: Callable[[str], dict[str, A
         key = side.get("store_key")
         if isinstance(key, str) and key.count("/") == 2:
             raw.append(key.rsplit("/", 1)[1])
-            attrs = group_attrs(key) if group_attrs else {}
-            model = attrs.get("model") or {}
-            raw += [model.get("name"), model.get("model_id"), *attrs.get("aliases", [])]
-            if model.get("family"):
-                found.families.add(str(model["family"]))
+            stored = Provenance.from_attrs(group_attrs(key) if group_attrs else {})
+            raw += [stored.model.name, stored.model.model_id, *stored.aliases]
+            if stored.model.family:
+                found.families.add(stored.model.family)
     for name in raw:
         if isinstance(name, str) and name:
             found.names |= _folder_forms(name)

@@ -71,7 +71,7 @@ def result_identity(config: Any, store: FeatureStore, workspace: Workspace, cach
             group = resolve_group(store, corpus, str(config.model), noise, config.whisper_input, config.model_seed,
                                   cache)
             keys.add(group.key.path)
-            weights = group.attrs.get("model", {}).get("weights_hash")
+            weights = group.provenance.model.weights_hash
             if weights:
                 hashes.add(str(weights))
         data[role] = (_cached_data_digest(workspace, corpora, cache) if isinstance(corpora, str) else
