@@ -38,7 +38,7 @@ def _modules(ctx: click.Context, param: click.Parameter, text: str | None) -> tu
 @settings.click_option("seeds")
 @settings.click_option("shots", type=str, default="0", callback=_shots,
                        help=settings.setting("shots").help + " Several: 0,50 (one result each).")
-@settings.options("shots_speaker_disjoint", "epochs", "batch_size", "lr", "rank", "alpha")
+@settings.options("shots_speaker_disjoint", "recipe", "epochs", "batch_size", "lr", "rank", "alpha")
 @settings.click_option("target_modules", type=str, callback=_modules)
 @settings.options("head_hidden", "max_frames", "dev_fraction", "protocol")
 @click.option("--target-noise", type=click.Path(), default=None,
@@ -53,7 +53,8 @@ def _modules(ctx: click.Context, param: click.Parameter, text: str | None) -> tu
 @click.pass_context
 def finetune(ctx: click.Context, method: str, source: str, target: str, model: str | None,
              whisper_input: str | None, model_seed: int | None, from_layer: int | None, layer: str, norm: str,
-             seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, epochs: int, batch_size: int,
+             seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, recipe: str | None, epochs: int,
+             batch_size: int,
              lr: float, rank: int, alpha: float, target_modules: tuple[str, ...] | None, head_hidden: int,
              max_frames: int | None, dev_fraction: float, protocol: str | None, target_noise: str | None,
              source_noise: str | None,
@@ -76,6 +77,11 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                            ("target_modules", "--target-modules")):
             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
                 raise click.UsageError(f"{flag} is for --method lora")
+    if recipe is not None:
+        for name in ("epochs", "batch_size", "lr"):
+            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+                raise click.UsageError(f"--recipe {recipe} sets epochs, batch size and lr; drop "
+                                       f"{settings.setting(name).flag} (or drop --recipe)")
     ws: Workspace = ctx.obj
 
     from classifiers.studies.engine import run
@@ -90,7 +96,7 @@ def finetune(ctx: click.Context, method: str, source: str, target: str, model: s
                               target_noise=_noise(target_noise, snr, noise_seed), dev_fraction=dev_fraction,
                               epochs=epochs, batch_size=batch_size, lr=lr, rank=rank, alpha=alpha,
                               target_modules=target_modules, head_hidden=head_hidden, max_frames=max_frames,
-                              protocol=protocol)
+                              protocol=protocol, recipe=recipe)
                for n in shots]
     cache: dict[Any, Any] = {}
     device = resolve_device(device)
@@ -118,8 +124,16 @@ def describe_finetune(result: dict[str, Any]) -> str:
                      f"frames of layer {c['from_layer']}")
     elif method == "cnn-lstm":
         extra[0] += f" on stored log-mel frames of {c['model']}"
-    extra[0] += (f"; {c.get('epochs', 5)} epochs, batch {c.get('batch_size', 16)}, lr {c.get('lr', 1e-4):g}; "
-                 f"training {result.get('train_seconds') or 0:.1f} s")
+    recipe = result.get("recipe") or {}
+    if recipe.get("name") == "tuned" and isinstance(recipe.get("chosen"), dict):  # the CNN-LSTM's choice
+        chosen = recipe["chosen"]
+        extra[0] += (f"; recipe tuned: lr {chosen['lr']:g} and {chosen['epochs']} epochs chosen on a {recipe['dev_split']} "
+                     f"dev split of {recipe['on']} (of {recipe['max_epochs']} epochs x {len(recipe['candidates'])} lr)")
+    elif recipe.get("name") == "tuned":  # the head: the probe's --tune, per seed
+        extra[0] += f"; recipe tuned: lr x epochs chosen on {recipe['on']}: {recipe['chosen']}"
+    else:
+        extra[0] += f"; {c.get('epochs', 5)} epochs, batch {c.get('batch_size', 16)}, lr {c.get('lr', 1e-4):g}"
+    extra[0] += f"; training {result.get('train_seconds') or 0:.1f} s"
     training = [t for t in result.get("training") or [] if t.get("role") == "model"]
     if training:
         extra.append("  best epoch per seed: " + " ".join(str(t.get("best_epoch")) for t in training)

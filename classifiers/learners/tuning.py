@@ -32,6 +32,10 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "mlp": {"lr": [1e-4, 1e-3], "epochs": [5, 20]},
 }
 
+# fine-tuning method -> learning rates its ``tuned`` recipe tries (settings.RECIPES); the epoch is read from each
+# candidate's per-epoch dev UAR, so epochs need no grid of their own
+RECIPE_GRIDS: dict[str, dict[str, list[Any]]] = {"cnn-lstm": {"lr": [1e-4, 3e-4, 1e-3]}}
+
 UAR_SCORER = make_scorer(uar)
 
 

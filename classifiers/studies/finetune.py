@@ -152,6 +152,7 @@ class FinetuneConfig(Sides):
     head_hidden: int | None = 256
     max_frames: int | None = None
     protocol: str | None = None
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -161,7 +162,9 @@ class FinetuneConfig(Sides):
             if self.method not in DEFAULT_MODEL:
                 raise FinetuneError(f"method {self.method} needs --model (the model as given to `fs extract --model`)")
             put("model", DEFAULT_MODEL[self.method])
-        self._check_settings(FinetuneError)  # the one settings table, as the probe's
+        self._apply_recipe(put)
+        chosen_later = ("lr",) if self.recipe == "tuned" else ()  # the tuned recipe's lr is None: chosen on the dev split
+        self._check_settings(FinetuneError, skip=chosen_later)  # the one settings table, as the probe's
         getattr(self, f"_check_{self.method.replace('-', '_')}")(put)
 
     def _check_head(self, put: Callable[[str, Any], None]) -> None:
@@ -173,7 +176,29 @@ class FinetuneConfig(Sides):
         for name in ("from_layer", "rank", "alpha", "target_modules", "max_frames"):
             put(name, None)
 
+    def _apply_recipe(self, put: Callable[[str, Any], None]) -> None:
+        """A named recipe (:data:`~classifiers.studies.settings.RECIPES`) sets epochs, batch size and lr; given beside it
+        they must be their defaults or the recipe's own. ``paper`` is the defaults, so it leaves no name in the key."""
+        if self.recipe is None:
+            return
+        if self.recipe not in settings.RECIPES:
+            raise FinetuneError(str(settings.setting("recipe").refusal(self.recipe)))
+        if self.recipe == "tuned" and self.method not in ("head", "cnn-lstm"):
+            raise FinetuneError(f"--recipe tuned is for --method head and cnn-lstm; {self.method} takes --epochs and --lr")
+        recipe = settings.RECIPES[self.recipe]
+        given = [k for k in recipe if getattr(self, k) not in (settings.setting(k).default, recipe[k])]
+        if given:
+            flags = ", ".join(settings.setting(k).flag for k in given)
+            raise FinetuneError(f"--recipe {self.recipe} sets epochs, batch size and lr; drop {flags} (or drop --recipe)")
+        for name, value in recipe.items():
+            put(name, value)
+        if self.recipe == "paper":
+            put("recipe", None)
+
     def _check_cnn_lstm(self, put: Callable[[str, Any], None]) -> None:
+        if self.recipe == "tuned" and self.within:
+            raise FinetuneError("--recipe tuned chooses epochs and lr on a dev split of the source, which within a "
+                                "corpus holds the speakers tested; give --epochs and --lr (or --recipe paper)")
         if self.norm not in ("none", "corpus"):
             raise FinetuneError(f"the CNN-LSTM takes norm none or corpus (per-corpus log-mel statistics), got "
                                 f"{self.norm!r}")
@@ -211,6 +236,8 @@ class FinetuneConfig(Sides):
         """Plain JSON-able dict of every setting (the ledger's ``config``), with ``classifier`` and ``stat``
         (derived) so that tables that group probes also group fine-tuning runs."""
         out = self.settings_dict()
+        if out.get("recipe") is None:  # configurations without a recipe keep their keys
+            del out["recipe"]
         out["target_modules"] = None if self.target_modules is None else list(self.target_modules)
         out.update(classifier=self.classifier, stat="mean")
         return out
@@ -252,14 +279,16 @@ class FinetuneConfig(Sides):
         if self.method != "head":
             raise FinetuneError(f"method {self.method} is not a probe")
         names = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "head_hidden": "hidden"}
-        params = {names[k]: getattr(self, k) for k, v in _HEAD_DEFAULTS.items() if getattr(self, k) != v}
+        tuned = self.recipe == "tuned"  # the probe's --tune: GRIDS["mlp"] (lr x epochs) on source speaker folds
+        params = {names[k]: getattr(self, k) for k, v in _HEAD_DEFAULTS.items()
+                  if getattr(self, k) != v and not (tuned and k in ("epochs", "lr"))}
         try:
             return ProbeConfig(source=self.source, target=self.target, model=str(self.model),
                                whisper_input=self.whisper_input, model_seed=self.model_seed, layer=self.layer,
                                classifier="mlp", classifier_params=params, norm=self.norm, seeds=self.seeds,
                                shots=self.shots, shots_speaker_disjoint=self.shots_speaker_disjoint,
                                source_noise=self.source_noise, target_noise=self.target_noise,
-                               dev_fraction=self.dev_fraction, protocol=self.protocol)
+                               dev_fraction=self.dev_fraction, protocol=self.protocol, tune=tuned)
         except ProtocolError as exc:
             raise FinetuneError(str(exc)) from None
 
@@ -382,6 +411,7 @@ class _Method:
     def __init__(self, config: FinetuneConfig, device: str):
         self.config = config
         self.device = device
+        self.recipe: dict[str, Any] = {"epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr}
 
 
     def make(self, seed: int, dev_fraction: float) -> Any:  # pragma: no cover - overridden
@@ -412,7 +442,7 @@ class _CNNLSTM(_Method):
 
     def params(self, seed: int, dev_fraction: float) -> dict[str, Any]:
         c = self.config
-        return {"epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr, "dev_fraction": dev_fraction,
+        return {**self.recipe, "dev_fraction": dev_fraction,
                 "seed": seed, "normalise": c.norm, "max_frames": c.max_frames}
 
     def make(self, seed: int, dev_fraction: float) -> Any:
@@ -775,13 +805,43 @@ class _Trainer:
 
     def under_training(self) -> str | None:
         """A warning when the best dev epoch of some model was its last (it may be under-trained)."""
-        epochs = self.config.epochs
+        epochs = self.method.recipe["epochs"]
+        if self.config.recipe == "tuned":  # the epochs are the dev split's best already
+            return None
         late = [t for t in self.training if t.get("best_epoch") == epochs and t.get("dev_split") != "none"]
         if not late:
             return None
         runs = ", ".join(str(t["seed"]) + ("" if t["role"] == "model" else f" ({t['role']})") for t in late)
         return (f"the best dev epoch was the last one ({epochs} of {epochs}) for seed(s) {runs}: the model may be "
                 f"under-trained; train longer with --epochs {2 * epochs} (epochs: {2 * epochs} in a study file)")
+
+
+def tune_recipe(config: FinetuneConfig, method: _Method, src: _Side) -> dict[str, Any]:
+    """The ``tuned`` recipe: one model (seed 0) per learning rate of
+    :data:`~classifiers.learners.tuning.RECIPE_GRIDS` trained for ``config.epochs`` on the source alone, each scored
+    by dev UAR per epoch on its speaker-independent dev split; the (lr, epoch) of the best dev UAR (ties: the first lr,
+    the earlier epoch) becomes ``method.recipe``. Returns the record kept in the result (every candidate's curve)."""
+    from classifiers.learners.tuning import RECIPE_GRIDS
+
+    data = _data([(src, None)])
+    candidates, split = [], "none"
+    for lr in RECIPE_GRIDS[config.method]["lr"]:
+        method.recipe = {**method.recipe, "lr": lr, "epochs": config.epochs}
+        try:
+            est = method.fit(method.make(0, config.dev_fraction), data)
+        except (SplitError, TrainingError, ValueError) as exc:
+            est, split = None, str(exc)
+        if est is None or est.dev_split_ == "none":
+            raise FinetuneError(f"--recipe tuned needs a speaker-independent dev split of {src.corpus!r} "
+                                f"({split}); give --epochs and --lr (or --recipe paper)")
+        split = est.dev_split_
+        curve = [h.get("dev_uar") for h in est.history_]
+        best = int(est.best_epoch_)
+        candidates.append({"lr": lr, "best_epoch": best, "dev_uar": curve[best - 1], "dev_uar_per_epoch": curve})
+    best = max(candidates, key=lambda c: c["dev_uar"])
+    method.recipe = {**method.recipe, "lr": best["lr"], "epochs": best["best_epoch"]}
+    return {"name": "tuned", "chosen": {"lr": best["lr"], "epochs": best["best_epoch"]}, "on": src.corpus,
+            "dev_split": split, "max_epochs": config.epochs, "seed": 0, "candidates": candidates}
 
 
 def dev_uar_per_epoch(training: list[dict[str, Any]] | None, role: str = "model") -> list[list[float | None]]:
@@ -864,6 +924,11 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
         result.warnings.append("the head trains on pooled features in memory (fs probe --classifier mlp); no "
                                "checkpoints are kept")
         result.method, result.checkpoints, result.train_seconds = "head", [], result.seconds
+        if config.recipe == "tuned":
+            from classifiers.learners.tuning import GRIDS
+
+            result.extra["recipe"] = {"name": "tuned", "grid": GRIDS["mlp"], "on": "leave-speakers-out folds of the "
+                                      "source", "chosen": [[t["best_params"] for t in seed] for seed in result.tuning or []]}
         return result
 
     src = _load_side(config, "source", store, workspace, cache)
@@ -877,11 +942,12 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
     except ProtocolError as exc:
         raise FinetuneError(str(exc)) from None
     method = _method(config, store, device, cache)
+    recipe = tune_recipe(config, method, src) if config.recipe == "tuned" else None
     classifier = method.describe()  # builds the model once: bad LoRA targets or layers fail here
     classes = list(src_m.classes)
     identity = result_identity(config, store, workspace, cache)
     runs = config.seeds * (2 if protocol_for(config).baseline else 1)
-    bar = TrainingProgress(runs, config.epochs, f"fine-tune {config.method} {config.source} -> {config.target}",
+    bar = TrainingProgress(runs, method.recipe["epochs"], f"fine-tune {config.method} {config.source} -> {config.target}",
                            enabled=progress)
     trainer = _Trainer(config, method, workspace, identity, rerun, classes, bar)
     missing = [c for c in classes if not np.any(tgt.labels == c)]
@@ -932,4 +998,4 @@ def run_finetune(config: FinetuneConfig, store: FeatureStore, workspace: Workspa
         training=trainer.training, dev_uar_per_epoch=dev_uar_per_epoch(trainer.training),
         whisper_input=model_prov.get("model_settings", {}).get("whisper_input"),
         predictions=trainer.predictions.get("predictions"),
-        baseline_predictions=trainer.predictions.get("baseline_predictions"))
+        baseline_predictions=trainer.predictions.get("baseline_predictions"), extra={"recipe": recipe} if recipe else {})

@@ -34,6 +34,11 @@ STATS: tuple[str, ...] = ("mean", "mean+std")
 SHOT_WEIGHT_WORDS: tuple[str, ...] = ("none", "auto")  # besides a positive number
 WHISPER_INPUTS: tuple[str, ...] = ("full", "trim")
 SELECT_RULES: tuple[str, ...] = ("lto", "source", "entropy", "snd", "iwcv")  # classifiers.studies.selection rules
+# Named training recipes of `fs finetune` (head, cnn-lstm): ``paper`` is the study's fixed one (Adam); ``tuned`` trains
+# up to ``epochs`` and chooses epochs and learning rate on the source's speaker-independent dev split (the grids in
+# classifiers/learners/tuning.py: RECIPE_GRIDS for the CNN-LSTM, GRIDS["mlp"] for the head); lr None: chosen.
+RECIPES: dict[str, dict[str, Any]] = {"paper": {"epochs": 5, "batch_size": 16, "lr": 1e-4},
+                                      "tuned": {"epochs": 20, "batch_size": 16, "lr": None}}
 
 
 class SettingError(FsError):
@@ -219,6 +224,10 @@ SETTINGS: tuple[Setting, ...] = (
             study_key="method"),
     Setting("from_layer", "int", None, "lora: the layer whose frames are stored (`fs extract --frames K`); "
             "layers K+1.. are adapted.", minimum=0, optional=True, study_key="from_layer"),
+    Setting("recipe", "choice", None, "head and cnn-lstm: a named training recipe instead of --epochs, --batch-size "
+            "and --lr: paper (the study's: Adam 1e-4, 5 epochs, batch 16) or tuned (epochs and learning rate chosen "
+            "on the source's speaker-independent dev split; the choice is recorded).", tuple(RECIPES), optional=True,
+            study_key="recipe"),
     Setting("epochs", "int", 5, "Training epochs.", minimum=1, study_key="epochs"),
     Setting("batch_size", "int", 16, "Utterances per batch.", minimum=1, study_key="batch_size"),
     Setting("lr", "float", 1e-4, "Adam learning rate.", minimum=0, min_open=True, study_key="lr"),
