@@ -13,6 +13,7 @@ against the best single fixed setting chosen in hindsight on the test pairs them
 
     python bench/bench_selection.py                       # ../shared corpora + Whisper-base (trim)
     python bench/bench_selection.py --workspace WS --model NAME --out bench/out/selection.json
+    python bench/bench_selection.py --workspace WS --rules lto,source,entropy,snd,iwcv --norms none,corpus,speaker
 
 Without ``--workspace`` the script adds URDU, EMODB and RAVDESS from ``../shared`` to a workspace in
 ``bench/out/selection-ws`` and extracts the model there (about 4 minutes on 2 cores, once).
@@ -88,6 +89,61 @@ def through_select(ws: object, store: object, model: str, corpora: list[str], no
             "multi_source": multi, "select_seconds": select_seconds}
 
 
+RULES: tuple[str, ...] = ("lto", "source", "entropy", "snd", "iwcv")  # every --select rule, label-free
+
+
+def rule_table(ws: object, store: object, model: str, corpora: list[str], norms: list[str],
+               classifiers: list[str], rules: tuple[str, ...] = RULES) -> dict:
+    """Which rule to trust, measured: for every ``rule`` and ordered pair, the rule's choice through
+    :func:`classifiers.studies.engine.select` (1 seed, no ledger), its UAR on the pair, the points lost against
+    the best grid setting on that pair in hindsight and the Spearman correlation of the rule's candidate scores
+    with the candidates' true UAR on the pair (:func:`~classifiers.studies.selection.rank_agreement`). UARs in %."""
+    from classifiers.studies.engine import candidate_config, run, select
+    from classifiers.studies.protocols import ProbeConfig
+    from classifiers.studies.selection import rank_agreement
+
+    grid = {"norms": norms, "classifiers": classifiers}
+    pairs = [(s, t) for s in corpora for t in corpora if s != t]
+    cache: dict = {}
+    truth: dict[tuple, float] = {}
+
+    def uar(setting: tuple, source: str, target: str) -> float:
+        if (setting, source, target) not in truth:
+            config = candidate_config(ProbeConfig(source=source, target=target, model=model, seeds=1), setting)
+            truth[(setting, source, target)] = 100 * run(config, store, ws, cache=cache, ledger=False).uar_mean
+        return truth[(setting, source, target)]
+
+    table: dict[str, dict] = {}
+    for rule in rules:
+        started, per_pair = time.perf_counter(), {}
+        for s, t in pairs:
+            sel = select(ProbeConfig(source=s, target=t, model=model, seeds=1), rule, store, ws, grid=grid,
+                         cache=cache, ledger=False)
+            hindsight = {st: uar(st, s, t) for st in [*sel.mean_scores, *sel.excluded]}
+            agree = rank_agreement(sel.mean_scores, hindsight)
+            per_pair[f"{s}->{t}"] = {"chosen": list(sel.chosen), "uar": hindsight[sel.chosen],
+                                     "best": list(agree["best_in_hindsight"]), "best_uar": hindsight[agree["best_in_hindsight"]],
+                                     "points_lost": agree["points_lost"], "spearman": agree["spearman"], "n": agree["n"]}
+        rows = list(per_pair.values())
+        table[rule] = {"mean_uar": float(np.mean([r["uar"] for r in rows])),
+                       "mean_points_lost": float(np.mean([r["points_lost"] for r in rows])),
+                       "mean_spearman": float(np.nanmean([r["spearman"] for r in rows])),
+                       "seconds": time.perf_counter() - started, "pairs": per_pair}
+    return table
+
+
+def print_rule_table(table: dict) -> None:
+    """The rule table: mean UAR of each rule's choice, points lost against hindsight, Spearman; then per pair."""
+    pairs = list(next(iter(table.values()))["pairs"])
+    print("rule | mean UAR of choice | points lost vs hindsight | mean Spearman | " + " | ".join(pairs))
+    for rule, row in table.items():
+        cells = [f"{row['pairs'][p]['uar']:.1f} ({row['pairs'][p]['spearman']:+.2f})" for p in pairs]
+        print(f"{rule} | {row['mean_uar']:.1f} | {row['mean_points_lost']:.1f} | {row['mean_spearman']:+.2f} | "
+              + " | ".join(cells) + f"   [{row['seconds']:.0f} s]")
+    best = next(iter(table.values()))["pairs"]
+    print("hindsight best per pair | " + " | ".join(f"{p} {best[p]['best_uar']:.1f}" for p in pairs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workspace", type=Path, default=None)
@@ -98,6 +154,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "selection.json")
     parser.add_argument("--via-select", action="store_true",
                         help="Run through `--select lto` and multi-source (engine.run_selected) instead of the grid.")
+    parser.add_argument("--rules", default=None, metavar="lto,source,entropy,snd,iwcv",
+                        help="Compare these --select rules on every ordered pair (choice UAR, points lost, Spearman).")
     args = parser.parse_args()
 
     from classifiers.studies.protocols import ProbeConfig, run_probe
@@ -112,6 +170,13 @@ def main() -> None:
     ws = Workspace.open(workspace)
     store = FeatureStore(ws.store_url)
     corpora = args.corpora.split(",")
+    if args.rules:
+        norms = [n for n in args.norms.split(",") if n != "source"]
+        table = rule_table(ws, store, args.model, corpora, norms, args.classifiers.split(","), tuple(args.rules.split(",")))
+        print_rule_table(table)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_name(args.out.stem + "-rules.json").write_text(json.dumps(table, indent=1, default=str))
+        return
     if args.via_select:
         norms = [n for n in args.norms.split(",") if n != "source"]
         out = through_select(ws, store, args.model, corpora, norms, args.classifiers.split(","), seeds=1)
