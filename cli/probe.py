@@ -176,12 +176,24 @@ def _selection_lines(selection: dict[str, Any]) -> list[str]:
     best = sorted(selection["candidates"], key=lambda c: -c["mean_uar"])[:3]
     lines = [f"  selected by {selection['rule']}: {selection['chosen']} of {len(selection['candidates'])} candidates "
              f"(scored on {pairs}; target labels not read)",
-             "  top candidates: " + "; ".join(f"{c['setting']} {_pct(c['mean_uar'])}" for c in best)]
+             f"  top candidates{_score_name(selection)}: "
+             + "; ".join(f"{c['setting']} {_score(c['mean_uar'], selection)}" for c in best)]
     lines += [f"  excluded {e['setting']}: {e['reason']}" for e in selection["excluded"][:1]]
     if len(selection["excluded"]) > 1:
         lines.append(f"  ({len(selection['excluded'])} candidates excluded for that reason or others)")
     lines += [f"  warning (selection): {w}" for w in selection.get("warnings", [])]
     return lines
+
+
+def _score(value: float, selection: dict[str, Any]) -> str:
+    """A candidate's score as printed: a UAR in %, else the rule's own score (``selection["score"]`` names it)."""
+    return _pct(value) if selection.get("score", "UAR") == "UAR" else f"{value:.4f}"
+
+
+def _score_name(selection: dict[str, Any]) -> str:
+    """`` by <score>`` for a rule whose score is not a UAR (entropy, snd, iwcv), else nothing."""
+    name = selection.get("score", "UAR")
+    return "" if name == "UAR" else f" by {name}"
 
 
 def unsaved_reason(config: Any) -> str | None:
