@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from classifiers.studies.ledger import Ledger
 from classifiers.studies.result import Result, is_current, result_identity
@@ -21,6 +21,8 @@ from classifiers.studies.views import Cache, resolve_group
 from featurestore.errors import FsError
 from featurestore.store import FeatureStore
 from featurestore.workspace import Workspace
+
+GridSetting = tuple[Any, str, str]  # (layer, norm, classifier): one candidate of a selection grid
 
 
 def lookup(config: Any, identity: dict[str, Any], ledger: Ledger, study: str | None = None) -> Result | None:
@@ -114,7 +116,7 @@ def candidate_config(config: Any, setting: tuple[Any, str, str], **sides: Any) -
     return replace(config, layer=layer, norm=norm, classifier=classifier, classifier_params=params, **sides)
 
 
-def target_score(config: Any, setting: tuple[Any, str, str], rule: str, store: FeatureStore, workspace: Workspace,
+def target_score(config: Any, setting: GridSetting, rule: str, store: FeatureStore, workspace: Workspace,
                  cache: Cache) -> float:
     """The label-free score ``rule`` (entropy, snd, iwcv; higher is better) of ``config``'s probe with the candidate
     ``setting``, trained on the source (seed 0, clean, no shots) and read on the target's features only."""
@@ -177,8 +179,10 @@ def select(config: Any, rule: str, store: FeatureStore, workspace: Workspace, *,
         chosen = select_source(candidates, config.source, dev_score, facts)
         chosen.warnings = warnings
     elif rule in TARGET_RULES:
-        chosen = select_target_aware(rule, candidates, config.source, config.target,
-                                     lambda setting: target_score(config, setting, rule, store, workspace, cache), facts)
+        def target_aware(setting: Any) -> float:
+            return target_score(config, cast(GridSetting, setting), rule, store, workspace, cache)
+
+        chosen = select_target_aware(rule, candidates, config.source, config.target, target_aware, facts)
     else:
         raise SelectionError(f"unknown selection rule {rule!r}; use lto, source, {', '.join(TARGET_RULES)}")
     chosen.target = config.target

@@ -836,8 +836,9 @@ def tune_recipe(config: FinetuneConfig, method: _Method, src: _Side) -> dict[str
                                 f"({split}); give --epochs and --lr (or --recipe paper)")
         split = est.dev_split_
         curve = [h.get("dev_uar") for h in est.history_]
-        best = int(est.best_epoch_)
-        candidates.append({"lr": lr, "best_epoch": best, "dev_uar": curve[best - 1], "dev_uar_per_epoch": curve})
+        best_epoch = int(est.best_epoch_)
+        candidates.append({"lr": lr, "best_epoch": best_epoch, "dev_uar": curve[best_epoch - 1],
+                           "dev_uar_per_epoch": curve})
     best = max(candidates, key=lambda c: c["dev_uar"])
     method.recipe = {**method.recipe, "lr": best["lr"], "epochs": best["best_epoch"]}
     return {"name": "tuned", "chosen": {"lr": best["lr"], "epochs": best["best_epoch"]}, "on": src.corpus,
