@@ -35,6 +35,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads() -> Any:
+    """Every test leaves torch's thread count as it found it (code under test, e.g. a Ray worker built
+    in-process, may set it; float sums differ in the last bits across thread counts)."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach a model hub."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
