@@ -106,3 +106,20 @@ def test_bad_input_is_refused_with_the_fix():
     lone[np.flatnonzero(mask)[1:5]] = False  # one shot of class 0 left
     with pytest.raises(ClassifierError, match="at least 2 shots"):
         ShotWeightedClassifier().fit(X, y, shot_mask=lone)
+
+
+def test_weights_reach_the_probe_even_after_skada_switched_metadata_routing_on() -> None:
+    """skada's import turns scikit-learn's metadata routing on process-wide; a weighted probe fit must not care,
+    and fs's own skada import leaves the setting as it found it."""
+    import sklearn
+
+    from classifiers.learners import target_scores
+    from classifiers.learners.probes import make_classifier
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), np.repeat(["a", "b"], 20)
+    before = sklearn.get_config()["enable_metadata_routing"]
+    target_scores._skada_metrics()
+    assert sklearn.get_config()["enable_metadata_routing"] == before
+    with sklearn.config_context(enable_metadata_routing=True):
+        make_classifier("logreg", 0).fit(X, y, sample_weight=np.linspace(1, 2, 40))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import sklearn
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
@@ -110,7 +111,8 @@ class _Probe(ClassifierMixin, BaseEstimator):
         X, y, _ = check_training_data(X, y, groups)
         model = self._build()
         weights = {} if sample_weight is None else {f"{model.steps[-1][0]}__sample_weight": np.asarray(sample_weight)}
-        self.model_ = model.fit(X, y, **weights)
+        with sklearn.config_context(enable_metadata_routing=False):  # our own pipeline: parameters by step name
+            self.model_ = model.fit(X, y, **weights)
         self.classes_ = self.model_.classes_
         self.n_features_in_ = X.shape[1]
         return self

@@ -43,29 +43,43 @@ def _target_proba(proba: np.ndarray) -> np.ndarray:
     return proba
 
 
-def _skada_score(scorer: Any, proba: np.ndarray) -> float:
-    """``scorer`` (a skada domain-aware scorer, sign applied: higher is better) on target-only probabilities."""
+def _skada_metrics() -> Any:
+    """``skada.metrics``, imported without leaving scikit-learn's metadata routing on: skada's import switches
+    it on for the whole process, which breaks every later ``Pipeline.fit(step__sample_weight=...)``."""
+    import sklearn
+
+    before = sklearn.get_config()["enable_metadata_routing"]
+    try:
+        import skada.metrics
+    finally:
+        sklearn.set_config(enable_metadata_routing=before)
+    return skada.metrics
+
+
+def _skada_score(scorer_name: str, proba: np.ndarray, **params: Any) -> float:
+    """skada's domain-aware scorer ``scorer_name`` (sign applied: higher is better) on target-only probabilities."""
     proba = _target_proba(proba)
     n = proba.shape[0]
     rows = np.arange(n, dtype=np.float64)[:, None]
     masked = -np.ones(n, dtype=int)  # every row is a target row: no label is given
-    return float(scorer(_GivenProbabilities(proba), rows, masked, sample_domain=-np.ones(n, dtype=int)))
+    import sklearn
+
+    metrics = _skada_metrics()
+    with sklearn.config_context(enable_metadata_routing=True):  # skada's scorers route sample_domain
+        scorer = getattr(metrics, scorer_name)(**params)
+        return float(scorer(_GivenProbabilities(proba), rows, masked, sample_domain=-np.ones(n, dtype=int)))
 
 
 def prediction_entropy(proba: np.ndarray) -> float:
     """Minus the mean prediction entropy of ``proba (n, C)`` (target class probabilities): higher is better.
 
     skada averages ``-p log p`` over rows and classes, i.e. the mean entropy per utterance divided by ``C``."""
-    from skada.metrics import PredictionEntropyScorer
-
-    return _skada_score(PredictionEntropyScorer(), proba)
+    return _skada_score("PredictionEntropyScorer", proba)
 
 
 def soft_neighbourhood_density(proba: np.ndarray, temperature: float = 0.05) -> float:
     """Soft neighbourhood density of ``proba (n, C)`` (target class probabilities): higher is better."""
-    from skada.metrics import SoftNeighborhoodDensity
-
-    return _skada_score(SoftNeighborhoodDensity(T=temperature), proba)
+    return _skada_score("SoftNeighborhoodDensity", proba, T=temperature)
 
 
 def importance_weights(X_source: np.ndarray, X_target: np.ndarray, X_dev: np.ndarray, seed: int = 0) -> np.ndarray:
