@@ -154,6 +154,29 @@ def lto_pairs(corpora: Sequence[str], target: str, on: Sequence[str] | None = No
     return [(a, b) for a in others for b in others if a != b]
 
 
+def _guarded(candidates: Sequence[Candidate], facts: TargetFacts | None, target: str) -> tuple[list[Hashable], dict]:
+    """``(allowed settings in order, excluded {setting: why})`` after :func:`speaker_guard`; none allowed is an error."""
+    excluded = {c.setting: why for c in candidates if (why := speaker_guard(c, facts)) is not None}
+    allowed = [c.setting for c in candidates if c.setting not in excluded]
+    if not allowed:
+        where = f" for target {target!r}" if target else ""
+        raise SelectionError(f"every candidate is excluded{where}: {excluded}")
+    return allowed, excluded
+
+
+def _select_on_one_pair(rule: str, candidates: Sequence[Candidate], pair: tuple[Any, str], target: str,
+                        score: Callable[[Hashable], float], facts: TargetFacts | None) -> Selection:
+    """Choose by ``score(setting)`` on one scored ``pair`` (higher is better; ties: the first candidate)."""
+    allowed, excluded = _guarded(candidates, facts, target)
+    pair_scores = {s: {pair: float(score(s))} for s in allowed}
+    means = {s: pair_scores[s][pair] for s in allowed}
+    bad = [s for s in allowed if not np.isfinite(means[s])]
+    if bad:
+        raise SelectionError(f"{rule}: no finite score for candidate(s) {bad}")
+    chosen = max(allowed, key=lambda s: means[s])
+    return Selection(rule, target, chosen, means, pair_scores, [pair], excluded)
+
+
 def select_lto(candidates: Sequence[Candidate], corpora: Sequence[str], target: str, score: Score,
                on: Sequence[str] | None = None, facts: TargetFacts | None = None, mode: str = "pairs") -> Selection:
     """Choose among ``candidates`` by mean ``score`` over :func:`lto_pairs`, after :func:`speaker_guard`.
@@ -168,10 +191,7 @@ def select_lto(candidates: Sequence[Candidate], corpora: Sequence[str], target: 
     if len(set(settings)) != len(settings):
         raise SelectionError("candidate settings must be distinct")
     pairs = lto_pairs(corpora, target, on, mode)
-    excluded = {c.setting: why for c in candidates if (why := speaker_guard(c, facts)) is not None}
-    allowed = [s for s in settings if s not in excluded]
-    if not allowed:
-        raise SelectionError(f"every candidate is excluded for target {target!r}: {excluded}")
+    allowed, excluded = _guarded(candidates, facts, target)
     pair_scores = {s: {p: float(score(s, *p)) for p in pairs} for s in allowed}
     means = {s: float(np.mean(list(pair_scores[s].values()))) for s in allowed}
     chosen = max(allowed, key=lambda s: means[s])  # first of equals: max keeps the earliest
@@ -183,15 +203,7 @@ def select_source(candidates: Sequence[Candidate], source: Any, dev_score: Calla
     """Choose among ``candidates`` by ``dev_score(setting)``, the UAR on a speaker-independent dev split of the
     ``source`` (today's ``--layer best``, over the whole grid), after :func:`speaker_guard`. The target is
     never read; the scored "pair" is ``(source, "dev")``."""
-    pair = (source, "dev")
-    excluded = {c.setting: why for c in candidates if (why := speaker_guard(c, facts)) is not None}
-    allowed = [c.setting for c in candidates if c.setting not in excluded]
-    if not allowed:
-        raise SelectionError(f"every candidate is excluded: {excluded}")
-    pair_scores = {s: {pair: float(dev_score(s))} for s in allowed}
-    means = {s: pair_scores[s][pair] for s in allowed}
-    chosen = max(allowed, key=lambda s: means[s])
-    return Selection("source", "", chosen, means, pair_scores, [pair], excluded)
+    return _select_on_one_pair("source", candidates, (source, "dev"), "", dev_score, facts)
 
 
 # --------------------------------------------------------------------------- label-free target-aware rules
@@ -211,18 +223,7 @@ def select_target_aware(rule: str, candidates: Sequence[Candidate], source: Any,
     after :func:`speaker_guard`. The scored "pair" is ``(source, target)``; ties go to the first candidate."""
     if rule not in TARGET_RULES:
         raise SelectionError(f"unknown target-aware rule {rule!r}; choose {', '.join(TARGET_RULES)}")
-    pair = (source, target)
-    excluded = {c.setting: why for c in candidates if (why := speaker_guard(c, facts)) is not None}
-    allowed = [c.setting for c in candidates if c.setting not in excluded]
-    if not allowed:
-        raise SelectionError(f"every candidate is excluded for target {target!r}: {excluded}")
-    pair_scores = {s: {pair: float(score(s))} for s in allowed}
-    means = {s: pair_scores[s][pair] for s in allowed}
-    bad = [s for s in allowed if not np.isfinite(means[s])]
-    if bad:
-        raise SelectionError(f"{rule}: no finite score for candidate(s) {bad}")
-    chosen = max(allowed, key=lambda s: means[s])
-    return Selection(rule, target, chosen, means, pair_scores, [pair], excluded)
+    return _select_on_one_pair(rule, candidates, (source, target), target, score, facts)
 
 
 # --------------------------------------------------------------------------- the declared candidate grid
