@@ -60,7 +60,7 @@ def _noise(directory: str | None, snr: float | None, seed: int, condition: str |
 @settings.options("norm", "tune", "seeds")
 @settings.click_option("shots", type=str, default="0", callback=_shots,
                        help=settings.setting("shots").help + " Several: 0,50,100 (one result each).")
-@settings.options("shot_weight")
+@settings.options("shot_weight", "shot_augment")
 @settings.options("shots_speaker_disjoint", "dev_fraction", "protocol", "select", "select_on")
 @click.option("--select-grid", callback=lambda ctx, param, text: _grid(text), default=None, metavar="YAML",
               help=settings.setting("select_grid").help)
@@ -83,7 +83,7 @@ def _noise(directory: str | None, snr: float | None, seed: int, condition: str |
 @click.pass_context
 def probe(ctx: click.Context, source: str, target: str, model: str, whisper_input: str | None,
           model_seed: int | None, layer: str, stat: str, classifier: str, params: dict[str, Any], norm: str,
-          tune: bool, shot_weight: str | float,
+          tune: bool, shot_weight: str | float, shot_augment: bool,
           seeds: int, shots: tuple[int, ...], shots_speaker_disjoint: bool, dev_fraction: float, protocol: str | None,
           select: str | None, select_on: tuple[str, ...] | None, select_grid: dict[str, Any] | None,
           target_noise: str | None, source_noise: str | None, target_condition: str | None,
@@ -120,7 +120,7 @@ def probe(ctx: click.Context, source: str, target: str, model: str, whisper_inpu
     configs = [ProbeConfig(source=source, target=target, model=model, whisper_input=whisper_input,
                            model_seed=model_seed, layer=layer, stat=stat, classifier=classifier,
                            classifier_params=params, norm=norm, seeds=seeds, shots=n, tune=tune,
-                           shot_weight=shot_weight,
+                           shot_weight=shot_weight, shot_augment=shot_augment,
                            shots_speaker_disjoint=shots_speaker_disjoint,
                            source_noise=_noise(source_noise, snr, noise_seed, source_condition),
                            target_noise=_noise(target_noise, snr, noise_seed, target_condition),
@@ -335,5 +335,6 @@ def learned_lines(result: dict[str, Any]) -> list[str]:
     if shot:
         lines.append("  shot weight per seed: " + " ".join(_weight_text(s["weight"]) for s in shot)
                      + ("  (chosen by cross-validation on the shots)" if result["config"].get("shot_weight") == "auto"
-                        else ""))
+                        else "")
+                     + ("  features augmented (EasyAdapt)" if result["config"].get("shot_augment") else ""))
     return lines

@@ -11,7 +11,11 @@ from classifiers.learners.heads import MLPHead
 from classifiers.learners.metrics import uar
 from classifiers.learners.probes import ClassifierError, make_classifier
 from classifiers.learners.shot_weighting import (
+    BALANCED,
     SHOTS_ONLY,
+    AugmentedClassifier,
+    augment,
+    resolve_weight,
     ShotWeightedClassifier,
     candidate_weights,
     fit_weighted,
@@ -123,3 +127,37 @@ def test_weights_reach_the_probe_even_after_skada_switched_metadata_routing_on()
     assert sklearn.get_config()["enable_metadata_routing"] == before
     with sklearn.config_context(enable_metadata_routing=True):
         make_classifier("logreg", 0).fit(X, y, sample_weight=np.linspace(1, 2, 40))
+
+
+def test_feature_augmentation_with_balanced_weight_recovers_from_a_misleading_source():
+    """EasyAdapt (augment=True) with shots and source weighing the same in total, no cross-validation on the shots:
+    on the shift where the source misleads the union by 18 points, far above the union and within 2 points of the
+    shots alone (measured here: 81.0 vs 82.4, the union 64.6; on real corpora it beat the shots alone, see the
+    module's docstring)."""
+    union, alone, adapted = [], [], []
+    base = make_classifier("logreg")
+    for seed in range(8):
+        X_src, y_src, X_shots, y_shots, X_test, y_test = shifted_world(seed)
+        union.append(uar(y_test, fit_weighted(base, X_src, y_src, X_shots, y_shots, 1.0).predict(X_test)))
+        alone.append(uar(y_test, fit_weighted(base, X_src, y_src, X_shots, y_shots, SHOTS_ONLY).predict(X_test)))
+        clf = ShotWeightedClassifier(base, weights=[BALANCED], augment=True, random_state=seed)
+        clf.fit(*stacked(X_src, y_src, X_shots, y_shots))
+        assert clf.weight_ == pytest.approx(len(y_src) / len(y_shots)) and clf.choice_.n_folds == 0
+        adapted.append(uar(y_test, clf.predict(X_test)))
+    assert np.mean(union) < np.mean(alone) - 0.1
+    assert np.mean(adapted) >= np.mean(alone) - 0.02, (np.mean(adapted), np.mean(alone))
+    assert np.mean(adapted) > np.mean(union) + 0.1, (np.mean(adapted), np.mean(union))
+
+
+def test_augmented_rows_put_source_and_shots_in_their_own_copies():
+    X = np.arange(6, dtype=float).reshape(2, 3)
+    assert np.array_equal(augment(X, is_target=False), np.hstack([X, X, np.zeros_like(X)]))
+    assert np.array_equal(augment(X, is_target=True), np.hstack([X, np.zeros_like(X), X]))
+    X_src, y_src, X_shots, y_shots, X_test, _ = shifted_world(2)
+    fit = fit_weighted(make_classifier("logreg"), X_src, y_src, X_shots, y_shots, 4.0, augmented=True)
+    assert isinstance(fit, AugmentedClassifier) and fit.n_features_in_ == X_src.shape[1]
+    assert fit.estimator_.get_params()["standardise"] is False  # standardised once, before the copies
+    manual = fit.estimator_.predict_proba(augment(fit.scaler_.transform(X_test), is_target=True))
+    assert np.allclose(fit.predict_proba(X_test), manual)
+    assert resolve_weight(BALANCED, 600, 15) == 40.0 and resolve_weight(BALANCED, 10, 40) == 1.0
+    assert resolve_weight(2.5, 600, 15) == 2.5

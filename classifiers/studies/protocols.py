@@ -66,7 +66,7 @@ STATS: tuple[str, ...] = settings.STATS
 PROBE_LAYERS: tuple[str, ...] = ("last", "index", "best", "mean", "concat", "weighted")
 WEIGHTED = "weighted"  # the layer choice whose probe learns softmax layer weights on (n, L, D) features
 # settings a configuration records only when they differ from these (keys of older configurations unchanged)
-UNRECORDED_DEFAULTS: dict[str, Any] = {"tune": False, "shot_weight": "none"}
+UNRECORDED_DEFAULTS: dict[str, Any] = {"tune": False, "shot_weight": "none", "shot_augment": False}
 NOISE_KEYS: tuple[str, ...] = ("noise", "snr_db", "noise_seed")
 CONDITION_KEYS: tuple[str, ...] = ("condition", "noise", "noise_seed")  # a side under any condition chain
 # Classifiers whose fit does not depend on the seed: identical training data is fitted once per run/cache.
@@ -239,6 +239,7 @@ class ProbeConfig(Sides):
     protocol: str | None = None
     tune: bool = False
     shot_weight: str | float = "none"
+    shot_augment: bool = False
     multi_source = True
 
     def __post_init__(self) -> None:
@@ -249,6 +250,7 @@ class ProbeConfig(Sides):
             raise ProtocolError(str(exc)) from None
         if self.protocol != "few-shot":  # shots that are not trained on have no weight: one key
             object.__setattr__(self, "shot_weight", "none")
+            object.__setattr__(self, "shot_augment", False)
         problem = learner_problem(self)
         if problem:
             raise ProtocolError(problem)
@@ -289,6 +291,12 @@ class ProbeConfig(Sides):
         return hash(self.key())
 
 
+def shot_learner(config: ProbeConfig) -> bool:
+    """Whether few-shot training goes through :class:`~classifiers.learners.shot_weighting.ShotWeightedClassifier`
+    (a shot weight or feature augmentation asked for)."""
+    return config.shot_weight != "none" or config.shot_augment
+
+
 def learner_problem(config: ProbeConfig) -> str | None:
     """Why ``config``'s learner settings (norm coral, layer weighted, tune, shot_weight) cannot go together,
     in one line naming the fix; None when they can."""
@@ -306,10 +314,11 @@ def learner_problem(config: ProbeConfig) -> str | None:
 
         if config.classifier not in GRIDS:
             return f"--tune has no grid for classifier {config.classifier!r}; grids exist for: {', '.join(GRIDS)}"
-    if config.shot_weight != "none":
+    if shot_learner(config):
         if weighted or config.classifier == "mlp":
             what = "the weighted-layer probe" if weighted else "the mlp classifier"
-            return f"--shot-weight needs a classifier that takes sample weights, not {what}; use logreg, svm, ridge or lgbm"
+            flag = "--shot-weight" if config.shot_weight != "none" else "--shot-augment"
+            return f"{flag} needs a classifier that takes sample weights, not {what}; use logreg, svm, ridge or lgbm"
         if config.shot_weight == "auto" and config.shots < 2:
             return (f"--shot-weight auto chooses the weight by cross-validation over the shots, which needs at least 2 "
                     f"shots per class (got {config.shots}); give a number or more shots")
@@ -436,7 +445,8 @@ class _Runner:
         self.classes = classes
         self.warnings: list[str] = []
         self.clf_ident = (config.classifier, json.dumps(config.classifier_params, sort_keys=True),
-                          *((config.tune, config.shot_weight) if config.tune or config.shot_weight != "none" else ()))
+                          *((config.tune, config.shot_weight) if config.tune or config.shot_weight != "none" else ()),
+                          *(("augment",) if config.shot_augment else ()))
         # seeded searches (tuning folds, shot-weight folds, the weighted probe's training) make fits seed-dependent
         self.deterministic = (config.classifier in DETERMINISTIC and not config.tune and config.shot_weight != "auto"
                               and config.layer != WEIGHTED)
@@ -558,7 +568,7 @@ class _Runner:
                 info["tuning"] = self._tuned(train[0], X_train[:sizes[0]], choice, seed)
                 params.update(info["tuning"]["best_params"])
             shot_mask = None
-            if self.config.shot_weight != "none" and len(train) > 1:  # few-shot: the parts after the source
+            if shot_learner(self.config) and len(train) > 1:  # few-shot: the parts after the source
                 shot_mask = np.arange(len(y)) >= sizes[0]
             est = self._fit(X_train, y, groups, seed, params, choice, shot_mask)
             info.update(fit_record(est))
@@ -663,8 +673,9 @@ def make_probe(config: ProbeConfig, seed: int, params: dict[str, Any] | None = N
         return est
     from classifiers.learners.shot_weighting import ShotWeightedClassifier
 
-    weights = None if config.shot_weight == "auto" else [float(config.shot_weight)]
-    return ShotWeightedClassifier(est, weights=weights, random_state=seed)
+    weight = "1" if config.shot_weight == "none" else config.shot_weight  # none: the plain union (augmented)
+    weights = None if weight == "auto" else [weight if weight == "balanced" else float(weight)]
+    return ShotWeightedClassifier(est, weights=weights, random_state=seed, augment=config.shot_augment)
 
 
 def fit_record(est: Any) -> dict[str, Any]:

@@ -31,7 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 METHODS: tuple[str, ...] = ("head", "cnn-lstm", "lora")
 CONDITIONS: tuple[str, ...] = ("clean", "target", "source", "both")  # which side is mixed with the study's noise
 STATS: tuple[str, ...] = ("mean", "mean+std")
-SHOT_WEIGHT_WORDS: tuple[str, ...] = ("none", "auto")  # besides a positive number
+SHOT_WEIGHT_WORDS: tuple[str, ...] = ("none", "auto", "balanced")  # besides a positive number
 WHISPER_INPUTS: tuple[str, ...] = ("full", "trim")
 SELECT_RULES: tuple[str, ...] = ("lto", "source", "entropy", "snd", "iwcv")  # classifiers.studies.selection rules
 # Named training recipes of `fs finetune` (head, cnn-lstm): ``paper`` is the study's fixed one (Adam); ``tuned`` trains
@@ -120,7 +120,8 @@ class Setting:
         if self.kind == "mapping":
             return "a mapping of parameter: value, e.g. {C: 0.1}" + (" (or a list of them)" if self.many else "")
         if self.kind == "weight":
-            return "none, auto (chosen by cross-validation on the shots) or a positive number"
+            return ("none, auto (chosen by cross-validation on the shots), balanced (shots and source weigh the same "
+                    "in total) or a positive number")
         if self.kind == "names":
             return "names, e.g. emodb,ravdess"
         return "module names, e.g. [q_proj, v_proj]"
@@ -168,7 +169,7 @@ class Setting:
         return names or None
 
     def _weight(self, value: Any, label: str | None) -> str | float:
-        """``none`` / ``auto`` (any case) or a finite number > 0 (a numeric text too) as a float."""
+        """``none`` / ``auto`` / ``balanced`` (any case) or a finite number > 0 (a numeric text too) as a float."""
         if isinstance(value, str) and value.strip().lower() in SHOT_WEIGHT_WORDS:
             return value.strip().lower()
         try:
@@ -209,8 +210,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("shots", "int", 0, "Target utterances per class added to training (0 = none).", minimum=0,
             study_key="shots", many=True),
     Setting("shot_weight", "weight", "none", "Few-shot: how much each target shot counts against a source "
-            "utterance: none (plain union), auto (chosen by cross-validation on the shots, shots-only included) or a "
-            "number; ignored without few-shot shots.", study_key="shot_weights", many=True),
+            "utterance: none (plain union), auto (chosen by cross-validation on the shots, shots-only included), "
+            "balanced (n_source / n_shots: shots and source weigh the same in total) or a number; ignored without "
+            "few-shot shots.", study_key="shot_weights", many=True),
+    Setting("shot_augment", "bool", False, "Few-shot: EasyAdapt feature augmentation (each feature gets a shared "
+            "copy and a source-only or target-only copy), so the shots can overrule the source where they disagree; "
+            "fs's recommended few-shot learner with --shot-weight balanced.", study_key="shot_augment"),
     Setting("shots_speaker_disjoint", "bool", False, "Test only on target speakers who gave no shot.",
             study_key="shots_speaker_disjoint"),
     Setting("dev_fraction", "float", 0.2, "Share of training utterances (whole speakers) held out as a dev split "
