@@ -3,12 +3,14 @@
 For every ordered pair of the workspace's corpora and k shots per class, three numbers on the *same*
 test utterances (the target less seed s's shots), mean over seeds:
 
-- ``src+shots``: the few-shot probe (source + shots), with ``--shot-weight none`` (plain union) and
-  ``auto`` (the shots' weight chosen by cross-validation over the shots, shots-only among the candidates);
+- ``src+shots``: the few-shot probe (source + shots), with ``--shot-weight none`` (plain union),
+  ``auto`` (the shots' weight chosen by cross-validation over the shots, shots-only among the candidates)
+  and ``augment`` (``--shot-augment --shot-weight balanced``: EasyAdapt features, shots and source
+  weighing the same in total; fs's recommended few-shot learner);
 - ``shots``: the target-only baseline (the shots alone), reported by the same few-shot result;
 - ``0 shots``: the source alone (protocol ``cross-language-heldout``: the shots held out, never trained on).
 
-The issue's target: ``src+shots >= shots - 1`` and ``src+shots >= 0 shots`` in every cell.
+The issue's target: ``src+shots >= shots - 1`` and ``src+shots >= 0 shots`` in every cell (:func:`meets`).
 
     FS_WORKSPACE=/tmp/real/ws OMP_NUM_THREADS=1 python bench/bench_few_shot.py
     python bench/bench_few_shot.py --workspace WS --model NAME --layer 3 --shots 5,10,20 --seeds 3
@@ -37,9 +39,14 @@ def run_cell(store: Any, ws: Any, cache: dict, **settings: Any) -> Any:
     return run_probe(ProbeConfig(**settings), store, ws, views=cache)
 
 
+METHODS = {"none": {"shot_weight": "none"}, "auto": {"shot_weight": "auto"},
+           "augment": {"shot_weight": "balanced", "shot_augment": True}}
+
+
 def measure(ws_path: str, model: str, layer: Any, norm: str, shots: list[int], seeds: int,
-            corpora: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every (pair, k) cell: UAR (%) of src+shots (none, auto), shots alone and 0 shots, and the weights chosen."""
+            corpora: list[str] | None = None, whisper_input: str = "trim") -> list[dict[str, Any]]:
+    """Every (pair, k) cell: UAR (%) of src+shots (each of :data:`METHODS`), shots alone and 0 shots, and the
+    weights ``auto`` chose."""
     from featurestore.store import FeatureStore
     from featurestore.workspace import Workspace
 
@@ -49,14 +56,15 @@ def measure(ws_path: str, model: str, layer: Any, norm: str, shots: list[int], s
     cache: dict = {}
     rows = []
     for (source, target), k in itertools.product(itertools.permutations(names, 2), shots):
-        base = {"source": source, "target": target, "model": model, "whisper_input": "trim", "layer": layer,
+        base = {"source": source, "target": target, "model": model, "whisper_input": whisper_input, "layer": layer,
                 "norm": norm, "seeds": seeds, "shots": k}
         start = time.perf_counter()
-        plain = run_cell(store, ws, cache, **base, shot_weight="none")
-        auto = run_cell(store, ws, cache, **base, shot_weight="auto")
+        results = {name: run_cell(store, ws, cache, **base, **method) for name, method in METHODS.items()}
+        plain, auto = results["none"], results["auto"]
         zero = run_cell(store, ws, cache, **base, protocol="cross-language-heldout")
-        row = {"source": source, "target": target, "shots": k, "src_shots_none": 100 * plain.uar_mean,
-               "src_shots_auto": 100 * auto.uar_mean, "shots_only": 100 * plain.baseline["uar_mean"],
+        row = {"source": source, "target": target, "shots": k,
+               **{f"src_shots_{name}": 100 * r.uar_mean for name, r in results.items()},
+               "shots_only": 100 * plain.baseline["uar_mean"],
                "zero_shots": 100 * zero.uar_mean, "auto_weights": [s["weight"] for s in auto.shot_weights],
                "seconds": time.perf_counter() - start}
         rows.append(row)
@@ -64,14 +72,21 @@ def measure(ws_path: str, model: str, layer: Any, norm: str, shots: list[int], s
     return rows
 
 
-HEADER = f"{'pair':<18}{'k':>3}{'none':>7}{'auto':>7}{'shots':>7}{'0 shot':>7}  {'auto ok?':<9}weights chosen (auto)"
+HEADER = (f"{'pair':<18}{'k':>3}" + "".join(f"{m:>8}" for m in METHODS) + f"{'shots':>7}{'0 shot':>7}  "
+          + "".join(f"{m + ' ok?':<13}" for m in ("auto", "augment")) + "weights chosen (auto)")
+
+
+def meets(r: dict[str, Any], method: str) -> bool:
+    """The issue's target for one cell: source + shots >= the shots alone - 1 point and >= 0 shots."""
+    return r[f"src_shots_{method}"] >= r["shots_only"] - 1 and r[f"src_shots_{method}"] >= r["zero_shots"]
 
 
 def _line(r: dict[str, Any]) -> str:
-    ok = r["src_shots_auto"] >= r["shots_only"] - 1 and r["src_shots_auto"] >= r["zero_shots"]
     weights = " ".join("shots" if w == "inf" else f"{w:.3g}" for w in r["auto_weights"])
-    return (f"{r['source'] + '->' + r['target']:<18}{r['shots']:>3}{r['src_shots_none']:>7.1f}{r['src_shots_auto']:>7.1f}"
-            f"{r['shots_only']:>7.1f}{r['zero_shots']:>7.1f}  {'yes' if ok else 'NO':<9}{weights}")
+    return (f"{r['source'] + '->' + r['target']:<18}{r['shots']:>3}"
+            + "".join(f"{r[f'src_shots_{m}']:>8.1f}" for m in METHODS)
+            + f"{r['shots_only']:>7.1f}{r['zero_shots']:>7.1f}  "
+            + "".join(f"{'yes' if meets(r, m) else 'NO':<13}" for m in ("auto", "augment")) + weights)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -80,11 +95,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
     for k in sorted({r["shots"] for r in rows}):
         sel = [r for r in rows if r["shots"] == k]
         mean = lambda key, sel=sel: sum(r[key] for r in sel) / len(sel)  # noqa: E731
-        meets = {m: sum(r[f"src_shots_{m}"] >= r["shots_only"] - 1 and r[f"src_shots_{m}"] >= r["zero_shots"]
-                        for r in sel) for m in ("none", "auto")}
-        out.append(f"k={k:>2}: mean none {mean('src_shots_none'):.1f}  auto {mean('src_shots_auto'):.1f}  shots "
-                   f"{mean('shots_only'):.1f}  0-shot {mean('zero_shots'):.1f}   target met: none {meets['none']}/"
-                   f"{len(sel)}, auto {meets['auto']}/{len(sel)}")
+        met = {m: sum(meets(r, m) for r in sel) for m in METHODS}
+        out.append(f"k={k:>2}: mean " + "  ".join(f"{m} {mean(f'src_shots_{m}'):.1f}" for m in METHODS)
+                   + f"  shots {mean('shots_only'):.1f}  0-shot {mean('zero_shots'):.1f}   target met: "
+                   + ", ".join(f"{m} {met[m]}/{len(sel)}" for m in METHODS))
     return "\n".join(out)
 
 
@@ -96,13 +110,14 @@ def main() -> None:
     parser.add_argument("--norm", default="corpus")
     parser.add_argument("--shots", default="5,10,20")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--whisper-input", default="trim", choices=("trim", "full"))
     parser.add_argument("--corpora", default=None, help="comma-separated [default: every corpus of the workspace]")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "few_shot.json"))
     args = parser.parse_args()
     layer: Any = int(args.layer) if args.layer.lstrip("-").isdigit() else args.layer
     print(HEADER)
     rows = measure(args.workspace, args.model, layer, args.norm, [int(k) for k in args.shots.split(",")], args.seeds,
-                   args.corpora.split(",") if args.corpora else None)
+                   args.corpora.split(",") if args.corpora else None, args.whisper_input)
     print(summary(rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,9 @@ def test_lto_records_grid_scores_and_choice_and_never_reads_target_labels(tmp_pa
     result = run_selected(config, "lto", store, ws, grid=grid, ledger=False)
     sel = result.to_record()["selection"]
     assert sel["rule"] == "lto" and sel["target"] == "urdu"
-    assert sel["grid"] == {"layers": [0, 1, 2], "norms": ["none", "corpus"], "classifiers": ["logreg"]}
-    assert len(sel["candidates"]) == 6 and all(len(c["pair_uar"]) == 6 for c in sel["candidates"])  # 3 others: 6 pairs
+    # the default layers: every stored one and their average
+    assert sel["grid"] == {"layers": [0, 1, 2, "mean"], "norms": ["none", "corpus"], "classifiers": ["logreg"]}
+    assert len(sel["candidates"]) == 8 and all(len(c["pair_uar"]) == 6 for c in sel["candidates"])  # 3 others: 6 pairs
     assert all("urdu" not in pair for pair in sel["pairs"])
     best = max(sel["candidates"], key=lambda c: c["mean_uar"])
     assert sel["chosen"] == best["setting"]
@@ -89,11 +90,17 @@ def test_source_rule_scores_the_source_dev_split(four) -> None:
     sel = select(ProbeConfig(source="emodb", target="urdu", model=MODEL, seeds=1), "source", store, ws,
                  grid={"norms": ["none"]}, ledger=False)
     assert sel.rule == "source" and sel.pairs == [("emodb", "dev")] and len(sel.mean_scores) == 3
+    # the dev split scores single layers: the layer average is left out, and the record says why
+    assert "single stored layers" in sel.excluded[("mean", "none", "logreg")]
 
 
 def test_grid_is_declared_once_with_defaults() -> None:
     cands = Grid.parse(None).candidates(3, "svm")
-    assert [c.setting for c in cands][:3] == [(0, "none", "svm"), (1, "none", "svm"), (2, "none", "svm")]
+    assert [c.setting for c in cands][:4] == [(0, "none", "svm"), (1, "none", "svm"), (2, "none", "svm"),
+                                              ("mean", "none", "svm")]
+    assert Grid.parse({"layers": [2, "mean"]}).layers == (2, "mean")
+    with pytest.raises(SelectionError, match="layer numbers or mean"):
+        Grid.parse({"layers": ["concat:1,2"]})
     assert {c.setting[1] for c in cands} == {"none", "corpus", "speaker"}
     assert all(c.needs_speaker_variety == (c.setting[1] == "speaker") for c in cands)
     with pytest.raises(SelectionError, match="not valid"):

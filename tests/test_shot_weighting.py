@@ -14,11 +14,11 @@ from classifiers.learners.shot_weighting import (
     BALANCED,
     SHOTS_ONLY,
     AugmentedClassifier,
-    augment,
-    resolve_weight,
     ShotWeightedClassifier,
+    augment,
     candidate_weights,
     fit_weighted,
+    resolve_weight,
 )
 
 

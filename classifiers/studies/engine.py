@@ -167,6 +167,12 @@ def select(config: Any, rule: str, store: FeatureStore, workspace: Workspace, *,
     elif rule == "source":
         dev: dict[tuple[str, str], dict[int, float]] = {}
         warnings: list[str] = []
+        scored_layers = [c for c in candidates if isinstance(c.setting[0], int)]  # the dev split scores stored layers
+        unscored = {c.setting: "the source rule scores single stored layers on its dev split"
+                    for c in candidates if c not in scored_layers}
+        if not scored_layers:
+            raise SelectionError("--select source scores single stored layers; give layer numbers in the grid")
+        candidates = scored_layers
 
         def dev_score(setting: Any) -> float:
             layer, norm, classifier = setting
@@ -178,6 +184,7 @@ def select(config: Any, rule: str, store: FeatureStore, workspace: Workspace, *,
 
         chosen = select_source(candidates, config.source, dev_score, facts)
         chosen.warnings = warnings
+        chosen.excluded.update(unscored)
     elif rule in TARGET_RULES:
         def target_aware(setting: Any) -> float:
             return target_score(config, cast(GridSetting, setting), rule, store, workspace, cache)
