@@ -241,3 +241,13 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(LedgerError, match="schema 3"):
         Ledger.open(tmp_path)
+
+
+def test_a_multi_source_result_is_written_with_its_sources_as_one_column(tmp_path):
+    """A union's source is a tuple in memory and a list read back from JSON: both go in as "a,b" (sqlite cannot
+    bind a tuple; `fs probe --source a,b` failed on writing its row)."""
+    from classifiers.studies.ledger import _columns, source_text
+
+    assert source_text(("emodb", "ravdess")) == "emodb,ravdess" == source_text(["emodb", "ravdess"])
+    assert source_text("emodb") == "emodb" and source_text(None) is None
+    assert _columns({"config": {"source": ("emodb", "ravdess"), "target": "urdu"}})["source"] == "emodb,ravdess"

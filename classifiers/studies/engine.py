@@ -167,7 +167,8 @@ def select(config: Any, rule: str, store: FeatureStore, workspace: Workspace, *,
     elif rule == "source":
         dev: dict[tuple[str, str], dict[int, float]] = {}
         warnings: list[str] = []
-        scored_layers = [c for c in candidates if isinstance(cast(GridSetting, c.setting)[0], int)]  # the dev split scores stored layers
+        # the dev split scores stored layers
+        scored_layers = [c for c in candidates if isinstance(cast(GridSetting, c.setting)[0], int)]
         unscored = {c.setting: "the source rule scores single stored layers on its dev split"
                     for c in candidates if c not in scored_layers}
         if not scored_layers:

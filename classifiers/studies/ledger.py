@@ -313,11 +313,17 @@ def condition_label(side: dict[str, Any]) -> str:
         return str(side["condition"])
 
 
+def source_text(source: Any) -> Any:
+    """A result's source as one column value: a multi-source union (a tuple, or a list once read back from
+    JSON) as ``"a,b"``, the way ``--source`` takes it."""
+    return ",".join(map(str, source)) if isinstance(source, (list, tuple)) else source
+
+
 def _columns(result: dict[str, Any]) -> dict[str, Any]:
     config = result.get("config") or {}
     seeds, shots = config.get("seeds"), config.get("shots")
     return {
-        "source": config.get("source"), "target": config.get("target"), "model": config.get("model"),
+        "source": source_text(config.get("source")), "target": config.get("target"), "model": config.get("model"),
         "layer": None if config.get("layer") is None else str(config.get("layer")),
         "layer_used": None if result.get("layer") is None else layer_used_text(result),
         "classifier": config.get("classifier"), "norm": config.get("norm"),
@@ -664,7 +670,7 @@ def flat_row(result: dict[str, Any]) -> dict[str, Any]:
     ci95 = result.get("uar_ci95") or [None, None]
     return {
         "config_key": result.get("config_key"), "study": ",".join(result.get("_studies", [])),
-        "source": config.get("source"), "target": config.get("target"), "model": config.get("model"),
+        "source": source_text(config.get("source")), "target": config.get("target"), "model": config.get("model"),
         "whisper_input": whisper_input_of(result), "layer": config.get("layer"), "layer_used": layer_used_text(result),
         "classifier": config.get("classifier"),
         "norm": config.get("norm"), "shots": config.get("shots"), "condition": condition_of(config),
