@@ -124,7 +124,8 @@ def test_target_rules_record_every_candidate_and_never_read_target_labels(pair) 
     before = {rule: select(config, rule, store, ws, grid=grid, ledger=False).to_dict() for rule in TARGET_RULES}
     for rule, sel in before.items():
         assert sel["rule"] == rule and sel["pairs"] == [["emodb", "urdu"]]
-        assert len(sel["candidates"]) == 6 and all(np.isfinite(c["mean_uar"]) for c in sel["candidates"])
+        # 3 stored layers and their mean x 2 norms
+        assert len(sel["candidates"]) == 8 and all(np.isfinite(c["mean_uar"]) for c in sel["candidates"])
         assert sel["chosen"] == max(sel["candidates"], key=lambda c: c["mean_uar"])["setting"]
     original = ws.load_manifest("urdu")
     relabelled(ws, "urdu")
